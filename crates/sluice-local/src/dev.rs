@@ -1,0 +1,146 @@
+//! `sluice-local dev`: the whole stack on 127.0.0.1 (what `make dev` runs).
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use base64::{Engine, engine::general_purpose::STANDARD};
+use sluice::{Config, aws::AwsClients, ids};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    emulator::Emulator,
+    poller,
+    provision::{self, Resources, StackDefinition},
+    server::{self, HttpFunctions},
+};
+
+/// Loopback ranges local receivers listen on; allowed as endpoint targets only in local runs.
+pub const LOCAL_ALLOW_CIDRS: &str = "127.0.0.0/8,::1/128";
+
+/// The configuration the functions get locally: the template's variables for the provisioned
+/// resources, plus the local-only allowances (http and loopback endpoints).
+pub fn local_config(
+    resources: &Resources,
+    admin_key: &str,
+    stripe_secrets: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Config> {
+    let mut vars: HashMap<String, String> = resources.env();
+    vars.insert(
+        "ADMIN_KEY_SHA256".into(),
+        hex::encode(sluice::auth::digest(admin_key)),
+    );
+    vars.insert("STRIPE_WEBHOOK_SECRETS".into(), stripe_secrets.into());
+    vars.insert("EGRESS_ALLOW_HTTP".into(), "true".into());
+    vars.insert("EGRESS_ALLOW_CIDRS".into(), LOCAL_ALLOW_CIDRS.into());
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    // Settings not given here fall back to the process environment, as in Lambda.
+    Ok(Config::from_lookup(|name| {
+        vars.get(name).cloned().or_else(|| std::env::var(name).ok())
+    })?)
+}
+
+/// A random Stripe-style signing secret for a local run.
+pub fn generate_stripe_secret() -> String {
+    format!("whsec_{}", STANDARD.encode(ids::random_bytes::<24>()))
+}
+
+fn env_or(name: &str, default: impl FnOnce() -> String) -> (String, bool) {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => (v.trim().to_owned(), false),
+        _ => (default(), true),
+    }
+}
+
+fn port_setting(name: &str, default: u16) -> anyhow::Result<u16> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a port number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Runs the stack until Ctrl-C (or SIGTERM); everything it started stops with it.
+pub async fn run() -> anyhow::Result<()> {
+    let port = port_setting("SLUICE_PORT", 3000)?;
+    let aws_port = port_setting("SLUICE_AWS_PORT", 4566)?;
+    let (admin_key, admin_generated) = env_or("SLUICE_ADMIN_KEY", ids::new_api_key);
+    let (stripe_secrets, stripe_generated) =
+        env_or("STRIPE_WEBHOOK_SECRETS", generate_stripe_secret);
+
+    // Bind first: a busy port fails before anything is started.
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("port {port} is in use (set SLUICE_PORT)"))?;
+    let emulator = Emulator::start(aws_port)?;
+    let aws = AwsClients::new(&emulator.sdk_config().await);
+    let resources =
+        provision::provision(&aws, &StackDefinition::from_template()?, "sluice-local").await?;
+    let config = local_config(&resources, &admin_key, &stripe_secrets, &[])?;
+
+    let functions = HttpFunctions {
+        ingress: stripe_ingress::router(stripe_ingress::IngressState::new(
+            config.clone(),
+            aws.clone(),
+        )?),
+        api: sluice_api::router(sluice_api::AppState::new(config.clone(), aws.clone())?),
+    };
+    let egress = webhook_egress::EgressState::new(config, aws.clone())?;
+    let (stop, stopped) = watch::channel(false);
+    let poller = tokio::spawn(poller::run(
+        aws.sqs.clone(),
+        resources.queue_url.clone(),
+        resources.queue_arn.clone(),
+        egress,
+        stopped.clone(),
+    ));
+    let server = tokio::spawn(server::serve(listener, functions, stopped));
+
+    let base = format!("http://127.0.0.1:{port}");
+    let note = |generated: bool| {
+        if generated {
+            " (generated; set it to choose your own)"
+        } else {
+            ""
+        }
+    };
+    println!("Sluice is running.");
+    println!("  API and Stripe webhooks  {base}   (POST {base}/webhooks/stripe)");
+    println!(
+        "  local AWS (moto)         {}   (table {}, queue {})",
+        emulator.endpoint, resources.table_name, resources.queue_url
+    );
+    println!(
+        "  SLUICE_ADMIN_KEY         {admin_key}{}",
+        note(admin_generated)
+    );
+    println!(
+        "  STRIPE_WEBHOOK_SECRETS   {stripe_secrets}{}",
+        note(stripe_generated)
+    );
+    println!("Try:");
+    println!("  curl -s {base}/health");
+    println!(
+        "  curl -s -X POST {base}/admin/tenants -H 'X-Admin-Key: {admin_key}' -H 'content-type: application/json' -d '{{\"name\":\"Acme\"}}'"
+    );
+    println!("Ctrl-C stops everything.");
+
+    wait_for_stop_signal().await;
+    println!("Stopping…");
+    let _ = stop.send(true);
+    let _ = tokio::join!(poller, server);
+    drop(emulator);
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

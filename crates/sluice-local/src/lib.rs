@@ -1,0 +1,21 @@
+//! The local stack: what `make dev` runs and what the integration tests stand on.
+//!
+//! - [`emulator`]: moto's server as a child process on 127.0.0.1, installed on first use.
+//! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
+//! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
+//! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
+#![forbid(unsafe_code)]
+
+pub mod dev;
+pub mod emulator;
+pub mod poller;
+pub mod provision;
+pub mod server;
+
+/// The repository root (the runner and the tests run from a checkout).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root exists")
+}

@@ -1,0 +1,21 @@
+//! `sluice-local`: the local development stack.
+//!
+//! ```text
+//! sluice-local [dev]      the whole stack on 127.0.0.1 (SLUICE_PORT, default 3000)
+//! ```
+
+const USAGE: &str = "usage: sluice-local [dev]";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sluice::telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("dev") => sluice_local::dev::run().await,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}

@@ -1,0 +1,249 @@
+//! Configuration, read once at cold start into a typed struct.
+//!
+//! A missing or invalid setting fails start-up with a message naming the variable.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Why the configuration could not be read; always names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+/// All settings of the three functions. Function-specific requirements (the admin key digest for
+/// the API, the Stripe secrets for ingress) are checked by [`Config::require_admin_key`] and
+/// [`Config::require_stripe_secrets`] in the function's `main`.
+#[derive(Clone)]
+pub struct Config {
+    /// `TABLE_NAME`: the single DynamoDB table.
+    pub table_name: String,
+    /// `QUEUE_URL`: the delivery queue (one message per event × endpoint).
+    pub queue_url: String,
+    /// `KMS_KEY_ID`: key id, ARN or alias that seals secrets at rest.
+    pub kms_key_id: String,
+    /// `STRIPE_WEBHOOK_SECRETS`: comma-separated `whsec_…` signing secrets.
+    pub stripe_webhook_secrets: Vec<String>,
+    /// `STRIPE_TOLERANCE_SECS` (default 300): allowed clock skew, past and future.
+    pub stripe_tolerance: Duration,
+    /// `STRIPE_EVENT_RETENTION_DAYS` (default 30).
+    pub stripe_event_retention_days: u32,
+    /// `IDEMPOTENCY_TTL_DAYS` (default 7).
+    pub idempotency_ttl_days: u32,
+    /// `IDEMPOTENCY_REQUIRED` (default false): writes without a key answer 400.
+    pub idempotency_required: bool,
+    /// `ADMIN_KEY_SHA256`: SHA-256 digest of the admin key, 64 hex chars.
+    pub admin_key_sha256: Option<[u8; 32]>,
+    /// `EGRESS_ALLOW_CIDRS` (default empty): private ranges endpoints may use anyway.
+    pub egress_allow_cidrs: Vec<IpNet>,
+    /// `EGRESS_ALLOW_HTTP` (default false): accept `http://` endpoint URLs.
+    pub egress_allow_http: bool,
+    /// `EGRESS_TIMEOUT_SECS` (default 15): per delivery request.
+    pub egress_timeout: Duration,
+    /// `EGRESS_DISABLE_AFTER_HOURS` (default 72): failing this long without a success disables.
+    pub egress_disable_after_hours: u32,
+}
+
+impl std::fmt::Debug for Config {
+    // Secrets never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("table_name", &self.table_name)
+            .field("queue_url", &self.queue_url)
+            .field("kms_key_id", &self.kms_key_id)
+            .field(
+                "stripe_webhook_secrets",
+                &format_args!("[{} redacted]", self.stripe_webhook_secrets.len()),
+            )
+            .field("stripe_tolerance", &self.stripe_tolerance)
+            .field("idempotency_ttl_days", &self.idempotency_ttl_days)
+            .field("idempotency_required", &self.idempotency_required)
+            .field("egress_allow_cidrs", &self.egress_allow_cidrs)
+            .field("egress_allow_http", &self.egress_allow_http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (tests and the local runner pass their own).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |name: &'static str| {
+            get(name).ok_or_else(|| ConfigError {
+                name,
+                reason: "is required but not set".into(),
+            })
+        };
+        fn parsed<T: std::str::FromStr>(
+            name: &'static str,
+            value: Option<String>,
+            default: T,
+        ) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match value {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|e| ConfigError {
+                    name,
+                    reason: format!("invalid value: {e}"),
+                }),
+            }
+        }
+        let positive = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let v: u64 = parsed(name, get(name), default)?;
+            if v == 0 {
+                return Err(ConfigError {
+                    name,
+                    reason: "must be greater than zero".into(),
+                });
+            }
+            Ok(v)
+        };
+
+        let stripe_webhook_secrets = get("STRIPE_WEBHOOK_SECRETS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let admin_key_sha256 = match get("ADMIN_KEY_SHA256") {
+            None => None,
+            Some(v) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(v.to_ascii_lowercase(), &mut digest).map_err(|_| {
+                    ConfigError {
+                        name: "ADMIN_KEY_SHA256",
+                        reason: "must be 64 hex characters (the SHA-256 of the admin key)".into(),
+                    }
+                })?;
+                Some(digest)
+            }
+        };
+
+        let egress_allow_cidrs = match get("EGRESS_ALLOW_CIDRS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<IpNet>().map_err(|e| ConfigError {
+                        name: "EGRESS_ALLOW_CIDRS",
+                        reason: format!("{s:?} is not a CIDR: {e}"),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        Ok(Config {
+            table_name: required("TABLE_NAME")?,
+            queue_url: required("QUEUE_URL")?,
+            kms_key_id: required("KMS_KEY_ID")?,
+            stripe_webhook_secrets,
+            stripe_tolerance: Duration::from_secs(positive("STRIPE_TOLERANCE_SECS", 300)?),
+            stripe_event_retention_days: positive("STRIPE_EVENT_RETENTION_DAYS", 30)? as u32,
+            idempotency_ttl_days: positive("IDEMPOTENCY_TTL_DAYS", 7)? as u32,
+            idempotency_required: parsed(
+                "IDEMPOTENCY_REQUIRED",
+                get("IDEMPOTENCY_REQUIRED"),
+                false,
+            )?,
+            admin_key_sha256,
+            egress_allow_cidrs,
+            egress_allow_http: parsed("EGRESS_ALLOW_HTTP", get("EGRESS_ALLOW_HTTP"), false)?,
+            egress_timeout: Duration::from_secs(positive("EGRESS_TIMEOUT_SECS", 15)?),
+            egress_disable_after_hours: positive("EGRESS_DISABLE_AFTER_HOURS", 72)? as u32,
+        })
+    }
+
+    /// The API function cannot run without the admin key digest.
+    pub fn require_admin_key(&self) -> Result<[u8; 32], ConfigError> {
+        self.admin_key_sha256.ok_or(ConfigError {
+            name: "ADMIN_KEY_SHA256",
+            reason: "is required but not set".into(),
+        })
+    }
+
+    /// The ingress function cannot verify anything without at least one secret.
+    pub fn require_stripe_secrets(&self) -> Result<&[String], ConfigError> {
+        if self.stripe_webhook_secrets.is_empty() {
+            return Err(ConfigError {
+                name: "STRIPE_WEBHOOK_SECRETS",
+                reason: "is required but not set".into(),
+            });
+        }
+        Ok(&self.stripe_webhook_secrets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars = vec![
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "http://q"),
+            ("KMS_KEY_ID", "alias/k"),
+        ];
+        vars.extend_from_slice(extra);
+        Config::from_lookup(|n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = base(&[]).unwrap();
+        assert_eq!(c.stripe_tolerance, Duration::from_secs(300));
+        assert_eq!(c.idempotency_ttl_days, 7);
+        assert!(!c.idempotency_required);
+        assert!(!c.egress_allow_http);
+        assert_eq!(c.egress_timeout, Duration::from_secs(15));
+        assert_eq!(c.egress_disable_after_hours, 72);
+        assert_eq!(c.stripe_event_retention_days, 30);
+        assert!(c.egress_allow_cidrs.is_empty());
+    }
+
+    #[test]
+    fn a_missing_or_invalid_setting_names_the_variable() {
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert_eq!(err.name, "TABLE_NAME");
+        let err = base(&[("STRIPE_TOLERANCE_SECS", "soon")]).unwrap_err();
+        assert_eq!(err.name, "STRIPE_TOLERANCE_SECS");
+        let err = base(&[("EGRESS_ALLOW_CIDRS", "127.0.0.1/8,nope")]).unwrap_err();
+        assert!(err.to_string().contains("EGRESS_ALLOW_CIDRS"));
+        let err = base(&[("ADMIN_KEY_SHA256", "abc")]).unwrap_err();
+        assert_eq!(err.name, "ADMIN_KEY_SHA256");
+        assert_eq!(
+            base(&[]).unwrap().require_admin_key().unwrap_err().name,
+            "ADMIN_KEY_SHA256"
+        );
+    }
+
+    #[test]
+    fn secrets_are_split_and_never_debug_printed() {
+        let c = base(&[("STRIPE_WEBHOOK_SECRETS", "whsec_a, whsec_b")]).unwrap();
+        assert_eq!(c.stripe_webhook_secrets, vec!["whsec_a", "whsec_b"]);
+        assert!(!format!("{c:?}").contains("whsec_a"));
+    }
+}

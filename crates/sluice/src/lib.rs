@@ -1,0 +1,24 @@
+//! Sluice core: everything the three functions share.
+//!
+//! Each module is one capability, testable on its own:
+//! - [`config`]: typed settings read once from the environment.
+//! - [`error`]: the one HTTP error type, rendered as RFC 9457 problem+json.
+//! - [`aws`]: SDK clients built once from the standard AWS configuration chain.
+//! - [`table`]: the single-table layout (key shapes, attribute helpers).
+//! - [`ids`], [`clock`]: prefixed opaque ids and time.
+//! - [`auth`], [`tenants`]: API keys, the admin key, tenant records.
+//! - [`telemetry`]: `tracing` set-up (JSON in Lambda) and CloudWatch EMF metric lines.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod table;
+pub mod telemetry;
+pub mod tenants;
+
+pub use config::Config;
+pub use error::{ApiError, ApiResult};

@@ -1,0 +1,325 @@
+//! Tenant records and their API keys.
+//!
+//! The tenant item (`TENANT#{id}` / `PROFILE`) carries everything `GET /v1/account` shows, so an
+//! account read is one `GetItem`: balance, budget counters and the subscription summary that
+//! Stripe ingress maintains.
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{ConditionCheck, Delete, Put, TransactWriteItem},
+};
+use serde::Serialize;
+
+use crate::{
+    ApiError, auth, clock, ids,
+    table::{self, Item, ItemExt, n, s},
+};
+
+/// Attribute names of the tenant item that more than one module reads or writes.
+pub mod attr {
+    pub const ID: &str = "id";
+    pub const NAME: &str = "name";
+    pub const CURRENCY: &str = "currency";
+    pub const CREATED_AT: &str = "created_at";
+    /// Credits, minor units.
+    pub const BALANCE_MINOR: &str = "balance_minor";
+    /// Monthly budget, minor units (absent = no budget).
+    pub const MONTHLY_BUDGET_MINOR: &str = "monthly_budget_minor";
+    /// `YYYY-MM` the usage counter belongs to.
+    pub const BUDGET_MONTH: &str = "budget_month";
+    /// Usage debited in `budget_month`.
+    pub const USED_THIS_MONTH_MINOR: &str = "used_this_month_minor";
+    /// Month in which `budget.warning` was published (reset by a top-up).
+    pub const BUDGET_WARNING_SENT: &str = "budget_warning_sent";
+    /// Month in which `budget.exceeded` was published (reset by a top-up).
+    pub const BUDGET_EXCEEDED_SENT: &str = "budget_exceeded_sent";
+    /// Stripe customer linked to the tenant.
+    pub const STRIPE_CUSTOMER_ID: &str = "stripe_customer_id";
+    pub const SUB_ID: &str = "sub_id";
+    pub const SUB_STATUS: &str = "sub_status";
+    pub const SUB_PRICE_ID: &str = "sub_price_id";
+    pub const SUB_CURRENT_PERIOD_END: &str = "sub_current_period_end";
+    pub const SUB_CANCEL_AT_PERIOD_END: &str = "sub_cancel_at_period_end";
+}
+
+/// Default currency of a tenant created without one.
+pub const DEFAULT_CURRENCY: &str = "usd";
+
+/// A tenant as stored.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub currency: String,
+    pub created_at: i64,
+    pub balance_minor: i64,
+    pub monthly_budget_minor: Option<i64>,
+    pub budget_month: Option<String>,
+    pub used_this_month_minor: i64,
+    pub stripe_customer_id: Option<String>,
+    pub subscription: Option<SubscriptionSummary>,
+}
+
+/// The tenant's current subscription as Stripe ingress last recorded it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SubscriptionSummary {
+    pub id: String,
+    pub status: String,
+    pub price_id: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+}
+
+impl Tenant {
+    /// Reads a tenant item; `None` if it is not one.
+    pub fn from_item(item: &Item) -> Option<Tenant> {
+        Some(Tenant {
+            id: item.get_s(attr::ID)?.to_owned(),
+            name: item.get_s(attr::NAME).unwrap_or_default().to_owned(),
+            currency: item
+                .get_s(attr::CURRENCY)
+                .unwrap_or(DEFAULT_CURRENCY)
+                .to_owned(),
+            created_at: item.get_i64(attr::CREATED_AT).unwrap_or_default(),
+            balance_minor: item.get_i64(attr::BALANCE_MINOR).unwrap_or_default(),
+            monthly_budget_minor: item.get_i64(attr::MONTHLY_BUDGET_MINOR),
+            budget_month: item.get_s(attr::BUDGET_MONTH).map(String::from),
+            used_this_month_minor: item
+                .get_i64(attr::USED_THIS_MONTH_MINOR)
+                .unwrap_or_default(),
+            stripe_customer_id: item.get_s(attr::STRIPE_CUSTOMER_ID).map(String::from),
+            subscription: item.get_s(attr::SUB_ID).map(|id| SubscriptionSummary {
+                id: id.to_owned(),
+                status: item
+                    .get_s(attr::SUB_STATUS)
+                    .unwrap_or("incomplete")
+                    .to_owned(),
+                price_id: item.get_s(attr::SUB_PRICE_ID).map(String::from),
+                current_period_end: item.get_i64(attr::SUB_CURRENT_PERIOD_END),
+                cancel_at_period_end: item
+                    .get_bool(attr::SUB_CANCEL_AT_PERIOD_END)
+                    .unwrap_or(false),
+            }),
+        })
+    }
+}
+
+/// What `POST /admin/tenants` asks for.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub name: String,
+    pub monthly_budget_minor: Option<i64>,
+    pub currency: String,
+}
+
+/// A freshly issued API key: the plaintext exists only in this value.
+#[derive(Debug, Serialize)]
+pub struct IssuedKey {
+    pub key_id: String,
+    pub api_key: String,
+}
+
+fn api_key_items(table_name: &str, tenant_id: &str) -> (IssuedKey, [TransactWriteItem; 2]) {
+    let key_id = ids::new_id("key");
+    let api_key = ids::new_api_key();
+    let digest_hex = hex::encode(auth::digest(&api_key));
+    let now = clock::now_epoch();
+    let lookup = Put::builder()
+        .table_name(table_name)
+        .set_item(Some(Item::from([
+            (table::PK.into(), s(table::api_key_pk(&digest_hex))),
+            (table::SK.into(), s(table::API_KEY_SK)),
+            ("tenant_id".into(), s(tenant_id)),
+            ("key_id".into(), s(&key_id)),
+            ("created_at".into(), n(now)),
+        ])))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table, item set");
+    let owner_ref = Put::builder()
+        .table_name(table_name)
+        .set_item(Some(Item::from([
+            (table::PK.into(), s(table::tenant_pk(tenant_id))),
+            (table::SK.into(), s(table::tenant_api_key_sk(&key_id))),
+            ("digest".into(), s(digest_hex)),
+            ("created_at".into(), n(now)),
+        ])))
+        .build()
+        .expect("table, item set");
+    (
+        IssuedKey { key_id, api_key },
+        [
+            TransactWriteItem::builder().put(lookup).build(),
+            TransactWriteItem::builder().put(owner_ref).build(),
+        ],
+    )
+}
+
+/// Creates a tenant and its first API key in one transaction.
+pub async fn create_tenant(
+    db: &Client,
+    table_name: &str,
+    new: NewTenant,
+) -> Result<(Tenant, IssuedKey), ApiError> {
+    let id = ids::new_id("tnt");
+    let now = clock::now_epoch();
+    let mut item = Item::from([
+        (table::PK.into(), s(table::tenant_pk(&id))),
+        (table::SK.into(), s(table::TENANT_PROFILE_SK)),
+        (attr::ID.into(), s(&id)),
+        (attr::NAME.into(), s(&new.name)),
+        (attr::CURRENCY.into(), s(&new.currency)),
+        (attr::CREATED_AT.into(), n(now)),
+        (attr::BALANCE_MINOR.into(), n(0)),
+        (attr::USED_THIS_MONTH_MINOR.into(), n(0)),
+    ]);
+    if let Some(budget) = new.monthly_budget_minor {
+        item.insert(attr::MONTHLY_BUDGET_MINOR.into(), n(budget));
+    }
+    let tenant = Tenant::from_item(&item).expect("complete tenant item");
+    let put = Put::builder()
+        .table_name(table_name)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table, item set");
+    let (issued, [lookup, owner_ref]) = api_key_items(table_name, &id);
+    db.transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(lookup)
+        .transact_items(owner_ref)
+        .send()
+        .await?;
+    Ok((tenant, issued))
+}
+
+/// Reads a tenant; `None` if absent.
+pub async fn get_tenant(
+    db: &Client,
+    table_name: &str,
+    tenant_id: &str,
+) -> Result<Option<Tenant>, ApiError> {
+    let out = db
+        .get_item()
+        .table_name(table_name)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::TENANT_PROFILE_SK,
+        )))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item().and_then(Tenant::from_item))
+}
+
+/// Issues another API key for an existing tenant (`404` if there is none).
+pub async fn add_api_key(
+    db: &Client,
+    table_name: &str,
+    tenant_id: &str,
+) -> Result<IssuedKey, ApiError> {
+    let (issued, [lookup, owner_ref]) = api_key_items(table_name, tenant_id);
+    let tenant_exists = ConditionCheck::builder()
+        .table_name(table_name)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::TENANT_PROFILE_SK,
+        )))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .expect("table, key, condition set");
+    let result = db
+        .transact_write_items()
+        .transact_items(
+            TransactWriteItem::builder()
+                .condition_check(tenant_exists)
+                .build(),
+        )
+        .transact_items(lookup)
+        .transact_items(owner_ref)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(issued),
+        Err(err) if is_condition_failure_at(&err, 0) => Err(ApiError::not_found("tenant")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Revokes one API key of a tenant (`404` if the tenant has no such key).
+pub async fn revoke_api_key(
+    db: &Client,
+    table_name: &str,
+    tenant_id: &str,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    let owner_key = table::key(
+        table::tenant_pk(tenant_id),
+        table::tenant_api_key_sk(key_id),
+    );
+    let out = db
+        .get_item()
+        .table_name(table_name)
+        .set_key(Some(owner_key.clone()))
+        .consistent_read(true)
+        .send()
+        .await?;
+    let Some(digest_hex) = out.item().and_then(|i| i.get_s("digest")).map(String::from) else {
+        return Err(ApiError::not_found("api key"));
+    };
+    let delete_ref = Delete::builder()
+        .table_name(table_name)
+        .set_key(Some(owner_key))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .expect("table, key set");
+    let delete_lookup = Delete::builder()
+        .table_name(table_name)
+        .set_key(Some(table::key(
+            table::api_key_pk(&digest_hex),
+            table::API_KEY_SK,
+        )))
+        .build()
+        .expect("table, key set");
+    let result = db
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().delete(delete_ref).build())
+        .transact_items(TransactWriteItem::builder().delete(delete_lookup).build())
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Revoked concurrently by someone else: the key is gone either way.
+        Err(err) if is_condition_failure_at(&err, 0) => Err(ApiError::not_found("api key")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// True if a `TransactWriteItems` failed because the condition of item `index` did not hold.
+pub fn is_condition_failure_at(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+    >,
+    index: usize,
+) -> bool {
+    cancellation_codes(err)
+        .get(index)
+        .is_some_and(|code| code.as_deref() == Some("ConditionalCheckFailed"))
+}
+
+/// The per-item cancellation reason codes of a cancelled transaction (empty if it was not one).
+pub fn cancellation_codes(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+    >,
+) -> Vec<Option<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

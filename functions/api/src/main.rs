@@ -1,0 +1,11 @@
+//! Lambda entry point of the API function: read config, build clients once, serve.
+
+use sluice::{Config, aws::AwsClients, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let state = sluice_api::AppState::new(config, AwsClients::from_env().await)?;
+    lambda_http::run(sluice_api::router(state)).await
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests against the local AWS stack (moto), through the real AWS SDK.
+//!
+//! One test binary, one emulator process for it (started on first use, gone when the binary
+//! exits); every test provisions its own table, queues and key, so tests run in parallel without
+//! sharing state.
+
+mod support;
+
+mod platform;

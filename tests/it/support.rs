@@ -1,0 +1,229 @@
+//! Test harness: the shared emulator, a per-test stack, and in-process requests to the functions.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::Value;
+use sluice::{Config, aws::AwsClients};
+use sluice_local::{
+    dev::local_config,
+    emulator::Emulator,
+    provision::{self, Resources, StackDefinition},
+    server::{HttpFunctions, lambda_request},
+};
+
+static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+
+/// The emulator shared by every test of this binary.
+pub fn emulator() -> &'static Emulator {
+    EMULATOR.get_or_init(|| Emulator::start_on_free_port().expect("the moto emulator starts"))
+}
+
+/// A random lowercase name fragment.
+pub fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(10)
+        .map(char::from)
+        .collect();
+    format!("{prefix}-{}", suffix.to_ascii_lowercase())
+}
+
+/// One test's own resources on the shared emulator, and the functions configured for them.
+pub struct Stack {
+    pub aws: AwsClients,
+    pub resources: Resources,
+    pub config: Config,
+    pub admin_key: String,
+    pub stripe_secret: String,
+}
+
+impl Stack {
+    /// A fresh stack with the local defaults.
+    pub async fn new() -> Stack {
+        Self::with_settings(&[]).await
+    }
+
+    /// A fresh stack with extra settings (e.g. `("IDEMPOTENCY_REQUIRED", "true")`).
+    pub async fn with_settings(extra: &[(&str, &str)]) -> Stack {
+        let aws = AwsClients::new(&emulator().sdk_config().await);
+        Self::with_clients(aws, extra).await
+    }
+
+    /// A fresh stack whose functions use the given clients (e.g. with counting interceptors).
+    pub async fn with_clients(aws: AwsClients, extra: &[(&str, &str)]) -> Stack {
+        let def = StackDefinition::from_template().expect("template.yaml parses");
+        let resources = provision::provision(&aws, &def, &unique("t"))
+            .await
+            .expect("provisioning succeeds");
+        let admin_key = sluice::ids::new_api_key();
+        let stripe_secret = sluice_local::dev::generate_stripe_secret();
+        let config = local_config(&resources, &admin_key, &stripe_secret, extra)
+            .expect("local config is valid");
+        Stack {
+            aws,
+            resources,
+            config,
+            admin_key,
+            stripe_secret,
+        }
+    }
+
+    /// The API function's router.
+    pub fn api(&self) -> Router {
+        sluice_api::router(
+            sluice_api::AppState::new(self.config.clone(), self.aws.clone()).unwrap(),
+        )
+    }
+
+    /// The ingress function's router.
+    pub fn ingress(&self) -> Router {
+        stripe_ingress::router(
+            stripe_ingress::IngressState::new(self.config.clone(), self.aws.clone()).unwrap(),
+        )
+    }
+
+    /// Both HTTP functions behind the local API Gateway routing.
+    pub fn functions(&self) -> HttpFunctions {
+        HttpFunctions {
+            ingress: self.ingress(),
+            api: self.api(),
+        }
+    }
+
+    /// The egress function's state.
+    pub fn egress(&self) -> webhook_egress::EgressState {
+        webhook_egress::EgressState::new(self.config.clone(), self.aws.clone()).unwrap()
+    }
+
+    /// Sends a request through the local API Gateway routing to the functions.
+    pub async fn send(&self, req: Req) -> Res {
+        let mut builder = http::Request::builder().method(req.method).uri(req.path);
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let (parts, ()) = builder.body(()).unwrap().into_parts();
+        let res = self
+            .functions()
+            .invoke(lambda_request(parts, req.body))
+            .await;
+        let (parts, body) = res.into_parts();
+        Res {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `POST /admin/tenants` → (tenant id, api key).
+    pub async fn create_tenant(&self, name: &str) -> (String, String) {
+        let res = self
+            .send(
+                Req::post("/admin/tenants")
+                    .admin(&self.admin_key)
+                    .json(&serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        let body = res.json();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// A request to send.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn new(method: Method, path: &str) -> Req {
+        Req {
+            method,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+    pub fn get(path: &str) -> Req {
+        Self::new(Method::GET, path)
+    }
+    pub fn post(path: &str) -> Req {
+        Self::new(Method::POST, path)
+    }
+    pub fn patch(path: &str) -> Req {
+        Self::new(Method::PATCH, path)
+    }
+    pub fn put(path: &str) -> Req {
+        Self::new(Method::PUT, path)
+    }
+    pub fn delete(path: &str) -> Req {
+        Self::new(Method::DELETE, path)
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn bearer(self, key: &str) -> Req {
+        self.header("authorization", &format!("Bearer {key}"))
+    }
+    pub fn admin(self, key: &str) -> Req {
+        self.header("x-admin-key", key)
+    }
+    pub fn idempotency_key(self, key: &str) -> Req {
+        self.header("idempotency-key", key)
+    }
+    pub fn json(mut self, body: &Value) -> Req {
+        self.body = Bytes::from(serde_json::to_vec(body).unwrap());
+        self.header("content-type", "application/json")
+    }
+    pub fn body(mut self, body: impl Into<Bytes>) -> Req {
+        self.body = body.into();
+        self
+    }
+}
+
+/// A response received.
+#[derive(Debug)]
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Res {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a problem+json answer with `status`; returns its body.
+    pub fn assert_problem(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some(sluice::error::PROBLEM_JSON),
+            "{}",
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status);
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        body
+    }
+}
