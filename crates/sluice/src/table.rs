@@ -10,9 +10,25 @@
 //! | api key (lookup) | `APIKEY#{sha256 hex}` | `APIKEY` | `tenant_id`, `key_id` |
 //! | api key (owner ref) | `TENANT#{tnt}` | `APIKEY#{key}` | `digest`, to revoke |
 //! | idempotency record | `IDEM#{scope}#{key}` | `IDEM` | see `idempotency` |
+//! | webhook endpoint | `TENANT#{tnt}` | `ENDPOINT#{ep}` | `url`, `event_types` (L of S, empty = all), `enabled`, `secrets` (L of M `{ciphertext: B, created_at: N, expires_at?: N}`, newest first), `failing_since?`, `disabled_reason?` |
+//! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `ciphertext` (B), `hint`, `created_at` |
+//! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at` |
+//! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
+//! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d) |
+//! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M), `next_attempt_at?`, `ttl` (30 d) |
+//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `payload`, `attempts`, `error?`, `tenant_id?`; `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` |
+//! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id` |
+//! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | waits for the customer link |
+//! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `event_created` (ordering guard) |
+//! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS` | counters, `ADD`ed in the same writes as what they count |
 //!
-//! Modules that add items document them next to their code and add their key builders here, so
-//! that every key shape of the table is in this one file.
+//! Delivery messages on the queue are JSON `{"tenant_id", "event_id", "endpoint_id", "generation"}`:
+//! one per (event, endpoint). They are sent *before* the transaction that writes the event and its
+//! deliveries commits, so a crash between the two never loses a delivery; the egress function
+//! retries a message whose delivery item does not exist yet for a few minutes, then drops it (its
+//! transaction never committed).
+//!
+//! Every key shape of the table has its builder in this file.
 
 use std::collections::HashMap;
 
@@ -49,6 +65,51 @@ pub const API_KEY_SK: &str = "APIKEY";
 /// `APIKEY#{key id}` under the tenant.
 pub fn tenant_api_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
+}
+
+/// `ENDPOINT#{ep}` under the tenant.
+pub fn endpoint_sk(endpoint_id: &str) -> String {
+    format!("ENDPOINT#{endpoint_id}")
+}
+/// `SECRET#{provider}` under the tenant.
+pub fn provider_secret_sk(provider: &str) -> String {
+    format!("SECRET#{provider}")
+}
+/// `LEDGER#{created_ms:013}#{led}` under the tenant: sorts oldest → newest.
+pub fn ledger_sk(created_ms: i64, ledger_id: &str) -> String {
+    format!("LEDGER#{created_ms:013}#{ledger_id}")
+}
+/// `MONEY#{pi_… or in_…}`.
+pub fn money_pk(stripe_object_id: &str) -> String {
+    format!("MONEY#{stripe_object_id}")
+}
+/// `EVENT#{msg}` under the tenant.
+pub fn event_sk(event_id: &str) -> String {
+    format!("EVENT#{event_id}")
+}
+/// `DELIVERY#{msg}#{ep}` under the tenant.
+pub fn delivery_sk(event_id: &str, endpoint_id: &str) -> String {
+    format!("DELIVERY#{event_id}#{endpoint_id}")
+}
+/// `STRIPE#{evt}`.
+pub fn stripe_event_pk(stripe_event_id: &str) -> String {
+    format!("STRIPE#{stripe_event_id}")
+}
+/// `CUSTOMER#{cus}`.
+pub fn customer_pk(customer_id: &str) -> String {
+    format!("CUSTOMER#{customer_id}")
+}
+/// `UNMATCHED#{cus}`.
+pub fn unmatched_pk(customer_id: &str) -> String {
+    format!("UNMATCHED#{customer_id}")
+}
+/// `SUB#{sub}`.
+pub fn subscription_pk(subscription_id: &str) -> String {
+    format!("SUB#{subscription_id}")
+}
+/// `STATS#{YYYY-MM-DDTHH}`.
+pub fn stats_pk(hour: &str) -> String {
+    format!("STATS#{hour}")
 }
 
 /// A string attribute.
