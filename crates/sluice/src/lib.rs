@@ -19,6 +19,7 @@ pub mod ids;
 pub mod table;
 pub mod telemetry;
 pub mod tenants;
+pub mod webhook_signature;
 
 pub use config::Config;
 pub use error::{ApiError, ApiResult};
