@@ -59,7 +59,31 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .nest("/admin", admin)
         .fallback(not_found)
+        .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// One span per request, carrying the ids a reader of the logs needs (the tenant id is recorded
+/// once authentication has found it). Bodies and headers are never logged.
+async fn request_span(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    let request_id = lambda_http::RequestExt::lambda_context_ref(&req).map(|c| c.request_id.clone()).unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id,
+        tenant_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    async move {
+        let res = next.run(req).await;
+        tracing::Span::current().record("status", res.status().as_u16());
+        tracing::info!("handled");
+        res
+    }
+    .instrument(span)
+    .await
 }
 
 async fn not_found() -> ApiError {
