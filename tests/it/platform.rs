@@ -325,7 +325,7 @@ async fn the_local_runner_serves_the_stack_and_stops_cleanly() {
     );
 
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = crate::support::http_client();
     let health = http.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let health: serde_json::Value = health.json().await.unwrap();

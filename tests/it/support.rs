@@ -227,3 +227,9 @@ impl Res {
         body
     }
 }
+
+/// A `reqwest` client for talking to the local runner and receivers over real sockets.
+pub fn http_client() -> reqwest::Client {
+    sluice::tls::install_crypto_provider();
+    reqwest::Client::new()
+}

@@ -18,6 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod table;
 pub mod telemetry;
+pub mod tls;
 pub mod tenants;
 pub mod webhook_signature;
 
