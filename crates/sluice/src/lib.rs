@@ -13,6 +13,9 @@
 pub mod auth;
 pub mod aws;
 pub mod clock;
+pub mod sealing;
+pub mod ssrf;
+pub mod stats;
 pub mod config;
 pub mod error;
 pub mod ids;

@@ -111,6 +111,8 @@ pub fn subscription_pk(subscription_id: &str) -> String {
 pub fn stats_pk(hour: &str) -> String {
     format!("STATS#{hour}")
 }
+/// Sort key of the hourly statistics item.
+pub const STATS_SK: &str = "STATS";
 
 /// A string attribute.
 pub fn s(v: impl Into<String>) -> AttributeValue {
