@@ -32,15 +32,17 @@ pub struct StackDefinition {
     pub key_rotation: bool,
 }
 
+/// (attribute name, HASH|RANGE) pairs.
+pub type KeySchema = Vec<(String, String)>;
+
 /// `SluiceTable`'s shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDefinition {
     /// (name, type) pairs.
     pub attributes: Vec<(String, String)>,
-    /// (name, HASH|RANGE) pairs.
-    pub key_schema: Vec<(String, String)>,
+    pub key_schema: KeySchema,
     /// (index name, key schema, projection type).
-    pub indexes: Vec<(String, Vec<(String, String)>, String)>,
+    pub indexes: Vec<(String, KeySchema, String)>,
     pub ttl_attribute: String,
     pub ttl_enabled: bool,
 }

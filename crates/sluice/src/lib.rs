@@ -13,16 +13,17 @@
 pub mod auth;
 pub mod aws;
 pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod ids;
 pub mod sealing;
 pub mod ssrf;
 pub mod stats;
-pub mod config;
-pub mod error;
-pub mod ids;
 pub mod table;
 pub mod telemetry;
-pub mod tls;
 pub mod tenants;
+pub mod tls;
 pub mod webhook_signature;
 
 pub use config::Config;

@@ -170,7 +170,11 @@ impl Sealer {
     }
 
     /// Decrypts a ciphertext sealed under `ctx`. One KMS `Decrypt`.
-    pub async fn open(&self, ctx: SealContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub async fn open(
+        &self,
+        ctx: SealContext<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
         let result = self
             .kms
             .decrypt()

@@ -159,7 +159,10 @@ pub async fn record_delivery_outcome(
     table_name: &str,
     outcome: &str,
 ) -> Result<(), ApiError> {
-    StatsDelta::now().delivery(outcome).send(db, table_name).await
+    StatsDelta::now()
+        .delivery(outcome)
+        .send(db, table_name)
+        .await
 }
 
 /// Sums of a window of hourly counters.
@@ -255,7 +258,11 @@ pub fn window_hours(now_epoch: i64, hours: u32) -> Vec<String> {
 
 /// Sums the hourly counters of the last `hours` hours (1..=720), current hour included, with
 /// `BatchGetItem` (100 keys per request; no scan).
-pub async fn read_window(db: &Client, table_name: &str, hours: u32) -> Result<WindowStats, ApiError> {
+pub async fn read_window(
+    db: &Client,
+    table_name: &str,
+    hours: u32,
+) -> Result<WindowStats, ApiError> {
     let hours = hours.clamp(1, MAX_WINDOW_HOURS);
     let keys: Vec<Item> = window_hours(clock::now_epoch(), hours)
         .iter()
@@ -309,10 +316,7 @@ mod tests {
         d.delivery("succeeded");
         assert_eq!(d.hour(), "1970-01-01T05");
         let u = d.to_update("t");
-        assert_eq!(
-            u.key()[table::PK].as_s().unwrap(),
-            "STATS#1970-01-01T05"
-        );
+        assert_eq!(u.key()[table::PK].as_s().unwrap(), "STATS#1970-01-01T05");
         let expr = u.update_expression();
         assert!(expr.starts_with("SET #ttl = :ttl ADD "), "{expr}");
         let names: Vec<&String> = u.expression_attribute_names().unwrap().values().collect();
@@ -355,9 +359,8 @@ mod tests {
         b.event_received("invoice.paid", "processed")
             .event_received("x", "processed")
             .delivery("failed");
-        let item = |d: &StatsDelta| -> Item {
-            d.adds.iter().map(|(k, v)| (k.clone(), n(v))).collect()
-        };
+        let item =
+            |d: &StatsDelta| -> Item { d.adds.iter().map(|(k, v)| (k.clone(), n(v))).collect() };
         let stats = WindowStats::from_items(2, &[item(&a), item(&b)]);
         assert_eq!(stats.events, 5);
         assert_eq!(stats.events_by_status["processed"], 3);

@@ -22,11 +22,12 @@
 //! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `event_created` (ordering guard) |
 //! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS` | counters, `ADD`ed in the same writes as what they count |
 //!
-//! Delivery messages on the queue are JSON `{"tenant_id", "event_id", "endpoint_id", "generation"}`:
-//! one per (event, endpoint). They are sent *before* the transaction that writes the event and its
-//! deliveries commits, so a crash between the two never loses a delivery; the egress function
-//! retries a message whose delivery item does not exist yet for a few minutes, then drops it (its
-//! transaction never committed).
+//! Messages on the delivery queue are `sluice::fanout::DeliveryMessage` JSON, tagged by `kind`:
+//! `{"kind":"deliver","tenant_id","event_id","endpoint_id","generation"}` (one per event and
+//! endpoint) or `{"kind":"fanout","tenant_id","event_id"}` (expand a deferred event). They are sent
+//! *before* the write that makes them meaningful commits, so a crash between the two never loses
+//! a delivery; the egress function retries a message whose item does not exist yet for a few
+//! minutes, then drops it (its transaction never committed). See `fanout`.
 //!
 //! Every key shape of the table has its builder in this file.
 

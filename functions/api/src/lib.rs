@@ -65,9 +65,14 @@ pub fn router(state: AppState) -> Router {
 
 /// One span per request, carrying the ids a reader of the logs needs (the tenant id is recorded
 /// once authentication has found it). Bodies and headers are never logged.
-async fn request_span(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+async fn request_span(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
     use tracing::Instrument;
-    let request_id = lambda_http::RequestExt::lambda_context_ref(&req).map(|c| c.request_id.clone()).unwrap_or_default();
+    let request_id = lambda_http::RequestExt::lambda_context_ref(&req)
+        .map(|c| c.request_id.clone())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         method = %req.method(),

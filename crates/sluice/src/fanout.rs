@@ -1,0 +1,720 @@
+//! Outbound events and their fan-out: one delivery (and one SQS message) per matching endpoint.
+//!
+//! Three ways in, one item layout (see [`crate::table`]):
+//! - [`publish`] (`POST /v1/events`): finds the tenant's enabled endpoints whose `event_types`
+//!   match, sends one [`DeliveryMessage::Deliver`] per endpoint, then writes the event and its
+//!   delivery items.
+//! - [`Deferred`] (Stripe ingress, usage budget alerts): a writer that must stay at one DynamoDB
+//!   transaction puts the event item into *its* transaction and sends one
+//!   [`DeliveryMessage::Fanout`]; the egress function later calls [`expand`], which does the
+//!   endpoint lookup and writes the deliveries. No DynamoDB request of the writer's own.
+//! - [`replay`]: bumps a delivery's generation and enqueues it again.
+//!
+//! Messages are always sent *before* the write that makes them meaningful: a crash between the
+//! two leaves a message whose item does not exist (the egress function drops it after a few
+//! minutes), never an item that no message will ever deliver.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ApiError,
+    aws::AwsClients,
+    clock, ids,
+    table::{self, Item, ItemExt, n, s},
+};
+
+/// Outbound events and delivery logs are kept this long (SPEC §6: attempts kept 30 days).
+pub const RETENTION_DAYS: u32 = 30;
+/// `TransactWriteItems` takes at most 100 items.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// `SendMessageBatch` takes at most 10 entries.
+const MAX_SQS_BATCH: usize = 10;
+
+/// Body of a message on the delivery queue (JSON, tagged by `kind`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeliveryMessage {
+    /// Expand an outbound event into one `Deliver` per matching enabled endpoint.
+    Fanout { tenant_id: String, event_id: String },
+    /// Deliver one event to one endpoint; `generation` is bumped by every replay.
+    Deliver {
+        tenant_id: String,
+        event_id: String,
+        endpoint_id: String,
+        generation: u32,
+    },
+}
+
+impl DeliveryMessage {
+    /// The JSON body sent to SQS.
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a delivery message always serializes")
+    }
+
+    /// Decodes a message body.
+    pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}
+
+/// Delivery item attribute names (the egress function reads and updates them).
+pub mod attr {
+    pub const EVENT_ID: &str = "event_id";
+    pub const ENDPOINT_ID: &str = "endpoint_id";
+    pub const STATUS: &str = "status";
+    pub const GENERATION: &str = "generation";
+    pub const ATTEMPT_COUNT: &str = "attempt_count";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    /// On the event item: the endpoints it was fanned out to (absent until expanded).
+    pub const ENDPOINT_IDS: &str = "endpoint_ids";
+}
+
+/// Delivery status values.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const ENDPOINT_DISABLED: &str = "endpoint_disabled";
+}
+
+/// An event a tenant's endpoints receive (`{"type", "timestamp", "data"}` on the wire).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundEvent {
+    /// `msg_…`
+    pub id: String,
+    pub tenant_id: String,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    /// Epoch seconds.
+    pub created_at: i64,
+    /// The endpoints it was fanned out to; `None` until a deferred event is expanded.
+    pub endpoint_ids: Option<Vec<String>>,
+}
+
+impl OutboundEvent {
+    /// A new event with a fresh id, created now.
+    pub fn new(tenant_id: &str, event_type: &str, data: serde_json::Value) -> Self {
+        OutboundEvent {
+            id: ids::new_id("msg"),
+            tenant_id: tenant_id.to_owned(),
+            event_type: event_type.to_owned(),
+            data,
+            created_at: clock::now_epoch(),
+            endpoint_ids: None,
+        }
+    }
+
+    /// The event's item (with `endpoint_ids` when known).
+    pub fn to_item(&self) -> Item {
+        let mut item = table::key(table::tenant_pk(&self.tenant_id), table::event_sk(&self.id));
+        item.insert("id".into(), s(&self.id));
+        item.insert("type".into(), s(&self.event_type));
+        item.insert("data".into(), s(self.data.to_string()));
+        item.insert(attr::CREATED_AT.into(), n(self.created_at));
+        item.insert(
+            table::TTL.into(),
+            n(self.created_at + clock::days(RETENTION_DAYS)),
+        );
+        if let Some(ids) = &self.endpoint_ids {
+            item.insert(attr::ENDPOINT_IDS.into(), string_list(ids));
+        }
+        item
+    }
+
+    /// Reads an event item; `None` if it is not one or has expired.
+    pub fn from_item(item: &Item) -> Option<Self> {
+        if table::is_expired(item, clock::now_epoch()) {
+            return None;
+        }
+        let tenant_id = item.get_s(table::PK)?.strip_prefix("TENANT#")?.to_owned();
+        Some(OutboundEvent {
+            id: item.get_s("id")?.to_owned(),
+            tenant_id,
+            event_type: item.get_s("type")?.to_owned(),
+            data: serde_json::from_str(item.get_s("data")?).ok()?,
+            created_at: item.get_i64(attr::CREATED_AT)?,
+            endpoint_ids: item
+                .contains_key(attr::ENDPOINT_IDS)
+                .then(|| item.get_string_list(attr::ENDPOINT_IDS)),
+        })
+    }
+
+    /// The JSON body endpoints receive: `{"type", "timestamp", "data"}`.
+    pub fn wire_body(&self) -> String {
+        serde_json::json!({
+            "type": self.event_type,
+            "timestamp": clock::rfc3339(self.created_at),
+            "data": self.data,
+        })
+        .to_string()
+    }
+
+    fn deliver_message(&self, endpoint_id: &str, generation: u32) -> DeliveryMessage {
+        DeliveryMessage::Deliver {
+            tenant_id: self.tenant_id.clone(),
+            event_id: self.id.clone(),
+            endpoint_id: endpoint_id.to_owned(),
+            generation,
+        }
+    }
+}
+
+/// A new delivery item: `pending`, generation 1, no attempts yet.
+pub fn delivery_item(event: &OutboundEvent, endpoint_id: &str) -> Item {
+    let mut item = table::key(
+        table::tenant_pk(&event.tenant_id),
+        table::delivery_sk(&event.id, endpoint_id),
+    );
+    item.insert(attr::EVENT_ID.into(), s(&event.id));
+    item.insert(attr::ENDPOINT_ID.into(), s(endpoint_id));
+    item.insert(attr::STATUS.into(), s(status::PENDING));
+    item.insert(attr::GENERATION.into(), n(1));
+    item.insert(attr::ATTEMPT_COUNT.into(), n(0));
+    item.insert(attr::ATTEMPTS.into(), AttributeValue::L(Vec::new()));
+    item.insert(attr::CREATED_AT.into(), n(event.created_at));
+    item.insert(
+        table::TTL.into(),
+        n(event.created_at + clock::days(RETENTION_DAYS)),
+    );
+    item
+}
+
+/// An outbound event whose fan-out is left to the egress function, so that publishing it costs
+/// the writer no DynamoDB request of its own.
+///
+/// Use: `d.enqueue(..)` first, then commit `d.transact_item(..)` inside the writer's own
+/// transaction. If that transaction is cancelled the `Fanout` message finds no event and is
+/// dropped by the egress function.
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    pub event: OutboundEvent,
+}
+
+impl Deferred {
+    /// A new event for the tenant, to be fanned out later.
+    pub fn new(tenant_id: &str, event_type: &str, data: serde_json::Value) -> Deferred {
+        Deferred {
+            event: OutboundEvent::new(tenant_id, event_type, data),
+        }
+    }
+
+    /// The `Put` of the event item, for the writer's transaction.
+    pub fn transact_item(&self, table: &str) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(self.event.to_item()))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    /// Sends the `Fanout` message (before the transaction commits).
+    pub async fn enqueue(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        queue_url: &str,
+    ) -> Result<(), ApiError> {
+        let message = DeliveryMessage::Fanout {
+            tenant_id: self.event.tenant_id.clone(),
+            event_id: self.event.id.clone(),
+        };
+        sqs.send_message()
+            .queue_url(queue_url)
+            .message_body(message.to_body())
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+/// Publishes an event now: `202 {id, endpoints}` of `POST /v1/events`.
+pub async fn publish(
+    aws: &AwsClients,
+    table: &str,
+    queue_url: &str,
+    tenant_id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<(OutboundEvent, Vec<String>), ApiError> {
+    let mut event = OutboundEvent::new(tenant_id, event_type, data);
+    let endpoint_ids = matching_endpoints(&aws.dynamodb, table, tenant_id, event_type).await?;
+    event.endpoint_ids = Some(endpoint_ids.clone());
+    send_deliveries(&aws.sqs, queue_url, &event, &endpoint_ids).await?;
+
+    let event_put = Put::builder()
+        .table_name(table)
+        .set_item(Some(event.to_item()))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item are set");
+    write_deliveries(
+        &aws.dynamodb,
+        table,
+        &event,
+        &endpoint_ids,
+        TransactWriteItem::builder().put(event_put).build(),
+    )
+    .await?;
+    Ok((event, endpoint_ids))
+}
+
+/// Error of [`expand`] and [`replay`] callers can act on.
+#[derive(Debug)]
+pub enum FanoutError {
+    /// The event item does not exist (yet, or any more).
+    EventNotFound,
+    /// The endpoint is not one of the tenant's.
+    EndpointNotFound,
+    /// AWS failed: retry.
+    Aws(ApiError),
+}
+
+impl From<ApiError> for FanoutError {
+    fn from(err: ApiError) -> Self {
+        FanoutError::Aws(err)
+    }
+}
+
+impl From<FanoutError> for ApiError {
+    fn from(err: FanoutError) -> Self {
+        match err {
+            FanoutError::EventNotFound => ApiError::not_found("event"),
+            FanoutError::EndpointNotFound => ApiError::not_found("endpoint"),
+            FanoutError::Aws(err) => err,
+        }
+    }
+}
+
+/// Expands a deferred event (the egress function's answer to a `Fanout` message). Idempotent:
+/// an event that is already expanded is left as it is.
+pub async fn expand(
+    aws: &AwsClients,
+    table: &str,
+    queue_url: &str,
+    tenant_id: &str,
+    event_id: &str,
+) -> Result<Vec<String>, FanoutError> {
+    let event = get_event(&aws.dynamodb, table, tenant_id, event_id)
+        .await?
+        .ok_or(FanoutError::EventNotFound)?;
+    if let Some(done) = event.endpoint_ids {
+        // Expanded before (this is a redelivery): its Deliver messages were sent then.
+        return Ok(done);
+    }
+    let endpoint_ids =
+        matching_endpoints(&aws.dynamodb, table, tenant_id, &event.event_type).await?;
+    send_deliveries(&aws.sqs, queue_url, &event, &endpoint_ids).await?;
+
+    let mark_expanded = Update::builder()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::event_sk(event_id),
+        )))
+        .update_expression("SET #ids = :ids")
+        .condition_expression("attribute_exists(pk) AND attribute_not_exists(#ids)")
+        .expression_attribute_names("#ids", attr::ENDPOINT_IDS)
+        .expression_attribute_values(":ids", string_list(&endpoint_ids))
+        .build()
+        .expect("table, key and expression are set");
+    match write_deliveries(
+        &aws.dynamodb,
+        table,
+        &event,
+        &endpoint_ids,
+        TransactWriteItem::builder().update(mark_expanded).build(),
+    )
+    .await
+    {
+        Ok(()) => Ok(endpoint_ids),
+        // A concurrent expansion of the same event won; its deliveries stand.
+        Err(WriteError::Conflict) => Ok(get_event(&aws.dynamodb, table, tenant_id, event_id)
+            .await?
+            .and_then(|e| e.endpoint_ids)
+            .unwrap_or_default()),
+        Err(WriteError::Aws(err)) => Err(err.into()),
+    }
+}
+
+/// Enqueues an event again for one endpoint or for all it was fanned out to — also after the
+/// retries were exhausted or the endpoint was re-enabled. An endpoint of the tenant that the
+/// event never went to gets a new delivery.
+pub async fn replay(
+    aws: &AwsClients,
+    table: &str,
+    queue_url: &str,
+    tenant_id: &str,
+    event_id: &str,
+    endpoint_id: Option<&str>,
+) -> Result<Vec<String>, FanoutError> {
+    let event = get_event(&aws.dynamodb, table, tenant_id, event_id)
+        .await?
+        .ok_or(FanoutError::EventNotFound)?;
+    let known = event.endpoint_ids.clone().unwrap_or_default();
+    let targets = match endpoint_id {
+        Some(ep) if known.iter().any(|k| k == ep) => vec![ep.to_owned()],
+        Some(ep) => {
+            if !endpoint_exists(&aws.dynamodb, table, tenant_id, ep).await? {
+                return Err(FanoutError::EndpointNotFound);
+            }
+            add_endpoint_to_event(&aws.dynamodb, table, &event, ep).await?;
+            vec![ep.to_owned()]
+        }
+        None => known,
+    };
+    let mut messages = Vec::with_capacity(targets.len());
+    for ep in &targets {
+        let generation = bump_generation(&aws.dynamodb, table, &event, ep).await?;
+        messages.push(event.deliver_message(ep, generation));
+    }
+    send_messages(&aws.sqs, queue_url, &messages).await?;
+    Ok(targets)
+}
+
+/// Reads an outbound event (strongly consistent; expired reads as absent).
+pub async fn get_event(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant_id: &str,
+    event_id: &str,
+) -> Result<Option<OutboundEvent>, ApiError> {
+    let out = db
+        .get_item()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::event_sk(event_id),
+        )))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item().and_then(OutboundEvent::from_item))
+}
+
+/// The ids of the tenant's enabled endpoints subscribed to `event_type` (an empty
+/// `event_types` list subscribes to everything).
+pub async fn matching_endpoints(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant_id: &str,
+    event_type: &str,
+) -> Result<Vec<String>, ApiError> {
+    let mut ids = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = db
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(table::tenant_pk(tenant_id)))
+            .expression_attribute_values(":prefix", s(table::endpoint_sk("")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in out.items() {
+            let enabled = item.get_bool("enabled").unwrap_or(false);
+            let types = item.get_string_list("event_types");
+            let subscribed = types.is_empty() || types.iter().any(|t| t == event_type);
+            if enabled
+                && subscribed
+                && let Some(id) = item.get_s("id")
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        match out.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(ids),
+        }
+    }
+}
+
+async fn endpoint_exists(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<bool, ApiError> {
+    let out = db
+        .get_item()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::endpoint_sk(endpoint_id),
+        )))
+        .projection_expression("pk")
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item().is_some())
+}
+
+/// Adds an endpoint to an event's fan-out list, creating its delivery item (generation 0, so the
+/// replay's bump makes it 1).
+async fn add_endpoint_to_event(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: &OutboundEvent,
+    endpoint_id: &str,
+) -> Result<(), ApiError> {
+    let mut delivery = delivery_item(event, endpoint_id);
+    delivery.insert(attr::GENERATION.into(), n(0));
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(delivery))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item are set");
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(&event.tenant_id),
+            table::event_sk(&event.id),
+        )))
+        .update_expression("SET #ids = list_append(if_not_exists(#ids, :empty), :ep)")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_names("#ids", attr::ENDPOINT_IDS)
+        .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+        .expression_attribute_values(":ep", string_list(&[endpoint_id.to_owned()]))
+        .build()
+        .expect("table, key and expression are set");
+    let result = db
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // A concurrent replay to the same endpoint added it first.
+        Err(err) if crate::tenants::is_condition_failure_at(&err, 0) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Makes a delivery pending again under a new generation; returns that generation.
+async fn bump_generation(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: &OutboundEvent,
+    endpoint_id: &str,
+) -> Result<u32, ApiError> {
+    let out = db
+        .update_item()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(&event.tenant_id),
+            table::delivery_sk(&event.id, endpoint_id),
+        )))
+        .update_expression(
+            "SET #gen = if_not_exists(#gen, :zero) + :one, #status = :pending, #updated = :now \
+             REMOVE next_attempt_at",
+        )
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_names("#gen", attr::GENERATION)
+        .expression_attribute_names("#status", attr::STATUS)
+        .expression_attribute_names("#updated", attr::UPDATED_AT)
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":pending", s(status::PENDING))
+        .expression_attribute_values(":now", n(clock::now_epoch()))
+        .return_values(ReturnValue::UpdatedNew)
+        .send()
+        .await?;
+    out.attributes()
+        .and_then(|a| a.get_i64(attr::GENERATION))
+        .and_then(|g| u32::try_from(g).ok())
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("replay: generation missing")))
+}
+
+async fn send_deliveries(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    event: &OutboundEvent,
+    endpoint_ids: &[String],
+) -> Result<(), ApiError> {
+    let messages: Vec<_> = endpoint_ids
+        .iter()
+        .map(|ep| event.deliver_message(ep, 1))
+        .collect();
+    send_messages(sqs, queue_url, &messages).await
+}
+
+/// Sends messages in batches of 10; any entry SQS did not accept fails the whole call (the
+/// caller answers 5xx and its client retries; duplicates are harmless to the egress function).
+pub async fn send_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[DeliveryMessage],
+) -> Result<(), ApiError> {
+    for chunk in messages.chunks(MAX_SQS_BATCH) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.to_body())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+        if let Some(failed) = out.failed().first() {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "SQS rejected a delivery message: {}",
+                failed.code()
+            )));
+        }
+    }
+    Ok(())
+}
+
+enum WriteError {
+    /// The first item's condition failed.
+    Conflict,
+    Aws(ApiError),
+}
+
+impl From<WriteError> for ApiError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Conflict => ApiError::conflict("the event exists already"),
+            WriteError::Aws(err) => err,
+        }
+    }
+}
+
+/// Writes `first` (the event's put or update) with the delivery items: one transaction when
+/// they fit, else the first transaction carries `first` and later ones the remaining deliveries.
+async fn write_deliveries(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: &OutboundEvent,
+    endpoint_ids: &[String],
+    first: TransactWriteItem,
+) -> Result<(), WriteError> {
+    let mut items = vec![first];
+    items.extend(endpoint_ids.iter().map(|ep| {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(delivery_item(event, ep)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
+    }));
+    let mut first_chunk = true;
+    for chunk in items.chunks(MAX_TRANSACTION_ITEMS) {
+        let result = db
+            .transact_write_items()
+            .set_transact_items(Some(chunk.to_vec()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(err) if first_chunk && crate::tenants::is_condition_failure_at(&err, 0) => {
+                return Err(WriteError::Conflict);
+            }
+            Err(err) => return Err(WriteError::Aws(err.into())),
+        }
+        first_chunk = false;
+    }
+    Ok(())
+}
+
+fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
+}
+
+/// Delivery items of one event, keyed by endpoint id.
+pub async fn deliveries_of(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant_id: &str,
+    event_id: &str,
+) -> Result<HashMap<String, Item>, ApiError> {
+    let mut found = HashMap::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = db
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(table::tenant_pk(tenant_id)))
+            .expression_attribute_values(":prefix", s(table::delivery_sk(event_id, "")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in out.items() {
+            if let Some(ep) = item.get_s(attr::ENDPOINT_ID) {
+                found.insert(ep.to_owned(), item.clone());
+            }
+        }
+        match out.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(found),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let m = DeliveryMessage::Deliver {
+            tenant_id: "tnt_a".into(),
+            event_id: "msg_b".into(),
+            endpoint_id: "ep_c".into(),
+            generation: 2,
+        };
+        let body = m.to_body();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"kind": "deliver", "tenant_id": "tnt_a", "event_id": "msg_b",
+                "endpoint_id": "ep_c", "generation": 2})
+        );
+        assert_eq!(DeliveryMessage::from_body(&body).unwrap(), m);
+        let f = DeliveryMessage::from_body(r#"{"kind":"fanout","tenant_id":"t","event_id":"e"}"#);
+        assert!(matches!(f, Ok(DeliveryMessage::Fanout { .. })));
+        assert!(DeliveryMessage::from_body(r#"{"kind":"other"}"#).is_err());
+    }
+
+    #[test]
+    fn event_items_round_trip_and_expire() {
+        let mut e = OutboundEvent::new("tnt_a", "credits.added", serde_json::json!({"amount": 5}));
+        assert!(e.id.starts_with("msg_"));
+        assert_eq!(OutboundEvent::from_item(&e.to_item()).unwrap(), e);
+        e.endpoint_ids = Some(vec!["ep_1".into()]);
+        assert_eq!(OutboundEvent::from_item(&e.to_item()).unwrap(), e);
+        let mut old = e.to_item();
+        old.insert(table::TTL.into(), n(clock::now_epoch() - 1));
+        assert!(OutboundEvent::from_item(&old).is_none());
+    }
+
+    #[test]
+    fn wire_body_has_type_timestamp_and_data() {
+        let mut e = OutboundEvent::new("tnt_a", "payment.failed", serde_json::json!({"x": 1}));
+        e.created_at = 0;
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&e.wire_body()).unwrap(),
+            serde_json::json!({"type": "payment.failed", "timestamp": "1970-01-01T00:00:00Z", "data": {"x": 1}})
+        );
+    }
+}

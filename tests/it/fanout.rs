@@ -1,0 +1,195 @@
+//! Fan-out of outbound events to endpoints: immediate (`publish`), deferred (`Deferred` +
+//! `expand`) and `replay`, checked on the queue and in the table.
+
+use serde_json::json;
+use sluice::{
+    fanout::{self, Deferred, DeliveryMessage, FanoutError},
+    table::{self, ItemExt, b, s},
+};
+
+use crate::support::Stack;
+
+/// Writes an endpoint item in the shape table.rs documents (the API's endpoint routes write the same).
+async fn put_endpoint(stack: &Stack, tenant: &str, id: &str, enabled: bool, types: &[&str]) {
+    let mut item = table::key(table::tenant_pk(tenant), table::endpoint_sk(id));
+    item.insert("id".into(), s(id));
+    item.insert("url".into(), s(format!("https://example.com/{id}")));
+    item.insert("enabled".into(), b(enabled));
+    item.insert(
+        "event_types".into(),
+        aws_sdk_dynamodb::types::AttributeValue::L(types.iter().map(|t| s(*t)).collect()),
+    );
+    stack
+        .aws
+        .dynamodb
+        .put_item()
+        .table_name(&stack.resources.table_name)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every message on the queue right now (received once, left in flight).
+async fn drain(stack: &Stack) -> Vec<DeliveryMessage> {
+    let mut found = Vec::new();
+    loop {
+        let out = stack
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&stack.resources.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().is_empty() {
+            return found;
+        }
+        for m in out.messages() {
+            found.push(DeliveryMessage::from_body(m.body().unwrap()).unwrap());
+        }
+    }
+}
+
+fn deliver(tenant: &str, event: &str, endpoint: &str, generation: u32) -> DeliveryMessage {
+    DeliveryMessage::Deliver {
+        tenant_id: tenant.into(),
+        event_id: event.into(),
+        endpoint_id: endpoint.into(),
+        generation,
+    }
+}
+
+#[tokio::test]
+async fn publish_reaches_enabled_subscribed_endpoints_only() {
+    let stack = Stack::new().await;
+    let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
+    put_endpoint(&stack, "tnt_a", "ep_all", true, &[]).await;
+    put_endpoint(&stack, "tnt_a", "ep_match", true, &["invoice.paid"]).await;
+    put_endpoint(&stack, "tnt_a", "ep_other", true, &["credits.added"]).await;
+    put_endpoint(&stack, "tnt_a", "ep_off", false, &[]).await;
+    put_endpoint(&stack, "tnt_b", "ep_b", true, &[]).await;
+
+    let (event, mut endpoints) =
+        fanout::publish(&stack.aws, t, r, "tnt_a", "invoice.paid", json!({"n": 1}))
+            .await
+            .unwrap();
+    endpoints.sort();
+    assert_eq!(endpoints, ["ep_all", "ep_match"]);
+
+    let mut messages = drain(&stack).await;
+    messages.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        messages,
+        [
+            deliver("tnt_a", &event.id, "ep_all", 1),
+            deliver("tnt_a", &event.id, "ep_match", 1)
+        ]
+    );
+    let deliveries = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &event.id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for d in deliveries.values() {
+        assert_eq!(d.get_s("status"), Some("pending"));
+        assert_eq!(d.get_i64("generation"), Some(1));
+    }
+    let stored = fanout::get_event(&stack.aws.dynamodb, t, "tnt_a", &event.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.data, json!({"n": 1}));
+    assert!(
+        fanout::get_event(&stack.aws.dynamodb, t, "tnt_b", &event.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant does not see the event"
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_event_is_expanded_once_after_its_transaction_commits() {
+    let stack = Stack::new().await;
+    let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
+    put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
+    let deferred = Deferred::new("tnt_a", "credits.added", json!({"amount_minor": 500}));
+    deferred.enqueue(&stack.aws.sqs, r).await.unwrap();
+
+    // Before the writer's transaction commits, the event does not exist: expand says so.
+    assert!(matches!(
+        fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id).await,
+        Err(FanoutError::EventNotFound)
+    ));
+    stack
+        .aws
+        .dynamodb
+        .transact_write_items()
+        .transact_items(deferred.transact_item(t))
+        .send()
+        .await
+        .unwrap();
+
+    let first = fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id)
+        .await
+        .unwrap();
+    assert_eq!(first, ["ep_1"]);
+    // A redelivered Fanout message changes nothing and sends nothing more.
+    let again = fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id)
+        .await
+        .unwrap();
+    assert_eq!(again, ["ep_1"]);
+    let messages = drain(&stack).await;
+    assert_eq!(
+        messages,
+        [
+            DeliveryMessage::Fanout {
+                tenant_id: "tnt_a".into(),
+                event_id: deferred.event.id.clone()
+            },
+            deliver("tnt_a", &deferred.event.id, "ep_1", 1),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
+    let stack = Stack::new().await;
+    let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
+    put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
+    let (event, _) = fanout::publish(&stack.aws, t, r, "tnt_a", "x.y", json!({}))
+        .await
+        .unwrap();
+    drain(&stack).await;
+
+    let replayed = fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, None)
+        .await
+        .unwrap();
+    assert_eq!(replayed, ["ep_1"]);
+    put_endpoint(&stack, "tnt_a", "ep_2", true, &[]).await;
+    fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, Some("ep_2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&stack).await,
+        [
+            deliver("tnt_a", &event.id, "ep_1", 2),
+            deliver("tnt_a", &event.id, "ep_2", 1)
+        ]
+    );
+    let deliveries = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &event.id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries["ep_2"].get_s("status"), Some("pending"));
+
+    assert!(matches!(
+        fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, Some("ep_nope")).await,
+        Err(FanoutError::EndpointNotFound)
+    ));
+    assert!(matches!(
+        fanout::replay(&stack.aws, t, r, "tnt_b", &event.id, None).await,
+        Err(FanoutError::EventNotFound)
+    ));
+}
