@@ -1,6 +1,6 @@
 # The two commands of a fresh machine: `make dev` runs the whole stack on 127.0.0.1,
 # `make test` runs every test. Both install what they need (moto into .venv) on first use.
-.PHONY: dev test lint ci trigger receive
+.PHONY: dev test lint ci trigger receive bench
 
 CARGO ?= cargo
 
@@ -18,3 +18,9 @@ lint:
 
 ci:
 	bash .ci/run
+
+# Every SPEC §9 figure on the local stack (release binaries built first; ~5 min on 2 cores).
+bench:
+	infra/bootstrap.sh moto lambda
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin stripe-ingress --bin api --bin webhook-egress
+	$(CARGO) run --release -p sluice-bench -- $(BENCH_ARGS)

@@ -1,0 +1,151 @@
+//! `make bench`: every SPEC §9 figure, measured on the local stack, printed as one table.
+//!
+//! Exits non-zero only when something could not be measured — never because a figure misses its
+//! target (machines here are noisy; the table says how each figure compares).
+
+mod events;
+mod process;
+mod report;
+mod runtime_api;
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use sluice::aws::AwsClients;
+use sluice_local::{
+    emulator::Emulator,
+    provision::{self, StackDefinition},
+};
+
+use crate::{
+    process::{Function, median},
+    report::{Report, Row},
+};
+
+const FUNCTIONS: [&str; 3] = ["stripe-ingress", "api", "webhook-egress"];
+const COLD_START_RUNS: usize = 7;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let load_n = if quick { 300 } else { 3000 };
+    let mut report = Report::default();
+
+    let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
+    let aws = AwsClients::new(&emulator.sdk_config().await);
+    let def = StackDefinition::from_template()?;
+    let resources = provision::provision(&aws, &def, "bench").await?;
+    let admin_key = sluice::ids::new_api_key();
+    let stripe_secret = sluice_local::dev::generate_stripe_secret();
+    let config = sluice_local::dev::local_config(&resources, &admin_key, &stripe_secret, &[])?;
+    let (tenant, key) = sluice::tenants::create_tenant(
+        &aws.dynamodb,
+        &config.table_name,
+        sluice::tenants::NewTenant {
+            name: "Bench".into(),
+            monthly_budget_minor: Some(1_000_000),
+            currency: "usd".into(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the bench tenant: {e:?}"))?;
+
+    // The environment template.yaml gives each function, pointed at the emulator.
+    let mut env: HashMap<String, String> = resources.env();
+    env.extend([
+        ("AWS_ENDPOINT_URL".into(), emulator.endpoint.clone()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        (
+            "ADMIN_KEY_SHA256".into(),
+            hex::encode(sluice::auth::digest(&admin_key)),
+        ),
+        ("STRIPE_WEBHOOK_SECRETS".into(), stripe_secret.clone()),
+        ("EGRESS_ALLOW_HTTP".into(), "true".into()),
+        (
+            "EGRESS_ALLOW_CIDRS".into(),
+            sluice_local::dev::LOCAL_ALLOW_CIDRS.into(),
+        ),
+        ("RUST_LOG".into(), "info".into()),
+    ]);
+
+    // Binary sizes.
+    for name in FUNCTIONS {
+        let bytes = process::size_of(&process::release_binary(name))?;
+        report.push(Row::size(name, bytes));
+    }
+
+    let api_key = key.api_key.clone();
+    let tenant_id = tenant.id.clone();
+    let secret = stripe_secret.clone();
+    let queue_arn = resources.queue_arn.clone();
+    let event_for = move |name: &str| -> Box<dyn Fn(usize) -> Vec<u8> + Sync> {
+        match name {
+            "api" => {
+                let key = api_key.clone();
+                Box::new(move |_| {
+                    events::http_event(
+                        "GET",
+                        "/v1/account",
+                        &[("authorization", &format!("Bearer {key}"))],
+                        b"",
+                    )
+                })
+            }
+            "stripe-ingress" => {
+                let (tenant_id, secret) = (tenant_id.clone(), secret.clone());
+                Box::new(move |_| {
+                    let body = events::checkout_paid(&tenant_id, 100);
+                    let signature = events::stripe_signature(&secret, &body);
+                    events::http_event(
+                        "POST",
+                        "/webhooks/stripe",
+                        &[
+                            ("stripe-signature", &signature),
+                            ("content-type", "application/json"),
+                        ],
+                        &body,
+                    )
+                })
+            }
+            _ => {
+                let (tenant_id, queue_arn) = (tenant_id.clone(), queue_arn.clone());
+                Box::new(move |_| {
+                    let message = sluice::fanout::DeliveryMessage::Fanout {
+                        tenant_id: tenant_id.clone(),
+                        event_id: sluice::ids::new_id("msg"),
+                    };
+                    events::sqs_event(&queue_arn, &[message.to_body()])
+                })
+            }
+        }
+    };
+
+    for name in FUNCTIONS {
+        let function = Function {
+            name,
+            binary: process::release_binary(name),
+            env: env.clone(),
+        };
+        let event = event_for(name);
+        let runs = process::cold_starts(&function, COLD_START_RUNS, &*event)
+            .await
+            .with_context(|| format!("cold start of {name}"))?;
+        report.push(Row::cold_start(
+            name,
+            median(runs.iter().map(|r| r.to_ready).collect()),
+            median(runs.iter().map(|r| r.to_first_answer).collect()),
+            COLD_START_RUNS,
+        ));
+        let load = process::load(&function, load_n, &*event)
+            .await
+            .with_context(|| format!("load on {name}"))?;
+        report.push(Row::peak_rss(name, load));
+    }
+
+    report.print();
+    report.write(&sluice_local::repo_root().join("target/bench/report.md"))?;
+    drop(emulator);
+    Ok(())
+}
