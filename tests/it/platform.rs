@@ -381,3 +381,25 @@ async fn the_local_runner_serves_the_stack_and_stops_cleanly() {
         "the server is stopped"
     );
 }
+
+#[tokio::test]
+async fn aws_requests_are_counted_per_service_and_operation() {
+    let counter = sluice_local::counting::CallCounter::new();
+    let stack = crate::support::Stack::with_clients(
+        counter.clients(&crate::support::emulator().sdk_config().await),
+        &[],
+    )
+    .await;
+    counter.reset();
+    stack.create_tenant("Counted").await;
+    assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
+    counter.reset();
+    stack.send(crate::support::Req::get("/health")).await;
+    let mut calls = counter.calls();
+    calls.sort();
+    let names: Vec<_> = calls.iter().map(|(_, op)| op.as_str()).collect();
+    assert_eq!(
+        names,
+        ["DescribeTable", "DescribeKey", "GetQueueAttributes"]
+    );
+}

@@ -6,6 +6,7 @@
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
 #![forbid(unsafe_code)]
 
+pub mod counting;
 pub mod dev;
 pub mod emulator;
 pub mod poller;
