@@ -29,28 +29,11 @@ pub async fn poll_once(
     if messages.is_empty() {
         return Ok(0);
     }
-    let mut receipts = HashMap::new();
-    let mut event = SqsEvent::default();
-    for m in messages {
-        let mut record = SqsMessage::default();
-        record.message_id = m.message_id.clone();
-        record.receipt_handle = m.receipt_handle.clone();
-        record.body = m.body;
-        record.md5_of_body = m.md5_of_body;
-        record.attributes = m
-            .attributes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v))
-            .collect();
-        record.event_source = Some("aws:sqs".into());
-        record.event_source_arn = Some(queue_arn.to_owned());
-        record.aws_region = Some("us-east-1".into());
-        if let (Some(id), Some(handle)) = (m.message_id, m.receipt_handle) {
-            receipts.insert(id, handle);
-        }
-        event.records.push(record);
-    }
+    let receipts: HashMap<String, String> = messages
+        .iter()
+        .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
+        .collect();
+    let event = sqs_event(messages, queue_arn);
     let count = event.records.len();
     let response = webhook_egress::handle_batch(state, event).await;
     let failed: HashSet<String> = response
@@ -78,6 +61,31 @@ pub async fn poll_once(
             .await?;
     }
     Ok(count)
+}
+
+/// The `SqsEvent` Lambda's event source mapping builds from received messages (which must have
+/// been received with all system attributes: the handler reads `ApproximateReceiveCount` and
+/// `SentTimestamp`).
+pub fn sqs_event(messages: Vec<aws_sdk_sqs::types::Message>, queue_arn: &str) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = m.message_id;
+        record.receipt_handle = m.receipt_handle;
+        record.body = m.body;
+        record.md5_of_body = m.md5_of_body;
+        record.attributes = m
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v))
+            .collect();
+        record.event_source = Some("aws:sqs".into());
+        record.event_source_arn = Some(queue_arn.to_owned());
+        record.aws_region = Some("us-east-1".into());
+        event.records.push(record);
+    }
+    event
 }
 
 /// Polls until `shutdown` turns true.
