@@ -10,9 +10,8 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use sluice::{Config, aws::AwsClients};
 use sluice_local::{
-    dev::local_config,
     emulator::Emulator,
-    provision::{self, Resources, StackDefinition},
+    provision::Resources,
     server::{HttpFunctions, lambda_request},
 };
 
@@ -57,14 +56,14 @@ impl Stack {
 
     /// A fresh stack whose functions use the given clients (e.g. with counting interceptors).
     pub async fn with_clients(aws: AwsClients, extra: &[(&str, &str)]) -> Stack {
-        let def = StackDefinition::from_template().expect("template.yaml parses");
-        let resources = provision::provision(&aws, &def, &unique("t"))
+        let sluice_local::dev::LocalStack {
+            resources,
+            config,
+            admin_key,
+            stripe_secret,
+        } = sluice_local::dev::LocalStack::provision(&aws, &unique("t"), extra)
             .await
             .expect("provisioning succeeds");
-        let admin_key = sluice::ids::new_api_key();
-        let stripe_secret = sluice_local::dev::generate_stripe_secret();
-        let config = local_config(&resources, &admin_key, &stripe_secret, extra)
-            .expect("local config is valid");
         Stack {
             aws,
             resources,

@@ -4,9 +4,12 @@
 //! target (machines here are noisy; the table says how each figure compares).
 
 mod events;
+mod in_process;
+mod micro;
 mod process;
 mod report;
 mod runtime_api;
+mod scenarios;
 
 use std::collections::HashMap;
 
@@ -144,8 +147,92 @@ async fn main() -> anyhow::Result<()> {
         report.push(Row::peak_rss(name, load));
     }
 
+    in_process_figures(
+        &mut report,
+        &emulator.sdk_config().await,
+        if quick { 50 } else { 300 },
+    )
+    .await?;
+    for (name, ns) in micro::run() {
+        report.push(Row::micro(name, ns));
+    }
+
     report.print();
     report.write(&sluice_local::repo_root().join("target/bench/report.md"))?;
     drop(emulator);
+    Ok(())
+}
+
+/// The peer's figures on this machine (SPEC §9): Python, Powertools idempotency, stripe-python,
+/// boto3, on the same local stack.
+const PEER_STRIPE_EVENT_MS: f64 = 2.7;
+const PEER_FIRST_IDEMPOTENT_MS: f64 = 4.4;
+const PEER_REPLAY_MS: f64 = 1.7;
+
+async fn in_process_figures(
+    report: &mut Report,
+    sdk: &aws_config::SdkConfig,
+    n: usize,
+) -> anyhow::Result<()> {
+    let (new, duplicate) = scenarios::stripe_events(sdk, n).await?;
+    report.push(Row::requests(
+        "new Stripe event",
+        &new,
+        "DynamoDB",
+        1.0,
+        "= 1",
+    ));
+    report.push(Row::requests(
+        "duplicate Stripe event",
+        &duplicate,
+        "DynamoDB",
+        1.0,
+        "= 1",
+    ));
+    report.push(Row::cpu(
+        "new Stripe event",
+        &new,
+        Some(PEER_STRIPE_EVENT_MS),
+    ));
+    report.push(Row::cpu(
+        "duplicate Stripe event",
+        &duplicate,
+        Some(PEER_STRIPE_EVENT_MS),
+    ));
+
+    let (first, replay) = scenarios::idempotent_writes(sdk, n).await?;
+    report.push(Row::requests(
+        "first idempotent write (POST /v1/usage)",
+        &first,
+        "DynamoDB",
+        2.0,
+        "≤ 2",
+    ));
+    report.push(Row::requests(
+        "idempotent replay",
+        &replay,
+        "DynamoDB",
+        1.0,
+        "= 1",
+    ));
+    report.push(Row::cpu(
+        "first idempotent write (POST /v1/usage)",
+        &first,
+        Some(PEER_FIRST_IDEMPOTENT_MS),
+    ));
+    report.push(Row::cpu("idempotent replay", &replay, Some(PEER_REPLAY_MS)));
+
+    let delivery = scenarios::egress_deliveries(sdk, n).await?;
+    report.push(Row::requests(
+        "egress delivery, warm",
+        &delivery,
+        "KMS",
+        0.0,
+        "= 0",
+    ));
+    report.push(Row::cpu("egress delivery, warm", &delivery, None));
+
+    let c = scenarios::egress_concurrency(sdk).await?;
+    report.push(Row::concurrency(c.wall, c.slowest, c.sum));
     Ok(())
 }

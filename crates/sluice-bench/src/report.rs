@@ -3,7 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
-use crate::process::Load;
+use crate::{in_process::Cost, process::Load};
 
 /// One measured figure.
 pub struct Row {
@@ -53,6 +53,78 @@ impl Row {
                 load.wall.as_secs_f64(),
                 load.errors
             ),
+        }
+    }
+}
+
+impl Row {
+    /// Requests per call to `service` (with every service's count in the figure).
+    pub fn requests(op: &str, cost: &Cost, service: &str, max: f64, target: &str) -> Row {
+        let all: Vec<String> = cost
+            .requests
+            .iter()
+            .map(|(s, n)| format!("{s} {n:.2}"))
+            .collect();
+        let got = cost.per_call(service);
+        Row {
+            what: format!("{service} requests, {op}"),
+            measured: format!(
+                "{got:.2} ({})",
+                if all.is_empty() {
+                    "none".into()
+                } else {
+                    all.join(", ")
+                }
+            ),
+            target: target.into(),
+            meets: Some(got <= max + 1e-9),
+            how: format!(
+                "SDK interceptor, mean over {} calls through the function's handler; first call: {}",
+                cost.n,
+                cost.first_call.join(" ")
+            ),
+        }
+    }
+
+    /// Handler CPU per call, against a tenth of the peer's figure when there is one.
+    pub fn cpu(op: &str, cost: &Cost, peer_ms: Option<f64>) -> Row {
+        let got_ms = cost.cpu_per_call.as_secs_f64() * 1000.0;
+        Row {
+            what: format!("handler CPU, {op}"),
+            measured: format!("{got_ms:.3} ms"),
+            target: peer_ms.map_or("–".into(), |p| {
+                format!("≤ {:.3} ms (peer {p} ms / 10)", p / 10.0)
+            }),
+            meets: peer_ms.map(|p| got_ms <= p / 10.0),
+            how: format!(
+                "process CPU time (all threads) of {} in-process handler calls, SDK work included, moto excluded",
+                cost.n
+            ),
+        }
+    }
+
+    pub fn concurrency(wall: Duration, slowest: Duration, sum: Duration) -> Row {
+        Row {
+            what: "egress batch of 10 to 10 endpoints".into(),
+            measured: format!("{} wall", ms(wall)),
+            target: format!(
+                "≈ slowest endpoint ({}), not the sum ({})",
+                ms(slowest),
+                ms(sum)
+            ),
+            meets: Some(wall < slowest + (sum - slowest) / 4),
+            how: "one handle_batch call; endpoints on loopback answer after 100, 200, … 1000 ms"
+                .into(),
+        }
+    }
+
+    pub fn micro(name: &str, ns: f64) -> Row {
+        Row {
+            what: format!("micro: {name}"),
+            measured: format!("{:.2} µs", ns / 1000.0),
+            target: "–".into(),
+            meets: None,
+            how: "median of 15 batches of 2000 calls, release build".into(),
         }
     }
 }

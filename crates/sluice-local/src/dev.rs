@@ -42,6 +42,49 @@ pub fn local_config(
     })?)
 }
 
+/// One set of provisioned resources with the functions' configuration for them (tests and
+/// benchmarks make one per scenario, so they never share state).
+#[derive(Clone)]
+pub struct LocalStack {
+    pub resources: Resources,
+    pub config: Config,
+    pub admin_key: String,
+    pub stripe_secret: String,
+}
+
+impl LocalStack {
+    /// Provisions the template's resources under `prefix` with a fresh admin key and Stripe
+    /// secret; `extra` overrides settings.
+    pub async fn provision(
+        aws: &AwsClients,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<LocalStack> {
+        let resources =
+            provision::provision(aws, &StackDefinition::from_template()?, prefix).await?;
+        let admin_key = ids::new_api_key();
+        let stripe_secret = generate_stripe_secret();
+        let config = local_config(&resources, &admin_key, &stripe_secret, extra)?;
+        Ok(LocalStack {
+            resources,
+            config,
+            admin_key,
+            stripe_secret,
+        })
+    }
+
+    /// Both HTTP functions, built as their `main`s build them.
+    pub fn functions(&self, aws: &AwsClients) -> anyhow::Result<HttpFunctions> {
+        Ok(HttpFunctions {
+            ingress: stripe_ingress::router(stripe_ingress::IngressState::new(
+                self.config.clone(),
+                aws.clone(),
+            )?),
+            api: sluice_api::router(sluice_api::AppState::new(self.config.clone(), aws.clone())?),
+        })
+    }
+}
+
 /// A random Stripe-style signing secret for a local run.
 pub fn generate_stripe_secret() -> String {
     format!("whsec_{}", STANDARD.encode(ids::random_bytes::<24>()))
@@ -81,13 +124,13 @@ pub async fn run() -> anyhow::Result<()> {
         provision::provision(&aws, &StackDefinition::from_template()?, "sluice-local").await?;
     let config = local_config(&resources, &admin_key, &stripe_secrets, &[])?;
 
-    let functions = HttpFunctions {
-        ingress: stripe_ingress::router(stripe_ingress::IngressState::new(
-            config.clone(),
-            aws.clone(),
-        )?),
-        api: sluice_api::router(sluice_api::AppState::new(config.clone(), aws.clone())?),
+    let stack = LocalStack {
+        resources: resources.clone(),
+        config: config.clone(),
+        admin_key: admin_key.clone(),
+        stripe_secret: stripe_secrets.clone(),
     };
+    let functions = stack.functions(&aws)?;
     let egress = webhook_egress::EgressState::new(config, aws.clone())?;
     let (stop, stopped) = watch::channel(false);
     let poller = tokio::spawn(poller::run(

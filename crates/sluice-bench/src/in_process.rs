@@ -1,0 +1,247 @@
+//! In-process figures: handler CPU per request (SDK work included) and AWS requests per
+//! operation, through the very routers and batch handler the Lambda binaries run, against moto.
+//!
+//! CPU is this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`, every thread: the handler, the
+//! SDK's request building, signing and parsing, hyper) summed over the handler calls only —
+//! preparing requests (signing Stripe events, …) happens outside the measured windows, and
+//! moto runs in its own process. Requests are counted with an SDK interceptor. Every scenario
+//! provisions its own small table, since moto's transactions slow down as a table grows.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use bytes::Bytes;
+use cpu_time::ProcessTime;
+use serde_json::{Value, json};
+use sluice::aws::AwsClients;
+use sluice_local::{
+    counting::CallCounter,
+    dev::LocalStack,
+    server::{HttpFunctions, lambda_request},
+};
+
+use crate::events;
+
+/// What one operation cost, averaged over `n` calls.
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub n: usize,
+    pub cpu_per_call: Duration,
+    /// Requests per call, by service.
+    pub requests: BTreeMap<String, f64>,
+    /// Operations of the first measured call, e.g. `DynamoDB:TransactWriteItems`.
+    pub first_call: Vec<String>,
+}
+
+impl Cost {
+    /// Requests per call to one service.
+    pub fn per_call(&self, service: &str) -> f64 {
+        self.requests.get(service).copied().unwrap_or(0.0)
+    }
+}
+
+/// A local stack with counted clients and the functions built on them.
+pub struct Scenario {
+    pub counter: CallCounter,
+    pub aws: AwsClients,
+    pub stack: LocalStack,
+    pub functions: HttpFunctions,
+    pub tenant_key: String,
+    pub tenant_id: String,
+}
+
+impl Scenario {
+    pub async fn new(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<Scenario> {
+        let counter = CallCounter::new();
+        let aws = counter.clients(sdk);
+        let stack = LocalStack::provision(&aws, &format!("bench-{name}"), &[]).await?;
+        let functions = stack.functions(&aws)?;
+        let mut scenario = Scenario {
+            counter,
+            aws,
+            stack,
+            functions,
+            tenant_key: String::new(),
+            tenant_id: String::new(),
+        };
+        let created = scenario
+            .call(
+                "POST",
+                "/admin/tenants",
+                &[("x-admin-key", &scenario.stack.admin_key.clone())],
+                json!({"name": "Bench", "monthly_budget_minor": 100_000_000, "currency": "usd"}),
+            )
+            .await?;
+        scenario.tenant_id = created["id"].as_str().context("tenant id")?.to_owned();
+        scenario.tenant_key = created["api_key"].as_str().context("api key")?.to_owned();
+        Ok(scenario)
+    }
+
+    /// One request through the local API Gateway routing; a non-2xx answer is an error.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let (status, body) = self.send(request(method, path, headers, body)).await;
+        ensure!(
+            status.is_success(),
+            "{method} {path} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, req: lambda_http::Request) -> (http::StatusCode, Bytes) {
+        let res = self.functions.invoke(req).await;
+        (res.status(), res.into_body())
+    }
+
+    /// Runs `requests` through the functions, measuring only the handler calls. Every answer
+    /// must be 2xx.
+    pub async fn measure_http(&self, requests: Vec<lambda_http::Request>) -> anyhow::Result<Cost> {
+        self.measure(requests, |req| async move {
+            let (status, body) = self.send(req).await;
+            ensure!(
+                status.is_success(),
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// Measures `run` over each input: CPU time of the calls only, AWS requests per call.
+    pub async fn measure<I, F, Fut>(&self, inputs: Vec<I>, mut run: F) -> anyhow::Result<Cost>
+    where
+        F: FnMut(I) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let n = inputs.len();
+        ensure!(n > 0, "nothing to measure");
+        self.counter.reset();
+        let mut cpu = Duration::ZERO;
+        let mut first_call = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            let start = ProcessTime::now();
+            run(input).await?;
+            cpu += start.elapsed();
+            if i == 0 {
+                first_call = self
+                    .counter
+                    .calls()
+                    .into_iter()
+                    .map(|(s, op)| format!("{s}:{op}"))
+                    .collect();
+            }
+        }
+        let mut requests = BTreeMap::new();
+        for (service, _) in self.counter.calls() {
+            *requests.entry(service).or_insert(0.0) += 1.0 / n as f64;
+        }
+        Ok(Cost {
+            n,
+            cpu_per_call: cpu / n as u32,
+            requests,
+            first_call,
+        })
+    }
+
+    /// A signed Stripe webhook request.
+    pub fn stripe_request(&self, body: &[u8]) -> lambda_http::Request {
+        let signature = events::stripe_signature(&self.stack.stripe_secret, body);
+        raw_request(
+            "POST",
+            "/webhooks/stripe",
+            &[
+                ("stripe-signature", &signature),
+                ("content-type", "application/json"),
+            ],
+            Bytes::copy_from_slice(body),
+        )
+    }
+
+    /// A tenant API request with the scenario tenant's key.
+    pub fn tenant_request(
+        &self,
+        method: &str,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Value,
+    ) -> lambda_http::Request {
+        let auth = format!("Bearer {}", self.tenant_key);
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(key) = idempotency_key {
+            headers.push(("idempotency-key", key));
+        }
+        request(method, path, &headers, body)
+    }
+
+    /// Receives every message now on the delivery queue (with the attributes Lambda passes).
+    pub async fn receive_all(
+        &self,
+        expected: usize,
+    ) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < expected {
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {expected} messages arrived",
+                out.len()
+            );
+            let got = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.stack.resources.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await?;
+            out.extend(got.messages.unwrap_or_default());
+        }
+        Ok(out)
+    }
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> lambda_http::Request {
+    let bytes = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(serde_json::to_vec(&body).expect("serializes"))
+    };
+    let mut all = headers.to_vec();
+    if !bytes.is_empty() {
+        all.push(("content-type", "application/json"));
+    }
+    raw_request(method, path, &all, bytes)
+}
+
+fn raw_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> lambda_http::Request {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let (parts, ()) = builder.body(()).expect("valid request").into_parts();
+    lambda_request(parts, body)
+}

@@ -1,0 +1,174 @@
+//! The operations SPEC §9 names, each measured in its own [`Scenario`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use aws_config::SdkConfig;
+use serde_json::json;
+
+use crate::{
+    events,
+    in_process::{Cost, Scenario},
+};
+
+/// Warm-up calls before each measured run (first connections, lazy initialisation).
+const WARM_UP: usize = 5;
+
+/// New and duplicate Stripe events (`checkout.session.completed`, paid, tenant in metadata).
+pub async fn stripe_events(sdk: &SdkConfig, n: usize) -> anyhow::Result<(Cost, Cost)> {
+    let s = Scenario::new(sdk, "stripe").await?;
+    let bodies: Vec<Vec<u8>> = (0..n + WARM_UP)
+        .map(|_| events::checkout_paid(&s.tenant_id, 100))
+        .collect();
+    let (warm, measured) = bodies.split_at(WARM_UP);
+    s.measure_http(warm.iter().map(|b| s.stripe_request(b)).collect())
+        .await?;
+    let new = s
+        .measure_http(measured.iter().map(|b| s.stripe_request(b)).collect())
+        .await
+        .context("new Stripe events")?;
+    let duplicate = s
+        .measure_http(measured.iter().map(|b| s.stripe_request(b)).collect())
+        .await
+        .context("duplicate Stripe events")?;
+    Ok((new, duplicate))
+}
+
+/// First idempotent `POST /v1/usage` calls, then the same calls again (replays).
+pub async fn idempotent_writes(sdk: &SdkConfig, n: usize) -> anyhow::Result<(Cost, Cost)> {
+    let s = Scenario::new(sdk, "idem").await?;
+    // Credits to spend, bought the way tenants buy them.
+    let credit = events::checkout_paid(&s.tenant_id, 1_000_000);
+    s.measure_http(vec![s.stripe_request(&credit)]).await?;
+    let keys: Vec<String> = (0..n + WARM_UP)
+        .map(|i| format!("bench-usage-{i}"))
+        .collect();
+    let usage = |key: &String| {
+        s.tenant_request(
+            "POST",
+            "/v1/usage",
+            Some(key),
+            json!({"amount_minor": 1, "description": "bench"}),
+        )
+    };
+    let (warm, measured) = keys.split_at(WARM_UP);
+    s.measure_http(warm.iter().map(usage).collect()).await?;
+    let first = s
+        .measure_http(measured.iter().map(usage).collect())
+        .await
+        .context("first idempotent writes")?;
+    let replay = s
+        .measure_http(measured.iter().map(usage).collect())
+        .await
+        .context("idempotent replays")?;
+    Ok((first, replay))
+}
+
+/// A local webhook receiver: `POST /hook/{delay_ms}` answers 204 after that delay.
+pub async fn start_receiver() -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>
+{
+    use axum::{Router, extract::Path, routing::post};
+    let app = Router::new().route(
+        "/hook/{delay_ms}",
+        post(|Path(delay): Path<u64>| async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            http::StatusCode::NO_CONTENT
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, server))
+}
+
+async fn add_endpoint(s: &Scenario, url: &str) -> anyhow::Result<()> {
+    s.call(
+        "POST",
+        "/v1/endpoints",
+        &[("authorization", &format!("Bearer {}", s.tenant_key))],
+        json!({"url": url}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(s: &Scenario, i: usize) -> anyhow::Result<()> {
+    s.call(
+        "POST",
+        "/v1/events",
+        &[("authorization", &format!("Bearer {}", s.tenant_key))],
+        json!({"type": "bench.tick", "data": {"i": i}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One delivery per handler call (one message per `SqsEvent`), warm: the endpoint's secret was
+/// decrypted by an earlier delivery.
+pub async fn egress_deliveries(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
+    let s = Scenario::new(sdk, "egress").await?;
+    let (addr, _receiver) = start_receiver().await?;
+    add_endpoint(&s, &format!("http://{addr}/hook/0")).await?;
+    for i in 0..n + WARM_UP {
+        publish(&s, i).await?;
+    }
+    let messages = s.receive_all(n + WARM_UP).await?;
+    let state = webhook_egress::EgressState::new(s.stack.config.clone(), s.aws.clone())?;
+    let queue_arn = s.stack.resources.queue_arn.clone();
+    let batches: Vec<_> = messages
+        .into_iter()
+        .map(|m| sluice_local::poller::sqs_event(vec![m], &queue_arn))
+        .collect();
+    let (warm, measured) = batches.split_at(WARM_UP);
+    let deliver = |event: aws_lambda_events::event::sqs::SqsEvent| {
+        let state = &state;
+        async move {
+            let response = webhook_egress::handle_batch(state, event).await;
+            ensure!(
+                response.batch_item_failures.is_empty(),
+                "a delivery failed: {:?}",
+                response.batch_item_failures
+            );
+            Ok(())
+        }
+    };
+    s.measure(warm.to_vec(), deliver).await?;
+    s.measure(measured.to_vec(), deliver)
+        .await
+        .context("egress deliveries")
+}
+
+/// Wall time of one batch of 10 deliveries to 10 endpoints answering after 100, 200, … 1000 ms.
+pub struct Concurrency {
+    pub wall: Duration,
+    pub slowest: Duration,
+    pub sum: Duration,
+}
+
+pub async fn egress_concurrency(sdk: &SdkConfig) -> anyhow::Result<Concurrency> {
+    let s = Scenario::new(sdk, "fanout").await?;
+    let (addr, _receiver) = start_receiver().await?;
+    let delays: Vec<u64> = (1..=10).map(|i| i * 100).collect();
+    for d in &delays {
+        add_endpoint(&s, &format!("http://{addr}/hook/{d}")).await?;
+    }
+    publish(&s, 0).await?;
+    let messages = s.receive_all(10).await?;
+    let state = webhook_egress::EgressState::new(s.stack.config.clone(), s.aws.clone())?;
+    let event = sluice_local::poller::sqs_event(messages, &s.stack.resources.queue_arn);
+    let started = Instant::now();
+    let response = webhook_egress::handle_batch(&state, event).await;
+    let wall = started.elapsed();
+    ensure!(
+        response.batch_item_failures.is_empty(),
+        "deliveries failed: {:?}",
+        response.batch_item_failures
+    );
+    Ok(Concurrency {
+        wall,
+        slowest: Duration::from_millis(*delays.iter().max().unwrap()),
+        sum: Duration::from_millis(delays.iter().sum()),
+    })
+}
