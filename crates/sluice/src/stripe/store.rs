@@ -1,0 +1,386 @@
+//! The stored Stripe event (`STRIPE#{evt}` / `EVENT`) and the operator's reads of it.
+//!
+//! The raw payload is kept so any event can be reprocessed: as text up to 8 KiB, gzip-compressed
+//! (binary) above. Events are listed through `gsi1` (`STRIPE_EVENTS`, `{received_ms:013}#{evt}`),
+//! newest first, never by scanning the table.
+
+use std::io::{Read, Write};
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, DeleteRequest, WriteRequest},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    ApiError, clock,
+    table::{self, Item, ItemExt, s},
+};
+
+/// `gsi1pk` of every Stripe event.
+pub const GSI1_STRIPE_EVENTS: &str = "STRIPE_EVENTS";
+/// Sort key of the event item.
+pub const EVENT_SK: &str = "EVENT";
+/// Payloads larger than this are stored gzip-compressed.
+pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
+/// DynamoDB items are limited to 400 KB; a payload that does not fit even compressed is dropped
+/// (the event keeps its status, but can no longer be reprocessed).
+const MAX_STORED_PAYLOAD_BYTES: usize = 350 * 1024;
+
+/// Event statuses (SPEC §4.2).
+pub mod status {
+    pub const RECEIVED: &str = "received";
+    pub const PROCESSED: &str = "processed";
+    pub const IGNORED: &str = "ignored";
+    pub const UNMATCHED: &str = "unmatched";
+    pub const FAILED: &str = "failed";
+    /// Every status, for validating filters.
+    pub const ALL: [&str; 5] = [RECEIVED, PROCESSED, IGNORED, UNMATCHED, FAILED];
+    /// A redelivery of an event in one of these is a duplicate; the others are processed again.
+    pub fn is_final(status: &str) -> bool {
+        status == PROCESSED || status == IGNORED
+    }
+}
+
+/// Attribute names of the event item.
+pub mod attr {
+    pub const ID: &str = "id";
+    pub const TYPE: &str = "type";
+    pub const STATUS: &str = "status";
+    pub const CREATED: &str = "created";
+    pub const RECEIVED_MS: &str = "received_ms";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const ERROR: &str = "error";
+    pub const NOTE: &str = "note";
+    pub const TENANT_ID: &str = "tenant_id";
+    pub const CUSTOMER_ID: &str = "customer_id";
+    pub const API_VERSION: &str = "api_version";
+    pub const LIVEMODE: &str = "livemode";
+    pub const PAYLOAD: &str = "payload";
+    pub const PAYLOAD_ENCODING: &str = "payload_encoding";
+    /// Sort key of the `UNMATCHED#{cus}` item while the event waits for its customer.
+    pub const WAITING_SK: &str = "waiting_sk";
+    /// The customer this event linked (a checkout): its waiting events are processed after it.
+    pub const LINKED_CUSTOMER: &str = "linked_customer";
+    /// Ids (`msg_…`) of the notifications this event published.
+    pub const NOTIFICATIONS: &str = "notifications";
+    pub const UPDATED_AT: &str = "updated_at";
+}
+
+/// The payload as stored: text when small, gzip when large.
+pub fn payload_attributes(raw: &[u8]) -> Vec<(&'static str, AttributeValue)> {
+    if raw.len() <= COMPRESS_ABOVE_BYTES
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        return vec![
+            (attr::PAYLOAD, s(text)),
+            (attr::PAYLOAD_ENCODING, s("identity")),
+        ];
+    }
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    let compressed = gz.write_all(raw).and_then(|()| gz.finish());
+    match compressed {
+        Ok(bytes) if bytes.len() <= MAX_STORED_PAYLOAD_BYTES => vec![
+            (attr::PAYLOAD, table::bin(bytes)),
+            (attr::PAYLOAD_ENCODING, s("gzip")),
+        ],
+        _ => vec![(attr::PAYLOAD_ENCODING, s("dropped"))],
+    }
+}
+
+/// The raw payload of a stored event, if it was kept.
+pub fn read_payload(item: &Item) -> Option<Vec<u8>> {
+    match item.get_s(attr::PAYLOAD_ENCODING) {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            GzDecoder::new(item.get_bin(attr::PAYLOAD)?)
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        }
+        _ => item.get_s(attr::PAYLOAD).map(|p| p.as_bytes().to_vec()),
+    }
+}
+
+/// A stored event as the operator API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub status: String,
+    /// Stripe's `created` (Unix seconds).
+    pub created: i64,
+    /// When Sluice first received it (RFC 3339).
+    pub received_at: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub note: Option<String>,
+    pub tenant_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub livemode: bool,
+    pub api_version: Option<String>,
+    pub notifications: Vec<String>,
+    /// The stored payload, only on `GET /admin/stripe-events/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
+
+impl EventView {
+    /// Reads an event item; `None` if it is not one.
+    pub fn from_item(item: &Item, with_payload: bool) -> Option<EventView> {
+        let received_ms = item.get_i64(attr::RECEIVED_MS).unwrap_or_default();
+        Some(EventView {
+            id: item.get_s(attr::ID)?.to_owned(),
+            event_type: item.get_s(attr::TYPE).unwrap_or_default().to_owned(),
+            status: item.get_s(attr::STATUS)?.to_owned(),
+            created: item.get_i64(attr::CREATED).unwrap_or_default(),
+            received_at: clock::rfc3339(received_ms / 1000),
+            attempts: item.get_i64(attr::ATTEMPTS).unwrap_or_default(),
+            error: item.get_s(attr::ERROR).map(String::from),
+            note: item.get_s(attr::NOTE).map(String::from),
+            tenant_id: item.get_s(attr::TENANT_ID).map(String::from),
+            customer_id: item.get_s(attr::CUSTOMER_ID).map(String::from),
+            livemode: item.get_bool(attr::LIVEMODE).unwrap_or(false),
+            api_version: item.get_s(attr::API_VERSION).map(String::from),
+            notifications: item.get_string_list(attr::NOTIFICATIONS),
+            payload: with_payload
+                .then(|| read_payload(item))
+                .flatten()
+                .and_then(|raw| serde_json::from_slice(&raw).ok()),
+        })
+    }
+}
+
+/// Key of the event item.
+pub fn event_key(event_id: &str) -> Item {
+    table::key(table::stripe_event_pk(event_id), EVENT_SK)
+}
+
+/// Reads one event item (strongly consistent).
+pub async fn get_item(db: &Client, table_name: &str, event_id: &str) -> Result<Option<Item>, ApiError> {
+    let out = db
+        .get_item()
+        .table_name(table_name)
+        .set_key(Some(event_key(event_id)))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item)
+}
+
+/// Filters of `GET /admin/stripe-events`.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+}
+
+fn encode_cursor(key: &Item) -> String {
+    let map: serde_json::Map<String, Value> = key
+        .iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), Value::String(s.clone()))))
+        .collect();
+    URL_SAFE_NO_PAD.encode(Value::Object(map).to_string())
+}
+
+fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
+    let bad = || ApiError::bad_request("`cursor` is not a cursor this API returned");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let map: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let item: Item = map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k, table::s(s))))
+        .collect();
+    let expected = [table::PK, table::SK, table::GSI1PK, table::GSI1SK];
+    if item.len() != expected.len()
+        || !expected.iter().all(|k| item.contains_key(*k))
+        || item.get_s(table::GSI1PK) != Some(GSI1_STRIPE_EVENTS)
+    {
+        return Err(bad());
+    }
+    Ok(item)
+}
+
+/// One page of events, newest first, and the cursor of the next page (if any). Filters are
+/// applied by DynamoDB to the index query; short pages are topped up by a bounded number of
+/// further queries.
+pub async fn list(
+    db: &Client,
+    table_name: &str,
+    filter: &ListFilter,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<EventView>, Option<String>), ApiError> {
+    let mut start = cursor.map(decode_cursor).transpose()?;
+    let mut events = Vec::new();
+    let mut conditions = Vec::new();
+    let mut values = std::collections::HashMap::from([(":pk".to_owned(), s(GSI1_STRIPE_EVENTS))]);
+    let mut names = std::collections::HashMap::new();
+    if let Some(st) = &filter.status {
+        conditions.push("#status = :status");
+        names.insert("#status".to_owned(), attr::STATUS.to_owned());
+        values.insert(":status".to_owned(), s(st));
+    }
+    if let Some(t) = &filter.event_type {
+        conditions.push("#type = :type");
+        names.insert("#type".to_owned(), attr::TYPE.to_owned());
+        values.insert(":type".to_owned(), s(t));
+    }
+    for _ in 0..10 {
+        let out = db
+            .query()
+            .table_name(table_name)
+            .index_name(table::GSI1)
+            .key_condition_expression("gsi1pk = :pk")
+            .set_filter_expression((!conditions.is_empty()).then(|| conditions.join(" AND ")))
+            .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()))
+            .set_expression_attribute_values(Some(values.clone()))
+            .scan_index_forward(false)
+            .limit((limit - events.len()) as i32)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        events.extend(out.items().iter().filter_map(|i| EventView::from_item(i, false)));
+        start = out.last_evaluated_key;
+        if events.len() >= limit || start.is_none() {
+            break;
+        }
+    }
+    let next = start.map(|k| {
+        // The index key alone is what the next query starts after.
+        let key: Item = k
+            .into_iter()
+            .filter(|(name, _)| {
+                [table::PK, table::SK, table::GSI1PK, table::GSI1SK].contains(&name.as_str())
+            })
+            .collect();
+        encode_cursor(&key)
+    });
+    Ok((events, next))
+}
+
+/// Deletes `processed`/`ignored` events received more than `older_than_days` ago, at most
+/// `max_deletes` per call; returns (deleted, whether more may remain).
+pub async fn cleanup(
+    db: &Client,
+    table_name: &str,
+    older_than_days: u32,
+    max_deletes: usize,
+) -> Result<(usize, bool), ApiError> {
+    let cutoff_ms = clock::now_epoch_millis() - clock::days(older_than_days) * 1000;
+    let mut start: Option<Item> = None;
+    let mut keys: Vec<Item> = Vec::new();
+    let mut more = false;
+    loop {
+        let out = db
+            .query()
+            .table_name(table_name)
+            .index_name(table::GSI1)
+            .key_condition_expression("gsi1pk = :pk AND gsi1sk < :cutoff")
+            .filter_expression("#status IN (:processed, :ignored)")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_values(":pk", s(GSI1_STRIPE_EVENTS))
+            .expression_attribute_values(":cutoff", s(format!("{cutoff_ms:013}")))
+            .expression_attribute_values(":processed", s(status::PROCESSED))
+            .expression_attribute_values(":ignored", s(status::IGNORED))
+            .projection_expression("pk, sk")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        for item in out.items() {
+            if keys.len() == max_deletes {
+                more = true;
+                break;
+            }
+            keys.push(
+                item.iter()
+                    .filter(|(k, _)| *k == table::PK || *k == table::SK)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            );
+        }
+        start = out.last_evaluated_key;
+        if more || start.is_none() {
+            more |= start.is_some() && keys.len() == max_deletes;
+            break;
+        }
+    }
+    for chunk in keys.chunks(25) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|key| {
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(key.clone()))
+                            .build()
+                            .expect("key set"),
+                    )
+                    .build()
+            })
+            .collect();
+        // Unprocessed writes (throttling) are sent again, a bounded number of times.
+        for _ in 0..5 {
+            if pending.is_empty() {
+                break;
+            }
+            let out = db
+                .batch_write_item()
+                .request_items(table_name, pending)
+                .send()
+                .await?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table_name))
+                .unwrap_or_default();
+        }
+        if !pending.is_empty() {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "cleanup: deletes left unprocessed after retries"
+            )));
+        }
+    }
+    Ok((keys.len(), more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_payloads_stay_text_and_large_ones_are_compressed() {
+        let small = br#"{"id":"evt_1"}"#;
+        let item: Item = payload_attributes(small)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(item.get_s(attr::PAYLOAD), Some(r#"{"id":"evt_1"}"#));
+        assert_eq!(read_payload(&item).unwrap(), small);
+
+        let large = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)).into_bytes();
+        let item: Item = payload_attributes(&large)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(item.get_s(attr::PAYLOAD_ENCODING), Some("gzip"));
+        assert!(item.get_bin(attr::PAYLOAD).unwrap().len() < 10_000);
+        assert_eq!(read_payload(&item).unwrap(), large);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let key = Item::from([
+            (table::PK.to_owned(), s("STRIPE#evt_1")),
+            (table::SK.to_owned(), s(EVENT_SK)),
+            (table::GSI1PK.to_owned(), s(GSI1_STRIPE_EVENTS)),
+            (table::GSI1SK.to_owned(), s("0000000000001#evt_1")),
+        ]);
+        assert_eq!(decode_cursor(&encode_cursor(&key)).unwrap(), key);
+        assert!(decode_cursor("nope").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode(r#"{"pk":"TENANT#x"}"#)).is_err());
+    }
+}
