@@ -20,6 +20,7 @@ pub mod ids;
 pub mod sealing;
 pub mod ssrf;
 pub mod stats;
+pub mod stripe;
 pub mod table;
 pub mod telemetry;
 pub mod tenants;

@@ -1,0 +1,1202 @@
+//! Processing a verified event: ONE DynamoDB transaction carrying the event item, all its
+//! effects, its notifications and the statistics counters.
+//!
+//! The event item is written with `attribute_not_exists(pk)` (or, when a stored event is
+//! processed again, with its previous status and attempt count as the condition) and
+//! `ReturnValuesOnConditionCheckFailure=ALL_OLD`: a cancelled transaction whose event condition
+//! failed hands back the stored item, which says "duplicate" (processed/ignored) or "process
+//! again" (failed/unmatched/received) without another read.
+//!
+//! Other conditions in the same transaction are guards. When one fails the transaction is built
+//! again without the guarded effect and sent again (rare paths only):
+//! - `MONEY#{pi_… or in_…}` (`attribute_not_exists`): the payment was already credited or
+//!   recorded by another event; this event is `processed` without the money effect.
+//! - `SUB#{sub}` ordering guard: an older event never overwrites newer subscription state
+//!   (`event_created`, ties kept by the more advanced lifecycle rank, `canceled` final). A stale
+//!   event is stored `processed` with a note and changes nothing.
+//! - the tenant item: must exist (else the event is `failed`: "tenant not found"), must be in the
+//!   payment's currency for a credit, and its subscription summary follows one subscription
+//!   (the current one, or a new one once the current is canceled).
+//! - `CUSTOMER#{cus}`: linked to one tenant only; an unmatched event's transaction checks the
+//!   link is still absent, so an event can never wait for a link that already exists.
+//!
+//! DynamoDB requests per new event: one transaction. A read is needed only when the tenant must
+//! be found through the customer link, or an `invoice.paid` must know whether its subscription is
+//! `past_due`: then one `BatchGetItem` (event, customer link, subscription) comes first, and a
+//! duplicate is recognised by that read alone. A checkout that links a customer also queries the
+//! customer's waiting (`unmatched`) events and processes them, oldest first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{
+        AttributeValue, CancellationReason, ConditionCheck, Delete, KeysAndAttributes, Put,
+        ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    },
+};
+use serde_json::json;
+
+use super::{
+    event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
+    store::{self, attr, status},
+};
+use crate::{
+    ApiError,
+    aws::AwsClients,
+    clock,
+    fanout::Deferred,
+    ids,
+    stats::StatsDelta,
+    table::{self, Item, ItemExt, n, s},
+    tenants::attr as tenant_attr,
+};
+
+/// Rounds of build-and-send before giving up (each guard can fail once, plus races).
+const MAX_ROUNDS: usize = 8;
+
+/// What happened to an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (or moved) with `status` by this call.
+    Done {
+        status: &'static str,
+        note: Option<String>,
+    },
+    /// Already stored with a final status; nothing changed.
+    Duplicate { status: String },
+    /// Processing failed: stored `failed` with `error` (Stripe's retry, or an operator's, runs it
+    /// again).
+    Failed { error: String },
+}
+
+/// Where events are stored and notifications sent.
+#[derive(Clone, Copy, Debug)]
+pub struct Processor<'a> {
+    pub aws: &'a AwsClients,
+    pub table: &'a str,
+    pub queue_url: &'a str,
+    /// `STRIPE_EVENT_RETENTION_DAYS`.
+    pub retention_days: u32,
+}
+
+/// The stored state of an event being processed again.
+#[derive(Clone, Debug)]
+struct Prior {
+    status: String,
+    attempts: i64,
+    received_ms: i64,
+    waiting: Option<(String, String)>,
+}
+
+impl Prior {
+    fn from_item(item: &Item) -> Prior {
+        Prior {
+            status: item
+                .get_s(attr::STATUS)
+                .unwrap_or(status::RECEIVED)
+                .to_owned(),
+            attempts: item.get_i64(attr::ATTEMPTS).unwrap_or(0),
+            received_ms: item
+                .get_i64(attr::RECEIVED_MS)
+                .unwrap_or_else(clock::now_epoch_millis),
+            waiting: item
+                .get_s(attr::CUSTOMER_ID)
+                .zip(item.get_s(attr::WAITING_SK))
+                .map(|(c, sk)| (c.to_owned(), sk.to_owned())),
+        }
+    }
+}
+
+/// Guards that failed in an earlier round: the next round leaves their effect out.
+#[derive(Clone, Copy, Debug, Default)]
+struct Degrade {
+    money_recorded: bool,
+    sub_stale: bool,
+    summary_other: bool,
+    checkout_sub_known: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Flag {
+    MoneyRecorded,
+    SubStale,
+    SummaryOther,
+    CheckoutSubKnown,
+}
+
+/// How a failed condition of one transaction item is read.
+#[derive(Clone, Debug)]
+enum OnFail {
+    /// The event item: duplicate, or a stored event to process again.
+    Event,
+    /// The tenant item: missing → failed ("tenant not found"); present → `present`.
+    Tenant(Box<OnFail>),
+    /// The event cannot be processed: stored `failed` with this text.
+    Fatal(String),
+    /// Leave the guarded effect out and send again.
+    Flag(Flag),
+    /// Read the customer link again (it appeared meanwhile).
+    Reresolve,
+}
+
+/// Names and values of one expression.
+#[derive(Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, attribute: &str) -> String {
+        let key = format!("#{}", attribute.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        self.names.insert(key.clone(), attribute.to_owned());
+        key
+    }
+    fn value(&mut self, v: AttributeValue) -> String {
+        let key = format!(":v{}", self.values.len());
+        self.values.insert(key.clone(), v);
+        key
+    }
+}
+
+/// An `Update` built piece by piece (the tenant item gathers several effects in one).
+#[derive(Default)]
+struct UpdateBuilder {
+    expr: Expr,
+    sets: Vec<String>,
+    removes: Vec<String>,
+    conditions: Vec<String>,
+}
+
+impl UpdateBuilder {
+    fn set(&mut self, attribute: &str, v: AttributeValue) {
+        let name = self.expr.name(attribute);
+        let value = self.expr.value(v);
+        self.sets.push(format!("{name} = {value}"));
+    }
+    fn set_or_remove(&mut self, attribute: &str, v: Option<AttributeValue>) {
+        match v {
+            Some(v) => self.set(attribute, v),
+            None => self.remove(attribute),
+        }
+    }
+    fn remove(&mut self, attribute: &str) {
+        let name = self.expr.name(attribute);
+        self.removes.push(name);
+    }
+    fn is_empty(&self) -> bool {
+        self.sets.is_empty() && self.removes.is_empty()
+    }
+    fn build(self, table_name: &str, key: Item) -> TransactWriteItem {
+        let mut expression = String::new();
+        if !self.sets.is_empty() {
+            expression.push_str("SET ");
+            expression.push_str(&self.sets.join(", "));
+        }
+        if !self.removes.is_empty() {
+            expression.push_str(" REMOVE ");
+            expression.push_str(&self.removes.join(", "));
+        }
+        let update = Update::builder()
+            .table_name(table_name)
+            .set_key(Some(key))
+            .update_expression(expression.trim())
+            .set_condition_expression(
+                (!self.conditions.is_empty()).then(|| self.conditions.join(" AND ")),
+            )
+            .set_expression_attribute_names(
+                (!self.expr.names.is_empty()).then_some(self.expr.names),
+            )
+            .set_expression_attribute_values(
+                (!self.expr.values.is_empty()).then_some(self.expr.values),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression set");
+        TransactWriteItem::builder().update(update).build()
+    }
+}
+
+/// One transaction being assembled, with how each item's failed condition is read.
+struct Tx {
+    items: Vec<TransactWriteItem>,
+    on_fail: Vec<OnFail>,
+}
+
+impl Tx {
+    fn push(&mut self, item: TransactWriteItem, on_fail: OnFail) {
+        self.items.push(item);
+        self.on_fail.push(on_fail);
+    }
+}
+
+fn put(table_name: &str, item: Item, condition: Option<(&str, Expr)>) -> TransactWriteItem {
+    let mut b = Put::builder().table_name(table_name).set_item(Some(item));
+    if let Some((expression, expr)) = condition {
+        b = b
+            .condition_expression(expression)
+            .set_expression_attribute_names((!expr.names.is_empty()).then_some(expr.names))
+            .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
+            .return_values_on_condition_check_failure(
+                ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+    }
+    TransactWriteItem::builder()
+        .put(b.build().expect("table and item set"))
+        .build()
+}
+
+fn delete(table_name: &str, key: Item) -> TransactWriteItem {
+    TransactWriteItem::builder()
+        .delete(
+            Delete::builder()
+                .table_name(table_name)
+                .set_key(Some(key))
+                .build()
+                .expect("table and key set"),
+        )
+        .build()
+}
+
+fn condition_check(table_name: &str, key: Item, expression: &str) -> TransactWriteItem {
+    TransactWriteItem::builder()
+        .condition_check(
+            ConditionCheck::builder()
+                .table_name(table_name)
+                .set_key(Some(key))
+                .condition_expression(expression)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .expect("table, key and condition set"),
+        )
+        .build()
+}
+
+/// How a `TransactWriteItems` failed.
+enum TxFailure {
+    /// Conditions did not hold: per item, `Some(old item or empty)` where one failed.
+    Conditions(Vec<Option<Item>>),
+    /// Another transaction touched the same items at the same time: send again.
+    Conflict,
+    /// Anything else (unreachable, throttled beyond the SDK's retries, rejected).
+    Other(SdkError<TransactWriteItemsError>),
+}
+
+fn classify(err: SdkError<TransactWriteItemsError>) -> TxFailure {
+    let reasons: Option<Vec<CancellationReason>> = match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            Some(e.cancellation_reasons().to_vec())
+        }
+        _ => None,
+    };
+    let Some(reasons) = reasons else {
+        return TxFailure::Other(err);
+    };
+    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
+    if reasons.iter().any(|r| code(r) == "ConditionalCheckFailed") {
+        return TxFailure::Conditions(
+            reasons
+                .iter()
+                .map(|r| {
+                    (code(r) == "ConditionalCheckFailed")
+                        .then(|| r.item().cloned().unwrap_or_default())
+                })
+                .collect(),
+        );
+    }
+    if reasons.iter().any(|r| code(r) == "TransactionConflict") {
+        return TxFailure::Conflict;
+    }
+    TxFailure::Other(err)
+}
+
+/// A short, stored description of an AWS failure (no request ids, no payloads).
+fn describe<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(e) => format!(
+            "DynamoDB rejected the request: {}",
+            e.err().code().unwrap_or("unknown error")
+        ),
+        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
+        SdkError::DispatchFailure(_) => "DynamoDB could not be reached".to_owned(),
+        _ => "the DynamoDB request failed".to_owned(),
+    }
+}
+
+/// What one consistent read told.
+#[derive(Default)]
+struct PreRead {
+    event: Option<Item>,
+    /// `Some(tenant)` if the customer is linked.
+    customer_tenant: Option<String>,
+    sub: Option<Item>,
+}
+
+/// Where the event's tenant was found.
+enum Resolved {
+    Tenant(String),
+    /// Waits for this customer's link.
+    Waiting(String),
+    /// Nothing names a tenant: stored unmatched for an operator.
+    Nobody,
+}
+
+impl<'a> Processor<'a> {
+    /// Processes a newly received, verified event.
+    pub async fn ingest(&self, event: &StripeEvent, raw: &[u8]) -> Result<Outcome, ApiError> {
+        let (outcome, linked) = self
+            .run(event, raw, clock::now_epoch_millis(), None)
+            .await?;
+        if let Some(customer) = linked {
+            self.drain(&customer).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Processes a stored event again from its payload (operator retry). Processed and ignored
+    /// events answer `Duplicate` and change nothing.
+    pub async fn retry_stored(&self, event_id: &str) -> Result<Option<Outcome>, ApiError> {
+        let Some(item) = store::get_item(&self.aws.dynamodb, self.table, event_id).await? else {
+            return Ok(None);
+        };
+        let current = item.get_s(attr::STATUS).unwrap_or_default().to_owned();
+        if status::is_final(&current) {
+            if let Some(customer) = item.get_s(attr::LINKED_CUSTOMER) {
+                self.drain(customer).await?;
+            }
+            return Ok(Some(Outcome::Duplicate { status: current }));
+        }
+        let raw = store::read_payload(&item).ok_or_else(|| {
+            ApiError::conflict("the event's payload was not kept; it cannot be processed again")
+        })?;
+        let event = event::decode(&raw).map_err(|_| {
+            ApiError::internal(anyhow::anyhow!("stored payload of {event_id} does not decode"))
+        })?;
+        let prior = Prior::from_item(&item);
+        let (outcome, linked) = self.run(&event, &raw, prior.received_ms, Some(prior)).await?;
+        if let Some(customer) = linked {
+            self.drain(&customer).await?;
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Processes, oldest first, the events waiting for `customer`'s link. Idempotent: an event
+    /// processed meanwhile by someone else is skipped and its waiting item removed.
+    pub async fn drain(&self, customer: &str) -> Result<(), ApiError> {
+        let db = &self.aws.dynamodb;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = db
+                .query()
+                .table_name(self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(table::unmatched_pk(customer)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            for waiting in out.items() {
+                let Some(event_id) = waiting.get_s("event_id") else {
+                    continue;
+                };
+                let stored = store::get_item(db, self.table, event_id).await?;
+                let still_waiting = stored.as_ref().and_then(|item| {
+                    let prior = Prior::from_item(item);
+                    (prior.status == status::UNMATCHED).then_some((item, prior))
+                });
+                match still_waiting {
+                    Some((item, prior)) => {
+                        let Some(raw) = store::read_payload(item) else {
+                            continue;
+                        };
+                        let Ok(event) = event::decode(&raw) else {
+                            continue;
+                        };
+                        let received_ms = prior.received_ms;
+                        // The waiting item goes in the same transaction as the event's effects.
+                        self.run(&event, &raw, received_ms, Some(prior)).await?;
+                    }
+                    None => {
+                        let key = table::key(
+                            table::unmatched_pk(customer),
+                            waiting.get_s(table::SK).unwrap_or_default(),
+                        );
+                        db.delete_item()
+                            .table_name(self.table)
+                            .set_key(Some(key))
+                            .send()
+                            .await?;
+                    }
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One consistent `BatchGetItem` of what the event needs to know.
+    async fn pre_read(
+        &self,
+        event_id: Option<&str>,
+        customer: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<PreRead, ApiError> {
+        let mut keys = Vec::new();
+        if let Some(id) = event_id {
+            keys.push(store::event_key(id));
+        }
+        if let Some(c) = customer {
+            keys.push(table::key(table::customer_pk(c), "CUSTOMER"));
+        }
+        if let Some(sub) = sub {
+            keys.push(table::key(table::subscription_pk(sub), "SUB"));
+        }
+        let mut found: Vec<Item> = Vec::new();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .expect("keys set"),
+        );
+        for _ in 0..5 {
+            let Some(request) = pending.take() else { break };
+            let out = self
+                .aws
+                .dynamodb
+                .batch_get_item()
+                .request_items(self.table, request)
+                .send()
+                .await?;
+            if let Some(items) = out.responses.as_ref().and_then(|r| r.get(self.table)) {
+                found.extend(items.iter().cloned());
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        if pending.is_some() {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "stripe: keys left unprocessed after retries"
+            )));
+        }
+        let mut read = PreRead::default();
+        for item in found {
+            let pk = item.get_s(table::PK).unwrap_or_default();
+            if pk.starts_with("STRIPE#") {
+                read.event = Some(item);
+            } else if pk.starts_with("CUSTOMER#") {
+                read.customer_tenant = item.get_s("tenant_id").map(String::from);
+            } else if pk.starts_with("SUB#") {
+                read.sub = Some(item);
+            }
+        }
+        Ok(read)
+    }
+
+    /// Builds and sends the event's transaction until it commits or the event is known to be a
+    /// duplicate or failed. Returns the outcome and the customer this event linked (its waiting
+    /// events are then processed by the caller).
+    async fn run(
+        &self,
+        event: &StripeEvent,
+        raw: &[u8],
+        received_ms: i64,
+        mut prior: Option<Prior>,
+    ) -> Result<(Outcome, Option<String>), ApiError> {
+        let handling = match event::plan(event) {
+            Ok(h) => h,
+            Err(error) => {
+                let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                return Ok((outcome, None));
+            }
+        };
+        let plan = match &handling {
+            Handling::Handled(plan) => Some(plan),
+            Handling::Ignored(_) => None,
+        };
+        let tenant_ref = event.tenant_ref();
+        let mut flags = Degrade::default();
+        let mut deferred: BTreeMap<&'static str, Deferred> = BTreeMap::new();
+        let mut read: Option<PreRead> = None;
+        // Outbound events already announced on the queue: a later round reuses them.
+        let mut enqueued: Vec<String> = Vec::new();
+
+        for _round in 0..MAX_ROUNDS {
+            let customer_to_read = match (&tenant_ref, plan) {
+                (TenantRef::Customer(c), Some(_)) => Some(c.as_str()),
+                _ => None,
+            };
+            let sub_to_read = plan
+                .and_then(|p| p.subscription.as_ref())
+                .filter(|(change, _)| change.only_if_past_due)
+                .map(|(change, _)| change.id.as_str());
+            if read.is_none() && (customer_to_read.is_some() || sub_to_read.is_some()) {
+                let event_id = prior.is_none().then_some(event.id.as_str());
+                let r = self.pre_read(event_id, customer_to_read, sub_to_read).await?;
+                if let Some(item) = &r.event {
+                    if let Some(duplicate) = Self::on_stored(item) {
+                        return Ok(duplicate);
+                    }
+                    prior = Some(Prior::from_item(item));
+                }
+                read = Some(r);
+            }
+            let pre = read.as_ref();
+
+            let resolved = match (&tenant_ref, plan) {
+                (_, None) => None,
+                (TenantRef::Tenant(t), _) => Some(Resolved::Tenant(t.clone())),
+                (TenantRef::Customer(c), _) => Some(
+                    match pre.and_then(|r| r.customer_tenant.clone()) {
+                        Some(t) => Resolved::Tenant(t),
+                        None => Resolved::Waiting(c.clone()),
+                    },
+                ),
+                (TenantRef::Unknown, _) => Some(Resolved::Nobody),
+            };
+            if let Some(Resolved::Tenant(t)) = &resolved
+                && !ids::has_prefix(t, "tnt")
+            {
+                let error = format!("{t:?} (metadata.tenant_id or client_reference_id) is not a tenant id");
+                let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                return Ok((outcome, None));
+            }
+
+            let mut tx = Tx {
+                items: Vec::new(),
+                on_fail: Vec::new(),
+            };
+            // The event item is always item 0.
+            tx.push(TransactWriteItem::builder().build(), OnFail::Event);
+            let mut notes: Vec<String> = Vec::new();
+            let mut notices: Vec<Notice> = Vec::new();
+            let mut linked: Option<String> = None;
+            let mut waiting_sk: Option<String> = None;
+            let mut tenant_id: Option<String> = None;
+            let new_status = match (&handling, resolved) {
+                (Handling::Ignored(reason), _) => {
+                    notes.push((*reason).to_owned());
+                    status::IGNORED
+                }
+                (_, Some(Resolved::Nobody)) => {
+                    notes.push("the event names no tenant and no customer".to_owned());
+                    status::UNMATCHED
+                }
+                (_, Some(Resolved::Waiting(customer))) => {
+                    let sk = prior
+                        .as_ref()
+                        .and_then(|p| p.waiting.as_ref())
+                        .filter(|(c, _)| *c == customer)
+                        .map(|(_, sk)| sk.clone())
+                        .unwrap_or_else(|| format!("{received_ms:013}#{}", event.id));
+                    tx.push(
+                        put(
+                            self.table,
+                            Item::from([
+                                (table::PK.into(), s(table::unmatched_pk(&customer))),
+                                (table::SK.into(), s(&sk)),
+                                ("event_id".into(), s(&event.id)),
+                                (table::TTL.into(), n(self.expires_at(received_ms))),
+                            ]),
+                            None,
+                        ),
+                        OnFail::Fatal("unexpected condition on the waiting item".into()),
+                    );
+                    tx.push(
+                        condition_check(
+                            self.table,
+                            table::key(table::customer_pk(&customer), "CUSTOMER"),
+                            "attribute_not_exists(pk)",
+                        ),
+                        OnFail::Reresolve,
+                    );
+                    waiting_sk = Some(sk);
+                    notes.push(format!("waiting for customer {customer} to be linked to a tenant"));
+                    status::UNMATCHED
+                }
+                (Handling::Handled(plan), Some(Resolved::Tenant(tenant))) => {
+                    linked = self.effects(
+                        &mut tx,
+                        plan,
+                        &tenant,
+                        event,
+                        flags,
+                        pre.and_then(|r| r.sub.as_ref()),
+                        &mut notes,
+                        &mut notices,
+                    );
+                    tenant_id = Some(tenant);
+                    status::PROCESSED
+                }
+                (Handling::Handled(_), None) => unreachable!("a handled event is resolved"),
+            };
+
+            // Notifications: the Fanout message is sent before the transaction (a cancelled
+            // transaction leaves it pointing at nothing, and egress drops it).
+            let mut notification_ids = Vec::new();
+            if let Some(tenant) = &tenant_id {
+                for notice in notices {
+                    let d = deferred.entry(notice.event_type).or_insert_with(|| {
+                        Deferred::new(tenant, notice.event_type, notice.data.clone())
+                    });
+                    tx.push(d.transact_item(self.table), OnFail::Reresolve);
+                    if !enqueued.contains(&d.event.id) {
+                        d.enqueue(&self.aws.sqs, self.queue_url).await?;
+                        enqueued.push(d.event.id.clone());
+                    }
+                    notification_ids.push(d.event.id.clone());
+                }
+            }
+
+            // Leaving the waiting state removes the waiting item.
+            if let Some((customer, sk)) = prior.as_ref().and_then(|p| p.waiting.clone())
+                && waiting_sk.as_deref() != Some(sk.as_str())
+            {
+                tx.push(
+                    delete(self.table, table::key(table::unmatched_pk(&customer), sk)),
+                    OnFail::Fatal("unexpected condition on the waiting item".into()),
+                );
+            }
+
+            let mut stats = StatsDelta::at(received_ms / 1000);
+            match &prior {
+                None => stats.event_received(&event.event_type, new_status),
+                Some(p) => stats.event_status_changed(&p.status, new_status),
+            };
+            if !stats.is_empty() {
+                tx.push(stats.to_transact_item(self.table), OnFail::Reresolve);
+            }
+
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
+            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), new_status);
+            if let Some(t) = &tenant_id {
+                item.insert(attr::TENANT_ID.into(), s(t));
+            }
+            if let Some(note) = &note {
+                item.insert(attr::NOTE.into(), s(note));
+            }
+            if let Some(sk) = &waiting_sk {
+                item.insert(attr::WAITING_SK.into(), s(sk));
+            }
+            if let Some(c) = &linked {
+                item.insert(attr::LINKED_CUSTOMER.into(), s(c));
+            }
+            if !notification_ids.is_empty() {
+                item.insert(
+                    attr::NOTIFICATIONS.into(),
+                    AttributeValue::L(notification_ids.iter().map(s).collect()),
+                );
+            }
+            tx.items[0] = self.event_put(item, prior.as_ref());
+
+            let result = self
+                .aws
+                .dynamodb
+                .transact_write_items()
+                .set_transact_items(Some(std::mem::take(&mut tx.items)))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => {
+                    tracing::info!(stripe_event_id = %event.id, event_type = %event.event_type, status = new_status, "stripe event stored");
+                    return Ok((
+                        Outcome::Done {
+                            status: new_status,
+                            note,
+                        },
+                        linked,
+                    ));
+                }
+                Err(err) => err,
+            };
+            match classify(err) {
+                TxFailure::Conflict => {
+                    // Concurrent writers of the same items (e.g. the hourly counters): back off a
+                    // little, at random, and send again.
+                    let jitter = u64::from(ids::random_bytes::<1>()[0]) % 50;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+                }
+                TxFailure::Other(err) => {
+                    let error = describe(&err);
+                    // Best effort: record the failure so that it shows and counts; if DynamoDB is
+                    // unreachable this fails too, and Stripe's retry finds nothing stored.
+                    let _ = self
+                        .store_failed(event, raw, received_ms, prior, error)
+                        .await;
+                    return Err(ApiError::from(err));
+                }
+                TxFailure::Conditions(failed) => {
+                    let mut fatal: Option<String> = None;
+                    for (i, old) in failed.into_iter().enumerate() {
+                        let Some(old) = old else { continue };
+                        let mut rule = &tx.on_fail[i];
+                        if let OnFail::Tenant(present) = rule {
+                            if old.is_empty() {
+                                fatal = Some(format!(
+                                    "tenant {} not found",
+                                    tenant_id.as_deref().unwrap_or("?")
+                                ));
+                                continue;
+                            }
+                            rule = present;
+                        }
+                        match rule {
+                            OnFail::Event => {
+                                let old = if old.is_empty() {
+                                    // An emulator that does not return the old item: read it.
+                                    store::get_item(&self.aws.dynamodb, self.table, &event.id)
+                                        .await?
+                                        .unwrap_or_default()
+                                } else {
+                                    old
+                                };
+                                if let Some(duplicate) = Self::on_stored(&old) {
+                                    return Ok(duplicate);
+                                }
+                                prior = Some(Prior::from_item(&old));
+                            }
+                            OnFail::Fatal(msg) => fatal = Some(msg.clone()),
+                            OnFail::Flag(flag) => match flag {
+                                Flag::MoneyRecorded => flags.money_recorded = true,
+                                Flag::SubStale => flags.sub_stale = true,
+                                Flag::SummaryOther => flags.summary_other = true,
+                                Flag::CheckoutSubKnown => flags.checkout_sub_known = true,
+                            },
+                            OnFail::Reresolve => read = None,
+                            OnFail::Tenant(_) => unreachable!("nested tenant rule"),
+                        }
+                    }
+                    if let Some(error) = fatal {
+                        // Only once the event item's own condition held (it is then not a duplicate).
+                        let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                        return Ok((outcome, None));
+                    }
+                }
+            }
+        }
+        Err(ApiError::internal(anyhow::anyhow!(
+            "stripe event {}: transaction kept being cancelled",
+            event.id
+        )))
+    }
+
+    /// A stored event met again: `Some` if it is final (a duplicate), with the customer it
+    /// linked, whose waiting events the caller processes again in case an earlier attempt stopped
+    /// before that.
+    fn on_stored(item: &Item) -> Option<(Outcome, Option<String>)> {
+        let current = item.get_s(attr::STATUS).unwrap_or(status::RECEIVED);
+        status::is_final(current).then(|| {
+            (
+                Outcome::Duplicate {
+                    status: current.to_owned(),
+                },
+                item.get_s(attr::LINKED_CUSTOMER).map(String::from),
+            )
+        })
+    }
+
+    fn expires_at(&self, received_ms: i64) -> i64 {
+        received_ms / 1000 + clock::days(self.retention_days)
+    }
+
+    /// The event item (status and attempts set; effects-specific attributes added by the caller).
+    fn event_item(
+        &self,
+        event: &StripeEvent,
+        raw: &[u8],
+        received_ms: i64,
+        prior: Option<&Prior>,
+        new_status: &str,
+    ) -> Item {
+        let mut item = Item::from([
+            (table::PK.into(), s(table::stripe_event_pk(&event.id))),
+            (table::SK.into(), s(store::EVENT_SK)),
+            (attr::ID.into(), s(&event.id)),
+            (attr::TYPE.into(), s(&event.event_type)),
+            (attr::STATUS.into(), s(new_status)),
+            (attr::CREATED.into(), n(event.created)),
+            (attr::RECEIVED_MS.into(), n(received_ms)),
+            (attr::ATTEMPTS.into(), n(prior.map_or(0, |p| p.attempts) + 1)),
+            (attr::LIVEMODE.into(), table::b(event.livemode)),
+            (attr::UPDATED_AT.into(), n(clock::now_epoch())),
+            (table::GSI1PK.into(), s(store::GSI1_STRIPE_EVENTS)),
+            (
+                table::GSI1SK.into(),
+                s(format!("{received_ms:013}#{}", event.id)),
+            ),
+            (table::TTL.into(), n(self.expires_at(received_ms))),
+        ]);
+        if let Some(v) = &event.api_version {
+            item.insert(attr::API_VERSION.into(), s(v));
+        }
+        if let Some(c) = event.customer() {
+            item.insert(attr::CUSTOMER_ID.into(), s(c));
+        }
+        for (k, v) in store::payload_attributes(raw) {
+            item.insert(k.into(), v);
+        }
+        item
+    }
+
+    /// The conditional `Put` of the event item: new, or still in the state it was read in.
+    fn event_put(&self, item: Item, prior: Option<&Prior>) -> TransactWriteItem {
+        match prior {
+            None => put(
+                self.table,
+                item,
+                Some(("attribute_not_exists(pk)", Expr::default())),
+            ),
+            Some(p) => {
+                let mut expr = Expr::default();
+                let st = expr.name(attr::STATUS);
+                let at = expr.name(attr::ATTEMPTS);
+                let sv = expr.value(s(&p.status));
+                let av = expr.value(n(p.attempts));
+                let condition = format!(
+                    "{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))"
+                );
+                put(self.table, item, Some((&condition, expr)))
+            }
+        }
+    }
+
+    /// Stores the event as `failed` with `error` (attempts counted); nothing else changes.
+    async fn store_failed(
+        &self,
+        event: &StripeEvent,
+        raw: &[u8],
+        received_ms: i64,
+        mut prior: Option<Prior>,
+        error: String,
+    ) -> Result<Outcome, ApiError> {
+        tracing::warn!(stripe_event_id = %event.id, event_type = %event.event_type, error = %error, "stripe event failed");
+        // Twice at most: a first write may find the event stored meanwhile (then conditioned on
+        // what it found).
+        for _ in 0..2 {
+            let mut item =
+                self.event_item(event, raw, received_ms, prior.as_ref(), status::FAILED);
+            item.insert(attr::ERROR.into(), s(&error));
+            let mut items = vec![self.event_put(item, prior.as_ref())];
+            let mut stats = StatsDelta::at(received_ms / 1000);
+            match &prior {
+                None => stats.event_received(&event.event_type, status::FAILED),
+                Some(p) => stats.event_status_changed(&p.status, status::FAILED),
+            };
+            if !stats.is_empty() {
+                items.push(stats.to_transact_item(self.table));
+            }
+            if let Some((customer, sk)) = prior.as_ref().and_then(|p| p.waiting.clone()) {
+                items.push(delete(
+                    self.table,
+                    table::key(table::unmatched_pk(&customer), sk),
+                ));
+            }
+            let result = self
+                .aws
+                .dynamodb
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Outcome::Failed { error }),
+                Err(err) => err,
+            };
+            match classify(err) {
+                TxFailure::Conditions(failed) => {
+                    let old = failed.into_iter().next().flatten().unwrap_or_default();
+                    match old.get_s(attr::STATUS) {
+                        // Processed meanwhile by someone else: theirs stands.
+                        Some(st) if status::is_final(st) => {
+                            return Ok(Outcome::Duplicate {
+                                status: st.to_owned(),
+                            });
+                        }
+                        Some(_) => prior = Some(Prior::from_item(&old)),
+                        None => break,
+                    }
+                }
+                TxFailure::Conflict => {}
+                TxFailure::Other(err) => return Err(ApiError::from(err)),
+            }
+        }
+        Ok(Outcome::Failed { error })
+    }
+
+    /// Adds the effects of `plan` for `tenant` to `tx`; returns the customer linked, if any.
+    #[allow(clippy::too_many_arguments)]
+    fn effects(
+        &self,
+        tx: &mut Tx,
+        plan: &Plan,
+        tenant: &str,
+        event: &StripeEvent,
+        flags: Degrade,
+        sub_item: Option<&Item>,
+        notes: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
+    ) -> Option<String> {
+        let now_ms = clock::now_epoch_millis();
+        let mut tenant_update = UpdateBuilder::default();
+        tenant_update.conditions.push("attribute_exists(pk)".into());
+        // What a failed condition on the tenant item means when the item exists.
+        let mut tenant_present = OnFail::Fatal("unexpected condition on the tenant".into());
+
+        if let Some(customer) = &plan.link_customer {
+            let mut expr = Expr::default();
+            let t = expr.name("tenant_id");
+            let v = expr.value(s(tenant));
+            tx.push(
+                put(
+                    self.table,
+                    Item::from([
+                        (table::PK.into(), s(table::customer_pk(customer))),
+                        (table::SK.into(), s("CUSTOMER")),
+                        ("tenant_id".into(), s(tenant)),
+                        ("event_id".into(), s(&event.id)),
+                        ("linked_at".into(), n(clock::now_epoch())),
+                    ]),
+                    Some((&format!("attribute_not_exists(pk) OR {t} = {v}"), expr)),
+                ),
+                OnFail::Fatal(format!(
+                    "customer {customer} is already linked to another tenant"
+                )),
+            );
+            tenant_update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
+        }
+
+        let money = |money: &Money, kind: &str, tx: &mut Tx| -> String {
+            let ledger_id = ids::new_id("led");
+            tx.push(
+                put(
+                    self.table,
+                    Item::from([
+                        (table::PK.into(), s(table::tenant_pk(tenant))),
+                        (table::SK.into(), s(table::ledger_sk(now_ms, &ledger_id))),
+                        ("id".into(), s(&ledger_id)),
+                        ("amount_minor".into(), n(money.amount_minor)),
+                        ("currency".into(), s(&money.currency)),
+                        ("kind".into(), s(kind)),
+                        ("description".into(), s(&money.description)),
+                        ("source".into(), s("stripe")),
+                        ("stripe_event_id".into(), s(&event.id)),
+                        ("stripe_object_id".into(), s(&money.key)),
+                        ("created_at".into(), n(now_ms / 1000)),
+                    ]),
+                    None,
+                ),
+                OnFail::Fatal("unexpected condition on the ledger entry".into()),
+            );
+            tx.push(
+                put(
+                    self.table,
+                    Item::from([
+                        (table::PK.into(), s(table::money_pk(&money.key))),
+                        (table::SK.into(), s("MONEY")),
+                        ("ledger_id".into(), s(&ledger_id)),
+                        ("tenant_id".into(), s(tenant)),
+                        ("event_id".into(), s(&event.id)),
+                        ("amount_minor".into(), n(money.amount_minor)),
+                        ("currency".into(), s(&money.currency)),
+                        ("kind".into(), s(kind)),
+                        ("created_at".into(), n(now_ms / 1000)),
+                    ]),
+                    Some(("attribute_not_exists(pk)", Expr::default())),
+                ),
+                OnFail::Flag(Flag::MoneyRecorded),
+            );
+            ledger_id
+        };
+
+        if let Some(credit) = &plan.credit {
+            if flags.money_recorded {
+                notes.push(format!("payment {} was already credited", credit.key));
+            } else {
+                let ledger_id = money(credit, "credit", tx);
+                // Credit: balance up, and a top-up resets the month's budget alert flags.
+                let bal = tenant_update.expr.name(tenant_attr::BALANCE_MINOR);
+                let zero = tenant_update.expr.value(n(0));
+                let amt = tenant_update.expr.value(n(credit.amount_minor));
+                tenant_update
+                    .sets
+                    .push(format!("{bal} = if_not_exists({bal}, {zero}) + {amt}"));
+                tenant_update.remove(tenant_attr::BUDGET_WARNING_SENT);
+                tenant_update.remove(tenant_attr::BUDGET_EXCEEDED_SENT);
+                let cur = tenant_update.expr.name(tenant_attr::CURRENCY);
+                let cv = tenant_update.expr.value(s(&credit.currency));
+                tenant_update
+                    .conditions
+                    .push(format!("(attribute_not_exists({cur}) OR {cur} = {cv})"));
+                tenant_present = OnFail::Fatal(format!(
+                    "the tenant's currency is not {}",
+                    credit.currency
+                ));
+                notices.push(Notice {
+                    event_type: "credits.added",
+                    data: json!({
+                        "amount_minor": credit.amount_minor,
+                        "currency": credit.currency,
+                        "ledger_id": ledger_id,
+                        "payment_id": credit.key,
+                    }),
+                });
+            }
+        }
+
+        if let Some((payment, sub)) = &plan.payment {
+            if flags.money_recorded {
+                notes.push(format!("invoice {} was already recorded", payment.key));
+            } else {
+                let ledger_id = money(payment, "payment", tx);
+                notices.push(Notice {
+                    event_type: "payment.succeeded",
+                    data: json!({
+                        "invoice_id": payment.key,
+                        "amount_minor": payment.amount_minor,
+                        "currency": payment.currency,
+                        "subscription_id": sub,
+                        "ledger_id": ledger_id,
+                    }),
+                });
+            }
+        }
+
+        if let Some(sub) = &plan.checkout_subscription
+            && !flags.checkout_sub_known
+        {
+            // A new subscription id on the tenant starts as `incomplete` until its own events
+            // arrive; the same id again leaves the recorded state alone.
+            let sid = tenant_update.expr.name(tenant_attr::SUB_ID);
+            let sv = tenant_update.expr.value(s(sub));
+            tenant_update.set(tenant_attr::SUB_ID, s(sub));
+            tenant_update.set(tenant_attr::SUB_STATUS, s("incomplete"));
+            tenant_update.remove(tenant_attr::SUB_PRICE_ID);
+            tenant_update.remove(tenant_attr::SUB_CURRENT_PERIOD_END);
+            tenant_update.remove(tenant_attr::SUB_CANCEL_AT_PERIOD_END);
+            tenant_update
+                .conditions
+                .push(format!("(attribute_not_exists({sid}) OR {sid} <> {sv})"));
+            tenant_present = OnFail::Flag(Flag::CheckoutSubKnown);
+        }
+
+        if let Some((change, notice)) = &plan.subscription {
+            if flags.sub_stale {
+                notes.push(format!(
+                    "subscription {}: a newer state is already recorded; nothing changed",
+                    change.id
+                ));
+            } else if let Some(sub_update) = self.sub_update(change, tenant, event, sub_item) {
+                tx.push(sub_update, OnFail::Flag(Flag::SubStale));
+                if flags.summary_other {
+                    notes.push(format!(
+                        "the tenant's summary follows another subscription than {}",
+                        change.id
+                    ));
+                } else {
+                    self.summary(&mut tenant_update, change);
+                    tenant_present = OnFail::Flag(Flag::SummaryOther);
+                }
+                notices.extend(notice.iter().cloned());
+            }
+        }
+        notices.extend(plan.notices.iter().cloned());
+
+        let tenant_key = table::key(table::tenant_pk(tenant), table::TENANT_PROFILE_SK);
+        if tenant_update.is_empty() {
+            // Every matched event checks its tenant exists, even when it does not change it.
+            tx.push(
+                condition_check(self.table, tenant_key, "attribute_exists(pk)"),
+                OnFail::Tenant(Box::new(OnFail::Fatal("unexpected".into()))),
+            );
+        } else {
+            tx.push(
+                tenant_update.build(self.table, tenant_key),
+                OnFail::Tenant(Box::new(tenant_present)),
+            );
+        }
+        plan.link_customer.clone()
+    }
+
+    /// The `SUB#{sub}` update behind the ordering guard; `None` when it cannot apply (an
+    /// `invoice.paid` for a subscription that is not `past_due`, per the consistent read).
+    fn sub_update(
+        &self,
+        change: &SubChange,
+        tenant: &str,
+        event: &StripeEvent,
+        sub_item: Option<&Item>,
+    ) -> Option<TransactWriteItem> {
+        let mut u = UpdateBuilder::default();
+        let st = u.expr.name("status");
+        let ec = u.expr.name("event_created");
+        let rank = u.expr.name("rank");
+        let created = u.expr.value(n(event.created));
+        if change.only_if_past_due {
+            // Clears past_due only if no newer (or same-second) event set it.
+            let current = sub_item?;
+            if current.get_s("status") != Some("past_due")
+                || current.get_i64("event_created").unwrap_or(i64::MAX) >= event.created
+            {
+                return None;
+            }
+            let past_due = u.expr.value(s("past_due"));
+            u.conditions
+                .push(format!("{st} = {past_due} AND {ec} < {created}"));
+        } else {
+            let r = u.expr.value(n(event::status_rank(&change.status)));
+            let canceled = u.expr.value(s(event::FINAL_STATUSES[0]));
+            let expired = u.expr.value(s(event::FINAL_STATUSES[1]));
+            u.conditions.push(format!(
+                "(attribute_not_exists(pk) OR (NOT ({st} IN ({canceled}, {expired})) AND ({ec} < {created} OR ({ec} = {created} AND {rank} <= {r}))))"
+            ));
+        }
+        u.sets.push(format!("{ec} = {created}"));
+        u.set("status", s(&change.status));
+        u.set("rank", n(event::status_rank(&change.status)));
+        u.set("tenant_id", s(tenant));
+        u.set("event_id", s(&event.id));
+        u.set("updated_at", n(clock::now_epoch()));
+        if let Some(d) = &change.details {
+            u.set_or_remove("price_id", d.price_id.as_ref().map(s));
+            u.set_or_remove("current_period_end", d.current_period_end.map(n));
+            u.set("cancel_at_period_end", table::b(d.cancel_at_period_end));
+        }
+        Some(u.build(
+            self.table,
+            table::key(table::subscription_pk(&change.id), "SUB"),
+        ))
+    }
+
+    /// The tenant's subscription summary, for the subscription it follows.
+    fn summary(&self, u: &mut UpdateBuilder, change: &SubChange) {
+        let sid = u.expr.name(tenant_attr::SUB_ID);
+        let sst = u.expr.name(tenant_attr::SUB_STATUS);
+        let sv = u.expr.value(s(&change.id));
+        let canceled = u.expr.value(s(event::FINAL_STATUSES[0]));
+        let expired = u.expr.value(s(event::FINAL_STATUSES[1]));
+        u.conditions.push(format!(
+            "(attribute_not_exists({sid}) OR {sid} = {sv} OR {sst} IN ({canceled}, {expired}))"
+        ));
+        u.set(tenant_attr::SUB_ID, s(&change.id));
+        u.set(tenant_attr::SUB_STATUS, s(&change.status));
+        if let Some(d) = &change.details {
+            u.set_or_remove(tenant_attr::SUB_PRICE_ID, d.price_id.as_ref().map(s));
+            u.set_or_remove(
+                tenant_attr::SUB_CURRENT_PERIOD_END,
+                d.current_period_end.map(n),
+            );
+            u.set(
+                tenant_attr::SUB_CANCEL_AT_PERIOD_END,
+                table::b(d.cancel_at_period_end),
+            );
+        }
+    }
+}
