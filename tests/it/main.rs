@@ -8,3 +8,5 @@ mod support;
 
 mod fanout;
 mod platform;
+
+mod stripe_ingress;

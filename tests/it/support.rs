@@ -232,3 +232,127 @@ pub fn http_client() -> reqwest::Client {
     sluice::tls::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// Counts AWS SDK calls (executions, retries not counted twice) per `Service.Operation`: an
+/// interceptor for [`instrumented_clients`].
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter(
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+);
+
+impl CallCounter {
+    /// Calls of one operation, e.g. `("DynamoDB", "TransactWriteItems")`.
+    pub fn count(&self, service: &str, operation: &str) -> usize {
+        self.snapshot()
+            .get(&format!("{}.{operation}", service.to_ascii_lowercase()))
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Calls of every operation of one service.
+    pub fn total(&self, service: &str) -> usize {
+        let prefix = format!("{}.", service.to_ascii_lowercase());
+        self.snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+    /// Every count so far, keyed `service.Operation` (service lowercase).
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+    /// Starts counting from zero.
+    pub fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+fn operation_of(
+    cfg: &aws_smithy_types::config_bag::ConfigBag,
+) -> Option<(String, String)> {
+    cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some((service, op)) = operation_of(cfg) {
+            *self.0.lock().unwrap().entry(format!("{service}.{op}")).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Makes chosen AWS SDK calls fail before they are sent, as if the service were unreachable.
+#[derive(Clone, Debug, Default)]
+pub struct FaultInjector(std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, usize)>>>);
+
+impl FaultInjector {
+    /// The next `times` calls of `service` (lowercase match) and, if given, `operation` fail.
+    pub fn fail_next(&self, service: &str, operation: Option<&str>, times: usize) {
+        self.0.lock().unwrap().push((
+            service.to_ascii_lowercase(),
+            operation.map(String::from),
+            times,
+        ));
+    }
+    /// Every call goes through again.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FaultInjector {
+    fn name(&self) -> &'static str {
+        "FaultInjector"
+    }
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some((service, op)) = operation_of(cfg) else {
+            return Ok(());
+        };
+        let mut rules = self.0.lock().unwrap();
+        for rule in rules.iter_mut() {
+            if rule.2 > 0 && rule.0 == service && rule.1.as_ref().is_none_or(|o| *o == op) {
+                rule.2 -= 1;
+                return Err(format!("injected fault: {service} {op} unreachable").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Clients for the shared emulator with a call counter and a fault injector on every client.
+pub async fn instrumented_clients(counter: &CallCounter, faults: &FaultInjector) -> AwsClients {
+    let sdk = emulator().sdk_config().await;
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .interceptor(faults.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .interceptor(faults.clone())
+                .build(),
+        ),
+        kms: aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .interceptor(faults.clone())
+                .build(),
+        ),
+    }
+}

@@ -1,10 +1,30 @@
 //! Stripe ingress: `POST /webhooks/stripe`.
+//!
+//! Order of work, so that nothing is stored for a rejected request: size limit (`413`), then the
+//! signature over the raw bytes (`400` naming the cause), then the envelope (`400` if it is not a
+//! Stripe event), then one transaction (see `sluice::stripe::process`). A processing failure
+//! answers `500` so that Stripe retries.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
-use axum::{Router, routing::post};
-use sluice::{ApiError, Config, aws::AwsClients, config::ConfigError};
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::json;
+use sluice::{
+    ApiError, Config,
+    aws::AwsClients,
+    clock,
+    config::ConfigError,
+    stripe::{self, Outcome, Processor, signature},
+};
+use tracing::Instrument;
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone)]
@@ -22,15 +42,93 @@ impl IngressState {
             aws,
         })
     }
+
+    /// The processor over this function's table and queue.
+    pub fn processor(&self) -> Processor<'_> {
+        Processor {
+            aws: &self.aws,
+            table: &self.config.table_name,
+            queue_url: &self.config.queue_url,
+            retention_days: self.config.stripe_event_retention_days,
+        }
+    }
 }
 
 /// The ingress router, ready for `lambda_http::run` or a local server.
 pub fn router(state: IngressState) -> Router {
     Router::new()
-        .route(
-            "/webhooks/stripe",
-            post(|| async { ApiError::internal(anyhow::anyhow!("not built yet")) }),
-        )
+        .route("/webhooks/stripe", post(webhook))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
 }
+
+async fn webhook(State(state): State<IngressState>, headers: HeaderMap, body: Body) -> Response {
+    let span = tracing::info_span!(
+        "stripe_webhook",
+        stripe_event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    async move {
+        let res = match handle(&state, &headers, body).await {
+            Ok(res) => res,
+            Err(err) => err.into_response(),
+        };
+        tracing::Span::current().record("status", res.status().as_u16());
+        tracing::info!("handled");
+        res
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle(state: &IngressState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    // lambda_http has already decoded a base64 body from API Gateway: these are the raw bytes.
+    let raw = axum::body::to_bytes(body, signature::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::payload_too_large(format!(
+                "the body is larger than {} bytes",
+                signature::MAX_BODY_BYTES
+            ))
+        })?;
+    let header = match headers.get(signature::HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::from(signature::SignatureError::Malformed("not visible ASCII"))
+        })?),
+    };
+    signature::verify(
+        header,
+        &raw,
+        &state.config.stripe_webhook_secrets,
+        state.config.stripe_tolerance,
+        clock::now_epoch(),
+    )?;
+    let event = stripe::decode(&raw)?;
+    let span = tracing::Span::current();
+    span.record("stripe_event_id", event.id.as_str());
+    span.record("event_type", event.event_type.as_str());
+
+    match state.processor().ingest(&event, &raw).await? {
+        Outcome::Done { status, .. } => Ok(Json(json!({
+            "received": true,
+            "id": event.id,
+            "status": status,
+        }))
+        .into_response()),
+        Outcome::Duplicate { status } => Ok(Json(json!({
+            "received": true,
+            "duplicate": true,
+            "id": event.id,
+            "status": status,
+        }))
+        .into_response()),
+        // Stored as failed; a 500 makes Stripe deliver it again.
+        Outcome::Failed { error } => Err(ApiError::internal(anyhow::anyhow!(
+            "stripe event {} failed: {error}",
+            event.id
+        ))),
+    }
+}
+

@@ -15,12 +15,17 @@ use sluice::{
 
 use crate::AppState;
 
+pub mod stats;
+pub mod stripe_events;
+
 /// Routes mounted under `/admin`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tenants", post(create_tenant))
         .route("/tenants/{id}/api-keys", post(add_api_key))
         .route("/tenants/{id}/api-keys/{key_id}", delete(revoke_api_key))
+        .merge(stripe_events::routes())
+        .merge(stats::routes())
 }
 
 #[derive(Deserialize)]
