@@ -34,6 +34,27 @@ class _Server(ThreadedMotoServer):
             self._server_ready_event.set()
 
 
+def serialize_dynamodb() -> None:
+    """Make each DynamoDB request atomic, as it is in AWS.
+
+    moto's threaded server handles requests concurrently, and its TransactWriteItems copies the
+    tables it touches and restores those copies when a condition fails -- erasing whatever other
+    threads wrote meanwhile, and letting two transactions pass the same condition. One lock around
+    DynamoDB's request handler serializes DynamoDB requests (SQS and KMS stay concurrent: SQS
+    long polls must not block anything).
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    call_action = DynamoHandler.call_action
+
+    def locked_call_action(self):  # type: ignore[no-untyped-def]
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = locked_call_action
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -48,6 +69,7 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    serialize_dynamodb()
     server = _Server(args.host, args.port, verbose=False)
     server.start()
     if server.error is not None:

@@ -278,9 +278,11 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
     fn name(&self) -> &'static str {
         "CallCounter"
     }
-    fn read_before_execution(
+    // Once per execution, after the operation's metadata is in the config bag.
+    fn read_before_serialization(
         &self,
         _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         if let Some((service, op)) = operation_of(cfg) {
@@ -313,9 +315,11 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FaultInjector {
     fn name(&self) -> &'static str {
         "FaultInjector"
     }
-    fn read_before_execution(
+    // Once per execution, after the operation's metadata is in the config bag.
+    fn read_before_serialization(
         &self,
         _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         let Some((service, op)) = operation_of(cfg) else {
