@@ -12,9 +12,7 @@ use sluice::{
     tenants::{self, Tenant},
 };
 
-use crate::support::{
-    CallCounter, FaultInjector, Req, Res, Stack, instrumented_clients,
-};
+use crate::support::{CallCounter, FaultInjector, Req, Res, Stack, instrumented_clients};
 
 /// The tenant id the shared fixtures use; replaced by a real tenant's id at test time.
 const FIXTURE_TENANT: &str = "tnt_fixture0001";
@@ -111,8 +109,7 @@ async fn partition(stack: &Stack, pk: &str, prefix: &str) -> Vec<Item> {
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()));
     }
-    q
-        .consistent_read(true)
+    q.consistent_read(true)
         .send()
         .await
         .unwrap()
@@ -173,7 +170,13 @@ async fn the_fixture_story_gives_every_effect_once() {
     ];
     let mut on_disk: Vec<String> = std::fs::read_dir(fixtures_dir())
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_owned())
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_owned()
+        })
         .collect();
     on_disk.sort();
     let mut told: Vec<String> = story.iter().map(|s| s.to_string()).collect();
@@ -185,7 +188,9 @@ async fn the_fixture_story_gives_every_effect_once() {
     let t = tenant(&stack, &tnt).await;
     assert_eq!(t.balance_minor, 2500);
     assert_eq!(t.stripe_customer_id.as_deref(), Some(CUSTOMER));
-    let link = get(&stack, &table::customer_pk(CUSTOMER), "CUSTOMER").await.unwrap();
+    let link = get(&stack, &table::customer_pk(CUSTOMER), "CUSTOMER")
+        .await
+        .unwrap();
     assert_eq!(link.get_s("tenant_id"), Some(tnt.as_str()));
 
     // WHEN the same payment arrives as a PaymentIntent THEN it is not credited again.
@@ -197,7 +202,9 @@ async fn the_fixture_story_gives_every_effect_once() {
     assert_eq!(credits[0].get_s("kind"), Some("credit"));
     assert_eq!(credits[0].get_i64("amount_minor"), Some(2500));
     assert_eq!(credits[0].get_s("currency"), Some("usd"));
-    let money = get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY").await.unwrap();
+    let money = get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY")
+        .await
+        .unwrap();
     assert_eq!(money.get_s("ledger_id"), credits[0].get_s("id"));
     assert!(
         stored_event(&stack, "evt_fixture0002")
@@ -206,18 +213,36 @@ async fn the_fixture_story_gives_every_effect_once() {
             .unwrap()
             .contains("already credited")
     );
-    assert_eq!(count(&notifications(&stack, &tnt).await, "credits.added"), 1);
+    assert_eq!(
+        count(&notifications(&stack, &tnt).await, "credits.added"),
+        1
+    );
 
     // Subscription: checkout records it, then active → cancel_at_period_end.
-    deliver_ok(&stack, f("checkout.session.completed.subscription"), "processed").await;
+    deliver_ok(
+        &stack,
+        f("checkout.session.completed.subscription"),
+        "processed",
+    )
+    .await;
     let sub = tenant(&stack, &tnt).await.subscription.unwrap();
-    assert_eq!((sub.id.as_str(), sub.status.as_str()), (SUBSCRIPTION, "incomplete"));
+    assert_eq!(
+        (sub.id.as_str(), sub.status.as_str()),
+        (SUBSCRIPTION, "incomplete")
+    );
 
     deliver_ok(&stack, f("customer.subscription.created"), "processed").await;
     let sub = tenant(&stack, &tnt).await.subscription.unwrap();
     assert_eq!(sub.status, "active");
-    assert_eq!(sub.price_id.as_deref(), Some("price_1PgafmB7WZ01zgkW6dKueIc5"));
-    assert_eq!(sub.current_period_end, Some(1766392000), "newer shape: period end on items");
+    assert_eq!(
+        sub.price_id.as_deref(),
+        Some("price_1PgafmB7WZ01zgkW6dKueIc5")
+    );
+    assert_eq!(
+        sub.current_period_end,
+        Some(1766392000),
+        "newer shape: period end on items"
+    );
     assert!(!sub.cancel_at_period_end);
 
     deliver_ok(&stack, f("customer.subscription.updated"), "processed").await;
@@ -236,13 +261,23 @@ async fn the_fixture_story_gives_every_effect_once() {
         .collect();
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].get_i64("amount_minor"), Some(8900));
-    assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500, "a subscription payment is not credit");
+    assert_eq!(
+        tenant(&stack, &tnt).await.balance_minor,
+        2500,
+        "a subscription payment is not credit"
+    );
 
     // past_due → unpaid → canceled, each published to the tenant.
     deliver_ok(&stack, f("invoice.payment_failed"), "processed").await;
-    assert_eq!(tenant(&stack, &tnt).await.subscription.unwrap().status, "past_due");
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "past_due"
+    );
     deliver_ok(&stack, f("invoice.marked_uncollectible"), "processed").await;
-    assert_eq!(tenant(&stack, &tnt).await.subscription.unwrap().status, "unpaid");
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "unpaid"
+    );
     deliver_ok(&stack, f("customer.subscription.deleted"), "processed").await;
     let sub = tenant(&stack, &tnt).await.subscription.unwrap();
     assert_eq!(sub.status, "canceled");
@@ -253,7 +288,12 @@ async fn the_fixture_story_gives_every_effect_once() {
     // An older customer.subscription.updated arriving after .deleted changes nothing.
     let before = tenant(&stack, &tnt).await;
     let notices_before = notifications(&stack, &tnt).await.len();
-    let late = variant("customer.subscription.updated", &tnt, "evt_late_update", 1763800450);
+    let late = variant(
+        "customer.subscription.updated",
+        &tnt,
+        "evt_late_update",
+        1763800450,
+    );
     deliver_ok(&stack, late, "processed").await;
     assert_eq!(tenant(&stack, &tnt).await, before);
     assert!(
@@ -264,7 +304,9 @@ async fn the_fixture_story_gives_every_effect_once() {
             .contains("newer state")
     );
     assert_eq!(notifications(&stack, &tnt).await.len(), notices_before);
-    let sub_item = get(&stack, &table::subscription_pk(SUBSCRIPTION), "SUB").await.unwrap();
+    let sub_item = get(&stack, &table::subscription_pk(SUBSCRIPTION), "SUB")
+        .await
+        .unwrap();
     assert_eq!(sub_item.get_s("status"), Some("canceled"));
     assert_eq!(sub_item.get_s("event_id"), Some("evt_fixture0010"));
 
@@ -291,20 +333,44 @@ async fn the_fixture_story_gives_every_effect_once() {
 async fn a_stale_or_tied_subscription_event_never_overwrites_newer_state() {
     let stack = Stack::new().await;
     let (tnt, _) = stack.create_tenant("Order Co").await;
-    deliver_ok(&stack, fixture("checkout.session.completed.subscription", &tnt), "processed").await;
+    deliver_ok(
+        &stack,
+        fixture("checkout.session.completed.subscription", &tnt),
+        "processed",
+    )
+    .await;
     // past_due at t=300 first, then an older "active" update at t=200: past_due stays.
     deliver_ok(&stack, fixture("invoice.payment_failed", &tnt), "processed").await;
-    let older = variant("customer.subscription.created", &tnt, "evt_older_active", 1763800200);
+    let older = variant(
+        "customer.subscription.created",
+        &tnt,
+        "evt_older_active",
+        1763800200,
+    );
     deliver_ok(&stack, older, "processed").await;
-    assert_eq!(tenant(&stack, &tnt).await.subscription.unwrap().status, "past_due");
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "past_due"
+    );
     // A tie (same second): the more advanced state (past_due) is kept over active.
-    let tie = variant("customer.subscription.created", &tnt, "evt_tie_active", 1763800300);
+    let tie = variant(
+        "customer.subscription.created",
+        &tnt,
+        "evt_tie_active",
+        1763800300,
+    );
     deliver_ok(&stack, tie, "processed").await;
-    assert_eq!(tenant(&stack, &tnt).await.subscription.unwrap().status, "past_due");
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "past_due"
+    );
     // A newer invoice.paid clears past_due.
     let paid = variant("invoice.paid", &tnt, "evt_paid_later", 1763800350);
     deliver_ok(&stack, paid, "processed").await;
-    assert_eq!(tenant(&stack, &tnt).await.subscription.unwrap().status, "active");
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "active"
+    );
 }
 
 #[tokio::test]
@@ -312,8 +378,7 @@ async fn twenty_concurrent_deliveries_of_one_event_have_one_effect() {
     let stack = Stack::new().await;
     let (tnt, _) = stack.create_tenant("Busy Co").await;
     let body = fixture("payment_intent.succeeded.credits", &tnt);
-    let responses =
-        futures::future::join_all((0..20).map(|_| deliver(&stack, body.clone()))).await;
+    let responses = futures::future::join_all((0..20).map(|_| deliver(&stack, body.clone()))).await;
     let mut fresh = 0;
     for res in &responses {
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
@@ -324,8 +389,16 @@ async fn twenty_concurrent_deliveries_of_one_event_have_one_effect() {
     assert_eq!(fresh, 1, "exactly one delivery did the work");
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
     assert_eq!(ledger(&stack, &tnt).await.len(), 1);
-    assert_eq!(count(&notifications(&stack, &tnt).await, "credits.added"), 1);
-    assert_eq!(stored_event(&stack, "evt_fixture0002").await.get_i64("attempts"), Some(1));
+    assert_eq!(
+        count(&notifications(&stack, &tnt).await, "credits.added"),
+        1
+    );
+    assert_eq!(
+        stored_event(&stack, "evt_fixture0002")
+            .await
+            .get_i64("attempts"),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -334,8 +407,11 @@ async fn two_events_about_one_payment_delivered_concurrently_credit_it_once() {
     let (tnt, _) = stack.create_tenant("Race Co").await;
     let a = fixture("checkout.session.completed.payment", &tnt);
     let b = fixture("payment_intent.succeeded.credits", &tnt);
-    let bodies: Vec<String> = (0..6).map(|i| if i % 2 == 0 { a.clone() } else { b.clone() }).collect();
-    let responses = futures::future::join_all(bodies.iter().map(|b| deliver(&stack, b.clone()))).await;
+    let bodies: Vec<String> = (0..6)
+        .map(|i| if i % 2 == 0 { a.clone() } else { b.clone() })
+        .collect();
+    let responses =
+        futures::future::join_all(bodies.iter().map(|b| deliver(&stack, b.clone()))).await;
     assert!(responses.iter().all(|r| r.status == StatusCode::OK));
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
     assert_eq!(ledger(&stack, &tnt).await.len(), 1);
@@ -346,31 +422,63 @@ async fn events_before_the_customer_link_wait_and_are_processed_in_arrival_order
     let stack = Stack::new().await;
     let (tnt, _) = stack.create_tenant("Early Co").await;
     // GIVEN subscription events that only name a customer nobody has linked yet.
-    deliver_ok(&stack, fixture("customer.subscription.created", &tnt), "unmatched").await;
-    deliver_ok(&stack, fixture("customer.subscription.updated", &tnt), "unmatched").await;
+    deliver_ok(
+        &stack,
+        fixture("customer.subscription.created", &tnt),
+        "unmatched",
+    )
+    .await;
+    deliver_ok(
+        &stack,
+        fixture("customer.subscription.updated", &tnt),
+        "unmatched",
+    )
+    .await;
     let waiting = partition(&stack, &table::unmatched_pk(CUSTOMER), "").await;
     assert_eq!(waiting.len(), 2);
     assert!(tenant(&stack, &tnt).await.subscription.is_none());
     // A redelivery while waiting changes nothing.
     let res = deliver(&stack, fixture("customer.subscription.created", &tnt)).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(partition(&stack, &table::unmatched_pk(CUSTOMER), "").await.len(), 2);
+    assert_eq!(
+        partition(&stack, &table::unmatched_pk(CUSTOMER), "")
+            .await
+            .len(),
+        2
+    );
 
     // WHEN the checkout links the customer THEN both are processed, oldest first.
-    deliver_ok(&stack, fixture("checkout.session.completed.subscription", &tnt), "processed").await;
+    deliver_ok(
+        &stack,
+        fixture("checkout.session.completed.subscription", &tnt),
+        "processed",
+    )
+    .await;
     for id in ["evt_fixture0004", "evt_fixture0005"] {
         let e = stored_event(&stack, id).await;
         assert_eq!(e.get_s("status"), Some("processed"), "{id}");
         assert_eq!(e.get_s("tenant_id"), Some(tnt.as_str()));
     }
-    assert!(partition(&stack, &table::unmatched_pk(CUSTOMER), "").await.is_empty());
+    assert!(
+        partition(&stack, &table::unmatched_pk(CUSTOMER), "")
+            .await
+            .is_empty()
+    );
     let sub = tenant(&stack, &tnt).await.subscription.unwrap();
     assert_eq!(sub.status, "active");
-    assert!(sub.cancel_at_period_end, "the later update was applied last");
-    assert_eq!(count(&notifications(&stack, &tnt).await, "subscription.updated"), 2);
+    assert!(
+        sub.cancel_at_period_end,
+        "the later update was applied last"
+    );
+    assert_eq!(
+        count(&notifications(&stack, &tnt).await, "subscription.updated"),
+        2
+    );
 
     // Statistics moved both from unmatched to processed.
-    let stats = sluice::stats::read_window(&stack.aws.dynamodb, table_name(&stack), 1).await.unwrap();
+    let stats = sluice::stats::read_window(&stack.aws.dynamodb, table_name(&stack), 1)
+        .await
+        .unwrap();
     assert_eq!(stats.events_by_status.get("unmatched"), None);
     assert_eq!(stats.events_by_status["processed"], 3);
 }
@@ -389,7 +497,11 @@ async fn dynamodb_unreachable_mid_request_answers_500_applies_nothing_and_the_re
     let problem = res.assert_problem(500);
     assert!(!problem["detail"].as_str().unwrap().contains("injected"));
     faults.clear();
-    assert!(get(&stack, &table::stripe_event_pk("evt_fixture0001"), "EVENT").await.is_none());
+    assert!(
+        get(&stack, &table::stripe_event_pk("evt_fixture0001"), "EVENT")
+            .await
+            .is_none()
+    );
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 0);
 
     // WHEN it fails in the middle (the transaction) THEN 500, no effect, the event shows failed.
@@ -398,8 +510,16 @@ async fn dynamodb_unreachable_mid_request_answers_500_applies_nothing_and_the_re
     res.assert_problem(500);
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 0);
     assert!(ledger(&stack, &tnt).await.is_empty());
-    assert!(get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY").await.is_none());
-    assert!(get(&stack, &table::customer_pk(CUSTOMER), "CUSTOMER").await.is_none());
+    assert!(
+        get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY")
+            .await
+            .is_none()
+    );
+    assert!(
+        get(&stack, &table::customer_pk(CUSTOMER), "CUSTOMER")
+            .await
+            .is_none()
+    );
     let failed = stored_event(&stack, "evt_fixture0001").await;
     assert_eq!(failed.get_s("status"), Some("failed"));
     assert_eq!(failed.get_i64("attempts"), Some(1));
@@ -440,20 +560,52 @@ async fn every_malformed_request_gets_its_4xx_and_nothing_is_stored() {
     let sign_now = |b: &[u8]| Some(signature::sign(&stack.stripe_secret, now, b));
     let big = vec![b' '; signature::MAX_BODY_BYTES + 1];
     let cases: Vec<(&str, Option<String>, Bytes, u16, &str)> = vec![
-        ("no header", None, body.clone().into(), 400, "missing-signature"),
-        ("garbled header", Some("hello".into()), body.clone().into(), 400, "malformed-signature"),
-        ("no timestamp", Some(format!("v1={v1}")), body.clone().into(), 400, "malformed-signature"),
-        ("only v0", Some(format!("t={now},v0={v1}")), body.clone().into(), 400, "missing-v1-signature"),
+        (
+            "no header",
+            None,
+            body.clone().into(),
+            400,
+            "missing-signature",
+        ),
+        (
+            "garbled header",
+            Some("hello".into()),
+            body.clone().into(),
+            400,
+            "malformed-signature",
+        ),
+        (
+            "no timestamp",
+            Some(format!("v1={v1}")),
+            body.clone().into(),
+            400,
+            "malformed-signature",
+        ),
+        (
+            "only v0",
+            Some(format!("t={now},v0={v1}")),
+            body.clone().into(),
+            400,
+            "missing-v1-signature",
+        ),
         (
             "stale timestamp",
-            Some(signature::sign(&stack.stripe_secret, now - 330, body.as_bytes())),
+            Some(signature::sign(
+                &stack.stripe_secret,
+                now - 330,
+                body.as_bytes(),
+            )),
             body.clone().into(),
             400,
             "signature-timestamp-out-of-tolerance",
         ),
         (
             "future timestamp",
-            Some(signature::sign(&stack.stripe_secret, now + 330, body.as_bytes())),
+            Some(signature::sign(
+                &stack.stripe_secret,
+                now + 330,
+                body.as_bytes(),
+            )),
             body.clone().into(),
             400,
             "signature-timestamp-out-of-tolerance",
@@ -465,8 +617,20 @@ async fn every_malformed_request_gets_its_4xx_and_nothing_is_stored() {
             400,
             "invalid-signature",
         ),
-        ("body one byte changed", Some(good.clone()), changed.into(), 400, "invalid-signature"),
-        ("not JSON", sign_now(b"not json"), Bytes::from_static(b"not json"), 400, "invalid-json"),
+        (
+            "body one byte changed",
+            Some(good.clone()),
+            changed.into(),
+            400,
+            "invalid-signature",
+        ),
+        (
+            "not JSON",
+            sign_now(b"not json"),
+            Bytes::from_static(b"not json"),
+            400,
+            "invalid-json",
+        ),
         (
             "JSON that is not an event",
             sign_now(br#"{"id":"cus_1","object":"customer"}"#),
@@ -474,7 +638,13 @@ async fn every_malformed_request_gets_its_4xx_and_nothing_is_stored() {
             400,
             "not-a-stripe-event",
         ),
-        ("1 MiB + 1 byte", sign_now(&big), big.clone().into(), 413, "payload-too-large"),
+        (
+            "1 MiB + 1 byte",
+            sign_now(&big),
+            big.clone().into(),
+            413,
+            "payload-too-large",
+        ),
     ];
     for (what, header, body, status, slug) in cases {
         let res = stack.send(post(header, body)).await;
@@ -501,7 +671,12 @@ async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
     deliver_ok(&stack, body.clone(), "processed").await;
     assert_eq!(counter.total("dynamodb"), 1, "{:?}", counter.snapshot());
     assert_eq!(counter.count("dynamodb", "TransactWriteItems"), 1);
-    assert_eq!(counter.count("sqs", "SendMessage"), 1, "{:?}", counter.snapshot());
+    assert_eq!(
+        counter.count("sqs", "SendMessage"),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
 
     counter.reset();
     let res = deliver(&stack, body).await;
@@ -516,11 +691,21 @@ async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
 
     // Found through the customer link: one consistent read, then the transaction; its duplicate
     // is recognised by the read alone.
-    deliver_ok(&stack, fixture("checkout.session.completed.subscription", &tnt), "processed").await;
+    deliver_ok(
+        &stack,
+        fixture("checkout.session.completed.subscription", &tnt),
+        "processed",
+    )
+    .await;
     counter.reset();
     let created = fixture("customer.subscription.created", &tnt);
     deliver_ok(&stack, created.clone(), "processed").await;
-    assert_eq!(counter.count("dynamodb", "BatchGetItem"), 1, "{:?}", counter.snapshot());
+    assert_eq!(
+        counter.count("dynamodb", "BatchGetItem"),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
     assert_eq!(counter.count("dynamodb", "TransactWriteItems"), 1);
     assert_eq!(counter.total("dynamodb"), 2);
     counter.reset();
@@ -537,7 +722,10 @@ async fn a_payload_sent_base64_by_api_gateway_is_verified_on_its_raw_bytes() {
     let raw: Vec<u8> = vec![0xff, 0xfe, b'{', b'}'];
     let res = deliver(&stack, raw).await;
     let problem = res.assert_problem(400);
-    assert!(problem["type"].as_str().unwrap().ends_with("invalid-json"), "{problem}");
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("invalid-json"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]
@@ -545,20 +733,44 @@ async fn an_unknown_tenant_or_a_foreign_currency_fails_the_event_and_stripe_retr
     let stack = Stack::new().await;
     let (tnt, _) = stack.create_tenant("Real Co").await;
     // metadata.tenant_id names no tenant.
-    let res = deliver(&stack, fixture("payment_intent.succeeded.credits", "tnt_doesnotexist")).await;
+    let res = deliver(
+        &stack,
+        fixture("payment_intent.succeeded.credits", "tnt_doesnotexist"),
+    )
+    .await;
     res.assert_problem(500);
     let e = stored_event(&stack, "evt_fixture0002").await;
     assert_eq!(e.get_s("status"), Some("failed"));
     assert!(e.get_s("error").unwrap().contains("not found"));
-    assert!(get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY").await.is_none());
+    assert!(
+        get(&stack, &table::money_pk(PAYMENT_INTENT), "MONEY")
+            .await
+            .is_none()
+    );
     // Stripe's retry counts another attempt.
-    deliver(&stack, fixture("payment_intent.succeeded.credits", "tnt_doesnotexist")).await.assert_problem(500);
-    assert_eq!(stored_event(&stack, "evt_fixture0002").await.get_i64("attempts"), Some(2));
+    deliver(
+        &stack,
+        fixture("payment_intent.succeeded.credits", "tnt_doesnotexist"),
+    )
+    .await
+    .assert_problem(500);
+    assert_eq!(
+        stored_event(&stack, "evt_fixture0002")
+            .await
+            .get_i64("attempts"),
+        Some(2)
+    );
 
     // A payment in another currency than the tenant's is not credited.
     let eur = fixture("checkout.session.completed.payment", &tnt).replace("\"usd\"", "\"eur\"");
     deliver(&stack, eur).await.assert_problem(500);
-    assert!(stored_event(&stack, "evt_fixture0001").await.get_s("error").unwrap().contains("currency"));
+    assert!(
+        stored_event(&stack, "evt_fixture0001")
+            .await
+            .get_s("error")
+            .unwrap()
+            .contains("currency")
+    );
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 0);
 }
 
@@ -572,9 +784,16 @@ async fn operators_list_show_retry_and_clean_up_events() {
 
     // A failed event (the transaction could not be sent), an ignored one, a processed one.
     faults.fail_next("dynamodb", Some("TransactWriteItems"), 1);
-    deliver(&stack, fixture("payment_intent.succeeded.credits", &tnt)).await.assert_problem(500);
+    deliver(&stack, fixture("payment_intent.succeeded.credits", &tnt))
+        .await
+        .assert_problem(500);
     deliver_ok(&stack, fixture("plan.created", &tnt), "ignored").await;
-    deliver_ok(&stack, fixture("checkout.session.completed.subscription", &tnt), "processed").await;
+    deliver_ok(
+        &stack,
+        fixture("checkout.session.completed.subscription", &tnt),
+        "processed",
+    )
+    .await;
 
     // List: newest first, filters, pagination.
     let res = stack.send(admin(Req::get("/admin/stripe-events"))).await;
@@ -585,19 +804,35 @@ async fn operators_list_show_retry_and_clean_up_events() {
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, ["evt_fixture0003", "evt_1Pgc76B7WZ01zgkWwyRHS12y", "evt_fixture0002"]);
-    let res = stack.send(admin(Req::get("/admin/stripe-events?status=failed"))).await;
+    assert_eq!(
+        ids,
+        [
+            "evt_fixture0003",
+            "evt_1Pgc76B7WZ01zgkWwyRHS12y",
+            "evt_fixture0002"
+        ]
+    );
+    let res = stack
+        .send(admin(Req::get("/admin/stripe-events?status=failed")))
+        .await;
     let data = res.json()["data"].clone();
     assert_eq!(data.as_array().unwrap().len(), 1);
     assert_eq!(data[0]["id"], "evt_fixture0002");
     assert_eq!(data[0]["attempts"], 1);
-    let res = stack.send(admin(Req::get("/admin/stripe-events?type=plan.created"))).await;
+    let res = stack
+        .send(admin(Req::get("/admin/stripe-events?type=plan.created")))
+        .await;
     assert_eq!(res.json()["data"][0]["status"], "ignored");
-    let page1 = stack.send(admin(Req::get("/admin/stripe-events?limit=2"))).await.json();
+    let page1 = stack
+        .send(admin(Req::get("/admin/stripe-events?limit=2")))
+        .await
+        .json();
     assert_eq!(page1["data"].as_array().unwrap().len(), 2);
     let cursor = page1["next_cursor"].as_str().unwrap();
     let page2 = stack
-        .send(admin(Req::get(&format!("/admin/stripe-events?limit=2&cursor={cursor}"))))
+        .send(admin(Req::get(&format!(
+            "/admin/stripe-events?limit=2&cursor={cursor}"
+        ))))
         .await
         .json();
     assert_eq!(page2["data"][0]["id"], "evt_fixture0002");
@@ -610,10 +845,15 @@ async fn operators_list_show_retry_and_clean_up_events() {
         .send(admin(Req::get("/admin/stripe-events?cursor=garbage")))
         .await
         .assert_problem(400);
-    stack.send(Req::get("/admin/stripe-events")).await.assert_problem(401);
+    stack
+        .send(Req::get("/admin/stripe-events"))
+        .await
+        .assert_problem(401);
 
     // Show: status, attempts, error and the stored payload.
-    let res = stack.send(admin(Req::get("/admin/stripe-events/evt_fixture0002"))).await;
+    let res = stack
+        .send(admin(Req::get("/admin/stripe-events/evt_fixture0002")))
+        .await;
     let shown = res.json();
     assert_eq!(shown["status"], "failed");
     assert!(shown["error"].as_str().is_some());
@@ -625,27 +865,37 @@ async fn operators_list_show_retry_and_clean_up_events() {
 
     // Retry: processed from the stored payload, exactly once however often it is asked.
     let res = stack
-        .send(admin(Req::post("/admin/stripe-events/evt_fixture0002/retry")))
+        .send(admin(Req::post(
+            "/admin/stripe-events/evt_fixture0002/retry",
+        )))
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(res.json()["status"], "processed");
     assert_eq!(res.json()["attempts"], 2);
     let res = stack
-        .send(admin(Req::post("/admin/stripe-events/evt_fixture0002/retry")))
+        .send(admin(Req::post(
+            "/admin/stripe-events/evt_fixture0002/retry",
+        )))
         .await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.json()["outcome"], "already_processed");
     assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
 
     // Stats: counts by status and type, failure rate, no scan.
-    let stats = stack.send(admin(Req::get("/admin/stats?hours=24"))).await.json();
+    let stats = stack
+        .send(admin(Req::get("/admin/stats?hours=24")))
+        .await
+        .json();
     assert_eq!(stats["hours"], 24);
     assert_eq!(stats["events"], 3);
     assert_eq!(stats["events_by_status"]["processed"], 2);
     assert_eq!(stats["events_by_status"]["ignored"], 1);
     assert_eq!(stats["events_by_type"]["payment_intent.succeeded"], 1);
     assert_eq!(stats["failure_rate"], 0.0);
-    stack.send(admin(Req::get("/admin/stats?hours=0"))).await.assert_problem(400);
+    stack
+        .send(admin(Req::get("/admin/stats?hours=0")))
+        .await
+        .assert_problem(400);
 
     // Cleanup: nothing is 30 days old yet; with 0 days every processed/ignored event goes.
     let res = stack
@@ -655,13 +905,20 @@ async fn operators_list_show_retry_and_clean_up_events() {
     assert_eq!(res.json()["deleted"], 0);
     assert_eq!(res.json()["older_than_days"], 30);
     let res = stack
-        .send(admin(Req::post("/admin/cleanup").json(&json!({"older_than_days": 0}))))
+        .send(admin(
+            Req::post("/admin/cleanup").json(&json!({"older_than_days": 0})),
+        ))
         .await;
     assert_eq!(res.json()["deleted"], 3);
-    let left = stack.send(admin(Req::get("/admin/stripe-events"))).await.json();
+    let left = stack
+        .send(admin(Req::get("/admin/stripe-events")))
+        .await
+        .json();
     assert!(left["data"].as_array().unwrap().is_empty());
     stack
-        .send(admin(Req::post("/admin/cleanup").json(&json!({"older_than_days": -1}))))
+        .send(admin(
+            Req::post("/admin/cleanup").json(&json!({"older_than_days": -1})),
+        ))
         .await
         .assert_problem(422);
 }
@@ -678,9 +935,19 @@ async fn health_reports_the_last_24h_and_degrades_with_the_failure_rate() {
     assert_eq!(res.json()["last_24h"]["events"], 0);
 
     // 1 failed of 6 (16.7 %): degraded, still 200.
-    deliver(&stack, fixture("payment_intent.succeeded.credits", "tnt_doesnotexist")).await.assert_problem(500);
+    deliver(
+        &stack,
+        fixture("payment_intent.succeeded.credits", "tnt_doesnotexist"),
+    )
+    .await
+    .assert_problem(500);
     for i in 0..5 {
-        deliver_ok(&stack, variant("plan.created", &tnt, &format!("evt_plan{i}"), 1), "ignored").await;
+        deliver_ok(
+            &stack,
+            variant("plan.created", &tnt, &format!("evt_plan{i}"), 1),
+            "ignored",
+        )
+        .await;
     }
     let res = health().await;
     assert_eq!(res.status, StatusCode::OK);
@@ -690,7 +957,12 @@ async fn health_reports_the_last_24h_and_degrades_with_the_failure_rate() {
     assert_eq!(body["last_24h"]["failed"], 1);
 
     // 2 failed of 7 (28.6 %): unhealthy, 503.
-    let other = variant("payment_intent.succeeded.credits", "tnt_doesnotexist", "evt_fail2", 1);
+    let other = variant(
+        "payment_intent.succeeded.credits",
+        "tnt_doesnotexist",
+        "evt_fail2",
+        1,
+    );
     deliver(&stack, other).await.assert_problem(500);
     let res = health().await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);

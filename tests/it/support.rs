@@ -236,9 +236,7 @@ pub fn http_client() -> reqwest::Client {
 /// Counts AWS SDK calls (executions, retries not counted twice) per `Service.Operation`: an
 /// interceptor for [`instrumented_clients`].
 #[derive(Clone, Debug, Default)]
-pub struct CallCounter(
-    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
-);
+pub struct CallCounter(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>);
 
 impl CallCounter {
     /// Calls of one operation, e.g. `("DynamoDB", "TransactWriteItems")`.
@@ -267,9 +265,7 @@ impl CallCounter {
     }
 }
 
-fn operation_of(
-    cfg: &aws_smithy_types::config_bag::ConfigBag,
-) -> Option<(String, String)> {
+fn operation_of(cfg: &aws_smithy_types::config_bag::ConfigBag) -> Option<(String, String)> {
     cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
         .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
 }
@@ -286,7 +282,12 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         if let Some((service, op)) = operation_of(cfg) {
-            *self.0.lock().unwrap().entry(format!("{service}.{op}")).or_default() += 1;
+            *self
+                .0
+                .lock()
+                .unwrap()
+                .entry(format!("{service}.{op}"))
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -294,7 +295,10 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
 
 /// Makes chosen AWS SDK calls fail before they are sent, as if the service were unreachable.
 #[derive(Clone, Debug, Default)]
-pub struct FaultInjector(std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, usize)>>>);
+pub struct FaultInjector(std::sync::Arc<std::sync::Mutex<Vec<FaultRule>>>);
+
+/// (service, operation or any, calls left to fail).
+type FaultRule = (String, Option<String>, usize);
 
 impl FaultInjector {
     /// The next `times` calls of `service` (lowercase match) and, if given, `operation` fail.

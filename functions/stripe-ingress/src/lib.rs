@@ -82,7 +82,11 @@ async fn webhook(State(state): State<IngressState>, headers: HeaderMap, body: Bo
     .await
 }
 
-async fn handle(state: &IngressState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    state: &IngressState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     // lambda_http has already decoded a base64 body from API Gateway: these are the raw bytes.
     let raw = axum::body::to_bytes(body, signature::MAX_BODY_BYTES)
         .await
@@ -131,4 +135,3 @@ async fn handle(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
         ))),
     }
 }
-

@@ -84,7 +84,10 @@ pub fn decode(body: &[u8]) -> Result<StripeEvent, ApiError> {
             .get("api_version")
             .and_then(Value::as_str)
             .map(String::from),
-        livemode: env.get("livemode").and_then(Value::as_bool).unwrap_or(false),
+        livemode: env
+            .get("livemode")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         object,
     })
 }
@@ -110,7 +113,10 @@ fn id_of(value: Option<&Value>) -> Option<String> {
 }
 
 fn str_of<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    object.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    object
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 impl StripeEvent {
@@ -199,7 +205,7 @@ pub struct Plan {
 pub enum Handling {
     /// Stored as `ignored`, with the reason.
     Ignored(&'static str),
-    Handled(Plan),
+    Handled(Box<Plan>),
 }
 
 /// Lifecycle rank for the ordering guard's ties: the higher rank is the more advanced state.
@@ -253,9 +259,9 @@ fn sub_details(sub: &Map<String, Value>) -> SubDetails {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let price_id = items.first().and_then(|item| {
-        id_of(item.get("price")).or_else(|| id_of(item.get("plan")))
-    });
+    let price_id = items
+        .first()
+        .and_then(|item| id_of(item.get("price")).or_else(|| id_of(item.get("plan"))));
     // Older API versions carry the period end on the subscription, newer ones on each item.
     let current_period_end = sub
         .get("current_period_end")
@@ -310,7 +316,7 @@ fn checkout(event: &StripeEvent) -> Result<Handling, String> {
             "checkout session without a customer, a paid payment or a subscription",
         ));
     }
-    Ok(Handling::Handled(plan))
+    Ok(Handling::Handled(Box::new(plan)))
 }
 
 fn payment_intent(event: &StripeEvent) -> Result<Handling, String> {
@@ -320,14 +326,16 @@ fn payment_intent(event: &StripeEvent) -> Result<Handling, String> {
         .and_then(|m| m.get("purpose"))
         .and_then(Value::as_str);
     if purpose != Some("credits") {
-        return Ok(Handling::Ignored("payment intent without metadata.purpose=credits"));
+        return Ok(Handling::Ignored(
+            "payment intent without metadata.purpose=credits",
+        ));
     }
     let id = str_of(pi, "id").ok_or("the payment intent has no `id`")?;
     let received = amount(pi, "amount_received")?;
     if received == 0 {
         return Ok(Handling::Ignored("payment intent received nothing"));
     }
-    Ok(Handling::Handled(Plan {
+    Ok(Handling::Handled(Box::new(Plan {
         credit: Some(Money {
             key: id.to_owned(),
             amount_minor: received,
@@ -335,12 +343,14 @@ fn payment_intent(event: &StripeEvent) -> Result<Handling, String> {
             description: format!("Credits purchased (PaymentIntent {id})"),
         }),
         ..Plan::default()
-    }))
+    })))
 }
 
 fn subscription(event: &StripeEvent) -> Result<Handling, String> {
     let sub = &event.object;
-    let id = str_of(sub, "id").ok_or("the subscription has no `id`")?.to_owned();
+    let id = str_of(sub, "id")
+        .ok_or("the subscription has no `id`")?
+        .to_owned();
     let deleted = event.event_type == "customer.subscription.deleted";
     let status = if deleted {
         "canceled".to_owned()
@@ -367,7 +377,7 @@ fn subscription(event: &StripeEvent) -> Result<Handling, String> {
             }),
         }
     };
-    Ok(Handling::Handled(Plan {
+    Ok(Handling::Handled(Box::new(Plan {
         subscription: Some((
             SubChange {
                 id,
@@ -378,12 +388,14 @@ fn subscription(event: &StripeEvent) -> Result<Handling, String> {
             Some(notice),
         )),
         ..Plan::default()
-    }))
+    })))
 }
 
 fn invoice(event: &StripeEvent) -> Result<Handling, String> {
     let inv = &event.object;
-    let id = str_of(inv, "id").ok_or("the invoice has no `id`")?.to_owned();
+    let id = str_of(inv, "id")
+        .ok_or("the invoice has no `id`")?
+        .to_owned();
     let sub = invoice_subscription(inv);
     let mut plan = Plan::default();
     let change = |status: &str, only_if_past_due| {
@@ -443,9 +455,11 @@ fn invoice(event: &StripeEvent) -> Result<Handling, String> {
         _ => unreachable!("dispatched on invoice types only"),
     }
     if plan == Plan::default() {
-        return Ok(Handling::Ignored("invoice without a payment or a subscription"));
+        return Ok(Handling::Ignored(
+            "invoice without a payment or a subscription",
+        ));
     }
-    Ok(Handling::Handled(plan))
+    Ok(Handling::Handled(Box::new(plan)))
 }
 
 /// What the event does (SPEC §4.4). `Err` is a handled type whose object is not as Stripe
@@ -481,7 +495,7 @@ mod tests {
 
     fn handled(name: &str) -> Plan {
         match plan(&fixture(name)).unwrap() {
-            Handling::Handled(p) => p,
+            Handling::Handled(p) => *p,
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -531,7 +545,10 @@ mod tests {
         let checkout = handled("checkout.session.completed.payment");
         let pi = handled("payment_intent.succeeded.credits");
         let (a, b) = (checkout.credit.unwrap(), pi.credit.unwrap());
-        assert_eq!((a.key.as_str(), a.amount_minor, a.currency.as_str()), (PI, 2500, "usd"));
+        assert_eq!(
+            (a.key.as_str(), a.amount_minor, a.currency.as_str()),
+            (PI, 2500, "usd")
+        );
         assert_eq!((b.key.as_str(), b.amount_minor), (PI, 2500));
         assert_eq!(checkout.link_customer.as_deref(), Some(CUS));
     }
@@ -547,18 +564,27 @@ mod tests {
     #[test]
     fn subscription_events_read_old_and_new_shapes() {
         // Newer API: the period end lives on the subscription items.
-        let (created, notice) = handled("customer.subscription.created").subscription.unwrap();
+        let (created, notice) = handled("customer.subscription.created")
+            .subscription
+            .unwrap();
         let d = created.details.unwrap();
         assert_eq!(created.status, "active");
-        assert_eq!(d.price_id.as_deref(), Some("price_1PgafmB7WZ01zgkW6dKueIc5"));
+        assert_eq!(
+            d.price_id.as_deref(),
+            Some("price_1PgafmB7WZ01zgkW6dKueIc5")
+        );
         assert_eq!(d.current_period_end, Some(1766392000));
         assert_eq!(notice.unwrap().event_type, "subscription.updated");
         // Older API (2024-06-20): the period end is a top-level field.
-        let (updated, _) = handled("customer.subscription.updated").subscription.unwrap();
+        let (updated, _) = handled("customer.subscription.updated")
+            .subscription
+            .unwrap();
         let d = updated.details.unwrap();
         assert!(d.cancel_at_period_end);
         assert_eq!(d.current_period_end, Some(1766392000));
-        let (deleted, notice) = handled("customer.subscription.deleted").subscription.unwrap();
+        let (deleted, notice) = handled("customer.subscription.deleted")
+            .subscription
+            .unwrap();
         assert_eq!(deleted.status, "canceled");
         assert_eq!(notice.unwrap().event_type, "subscription.canceled");
     }
@@ -568,7 +594,10 @@ mod tests {
         for name in ["invoice.paid", "invoice.payment_succeeded"] {
             let p = handled(name);
             let (money, sub) = p.payment.unwrap();
-            assert_eq!((money.key.as_str(), money.amount_minor), ("in_fixture_paid_0001", 8900));
+            assert_eq!(
+                (money.key.as_str(), money.amount_minor),
+                ("in_fixture_paid_0001", 8900)
+            );
             assert_eq!(sub.as_deref(), Some(SUB), "{name}");
             let (change, _) = p.subscription.unwrap();
             assert!(change.only_if_past_due);
@@ -583,7 +612,10 @@ mod tests {
 
     #[test]
     fn other_events_are_ignored_and_broken_objects_fail() {
-        assert!(matches!(plan(&fixture("plan.created")).unwrap(), Handling::Ignored(_)));
+        assert!(matches!(
+            plan(&fixture("plan.created")).unwrap(),
+            Handling::Ignored(_)
+        ));
         let mut pi = fixture("payment_intent.succeeded.credits");
         pi.object.remove("metadata");
         assert!(matches!(plan(&pi).unwrap(), Handling::Ignored(_)));

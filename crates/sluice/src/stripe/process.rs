@@ -150,7 +150,10 @@ struct Expr {
 
 impl Expr {
     fn name(&mut self, attribute: &str) -> String {
-        let key = format!("#{}", attribute.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let key = format!(
+            "#{}",
+            attribute.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
         self.names.insert(key.clone(), attribute.to_owned());
         key
     }
@@ -239,9 +242,7 @@ fn put(table_name: &str, item: Item, condition: Option<(&str, Expr)>) -> Transac
             .condition_expression(expression)
             .set_expression_attribute_names((!expr.names.is_empty()).then_some(expr.names))
             .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
-            .return_values_on_condition_check_failure(
-                ReturnValuesOnConditionCheckFailure::AllOld,
-            );
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
     }
     TransactWriteItem::builder()
         .put(b.build().expect("table and item set"))
@@ -283,7 +284,7 @@ enum TxFailure {
     /// Another transaction touched the same items at the same time: send again.
     Conflict,
     /// Anything else (unreachable, throttled beyond the SDK's retries, rejected).
-    Other(SdkError<TransactWriteItemsError>),
+    Other(Box<SdkError<TransactWriteItemsError>>),
 }
 
 fn classify(err: SdkError<TransactWriteItemsError>) -> TxFailure {
@@ -294,7 +295,7 @@ fn classify(err: SdkError<TransactWriteItemsError>) -> TxFailure {
         _ => None,
     };
     let Some(reasons) = reasons else {
-        return TxFailure::Other(err);
+        return TxFailure::Other(Box::new(err));
     };
     let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
     if reasons.iter().any(|r| code(r) == "ConditionalCheckFailed") {
@@ -311,7 +312,7 @@ fn classify(err: SdkError<TransactWriteItemsError>) -> TxFailure {
     if reasons.iter().any(|r| code(r) == "TransactionConflict") {
         return TxFailure::Conflict;
     }
-    TxFailure::Other(err)
+    TxFailure::Other(Box::new(err))
 }
 
 /// A short, stored description of an AWS failure (no request ids, no payloads).
@@ -374,10 +375,14 @@ impl<'a> Processor<'a> {
             ApiError::conflict("the event's payload was not kept; it cannot be processed again")
         })?;
         let event = event::decode(&raw).map_err(|_| {
-            ApiError::internal(anyhow::anyhow!("stored payload of {event_id} does not decode"))
+            ApiError::internal(anyhow::anyhow!(
+                "stored payload of {event_id} does not decode"
+            ))
         })?;
         let prior = Prior::from_item(&item);
-        let (outcome, linked) = self.run(&event, &raw, prior.received_ms, Some(prior)).await?;
+        let (outcome, linked) = self
+            .run(&event, &raw, prior.received_ms, Some(prior))
+            .await?;
         if let Some(customer) = linked {
             self.drain(&customer).await?;
         }
@@ -514,7 +519,9 @@ impl<'a> Processor<'a> {
         let handling = match event::plan(event) {
             Ok(h) => h,
             Err(error) => {
-                let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                let outcome = self
+                    .store_failed(event, raw, received_ms, prior, error)
+                    .await?;
                 return Ok((outcome, None));
             }
         };
@@ -540,7 +547,9 @@ impl<'a> Processor<'a> {
                 .map(|(change, _)| change.id.as_str());
             if read.is_none() && (customer_to_read.is_some() || sub_to_read.is_some()) {
                 let event_id = prior.is_none().then_some(event.id.as_str());
-                let r = self.pre_read(event_id, customer_to_read, sub_to_read).await?;
+                let r = self
+                    .pre_read(event_id, customer_to_read, sub_to_read)
+                    .await?;
                 if let Some(item) = &r.event {
                     if let Some(duplicate) = Self::on_stored(item) {
                         return Ok(duplicate);
@@ -554,19 +563,22 @@ impl<'a> Processor<'a> {
             let resolved = match (&tenant_ref, plan) {
                 (_, None) => None,
                 (TenantRef::Tenant(t), _) => Some(Resolved::Tenant(t.clone())),
-                (TenantRef::Customer(c), _) => Some(
-                    match pre.and_then(|r| r.customer_tenant.clone()) {
+                (TenantRef::Customer(c), _) => {
+                    Some(match pre.and_then(|r| r.customer_tenant.clone()) {
                         Some(t) => Resolved::Tenant(t),
                         None => Resolved::Waiting(c.clone()),
-                    },
-                ),
+                    })
+                }
                 (TenantRef::Unknown, _) => Some(Resolved::Nobody),
             };
             if let Some(Resolved::Tenant(t)) = &resolved
                 && !ids::has_prefix(t, "tnt")
             {
-                let error = format!("{t:?} (metadata.tenant_id or client_reference_id) is not a tenant id");
-                let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                let error =
+                    format!("{t:?} (metadata.tenant_id or client_reference_id) is not a tenant id");
+                let outcome = self
+                    .store_failed(event, raw, received_ms, prior, error)
+                    .await?;
                 return Ok((outcome, None));
             }
 
@@ -619,7 +631,9 @@ impl<'a> Processor<'a> {
                         OnFail::Reresolve,
                     );
                     waiting_sk = Some(sk);
-                    notes.push(format!("waiting for customer {customer} to be linked to a tenant"));
+                    notes.push(format!(
+                        "waiting for customer {customer} to be linked to a tenant"
+                    ));
                     status::UNMATCHED
                 }
                 (Handling::Handled(plan), Some(Resolved::Tenant(tenant))) => {
@@ -731,7 +745,7 @@ impl<'a> Processor<'a> {
                     let _ = self
                         .store_failed(event, raw, received_ms, prior, error)
                         .await;
-                    return Err(ApiError::from(err));
+                    return Err(ApiError::from(*err));
                 }
                 TxFailure::Conditions(failed) => {
                     let mut fatal: Option<String> = None;
@@ -776,7 +790,9 @@ impl<'a> Processor<'a> {
                     }
                     if let Some(error) = fatal {
                         // Only once the event item's own condition held (it is then not a duplicate).
-                        let outcome = self.store_failed(event, raw, received_ms, prior, error).await?;
+                        let outcome = self
+                            .store_failed(event, raw, received_ms, prior, error)
+                            .await?;
                         return Ok((outcome, None));
                     }
                 }
@@ -824,7 +840,10 @@ impl<'a> Processor<'a> {
             (attr::STATUS.into(), s(new_status)),
             (attr::CREATED.into(), n(event.created)),
             (attr::RECEIVED_MS.into(), n(received_ms)),
-            (attr::ATTEMPTS.into(), n(prior.map_or(0, |p| p.attempts) + 1)),
+            (
+                attr::ATTEMPTS.into(),
+                n(prior.map_or(0, |p| p.attempts) + 1),
+            ),
             (attr::LIVEMODE.into(), table::b(event.livemode)),
             (attr::UPDATED_AT.into(), n(clock::now_epoch())),
             (table::GSI1PK.into(), s(store::GSI1_STRIPE_EVENTS)),
@@ -860,9 +879,8 @@ impl<'a> Processor<'a> {
                 let at = expr.name(attr::ATTEMPTS);
                 let sv = expr.value(s(&p.status));
                 let av = expr.value(n(p.attempts));
-                let condition = format!(
-                    "{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))"
-                );
+                let condition =
+                    format!("{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))");
                 put(self.table, item, Some((&condition, expr)))
             }
         }
@@ -881,8 +899,7 @@ impl<'a> Processor<'a> {
         // Twice at most: a first write may find the event stored meanwhile (then conditioned on
         // what it found).
         for _ in 0..2 {
-            let mut item =
-                self.event_item(event, raw, received_ms, prior.as_ref(), status::FAILED);
+            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), status::FAILED);
             item.insert(attr::ERROR.into(), s(&error));
             let mut items = vec![self.event_put(item, prior.as_ref())];
             let mut stats = StatsDelta::at(received_ms / 1000);
@@ -925,7 +942,7 @@ impl<'a> Processor<'a> {
                     }
                 }
                 TxFailure::Conflict => {}
-                TxFailure::Other(err) => return Err(ApiError::from(err)),
+                TxFailure::Other(err) => return Err(ApiError::from(*err)),
             }
         }
         Ok(Outcome::Failed { error })
@@ -1035,10 +1052,8 @@ impl<'a> Processor<'a> {
                 tenant_update
                     .conditions
                     .push(format!("(attribute_not_exists({cur}) OR {cur} = {cv})"));
-                tenant_present = OnFail::Fatal(format!(
-                    "the tenant's currency is not {}",
-                    credit.currency
-                ));
+                tenant_present =
+                    OnFail::Fatal(format!("the tenant's currency is not {}", credit.currency));
                 notices.push(Notice {
                     event_type: "credits.added",
                     data: json!({

@@ -242,10 +242,22 @@ mod tests {
         let s = secrets(&["whsec_a"]);
         let check = |h: Option<&str>| verify(h, b"{}", &s, TOL, 0).unwrap_err();
         assert_eq!(check(None), SignatureError::MissingHeader);
-        assert!(matches!(check(Some("garbage")), SignatureError::Malformed(_)));
-        assert!(matches!(check(Some("v1=abcd")), SignatureError::Malformed(_)));
-        assert!(matches!(check(Some("t=soon,v1=ab")), SignatureError::Malformed(_)));
-        assert!(matches!(check(Some("t=1,t=2,v1=ab")), SignatureError::Malformed(_)));
+        assert!(matches!(
+            check(Some("garbage")),
+            SignatureError::Malformed(_)
+        ));
+        assert!(matches!(
+            check(Some("v1=abcd")),
+            SignatureError::Malformed(_)
+        ));
+        assert!(matches!(
+            check(Some("t=soon,v1=ab")),
+            SignatureError::Malformed(_)
+        ));
+        assert!(matches!(
+            check(Some("t=1,t=2,v1=ab")),
+            SignatureError::Malformed(_)
+        ));
         assert_eq!(check(Some("t=0,v0=abcd")), SignatureError::NoV1Signature);
         assert_eq!(check(Some("t=0,v1=not-hex")), SignatureError::NoMatch);
         let slugs: Vec<_> = [

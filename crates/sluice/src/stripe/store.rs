@@ -161,7 +161,11 @@ pub fn event_key(event_id: &str) -> Item {
 }
 
 /// Reads one event item (strongly consistent).
-pub async fn get_item(db: &Client, table_name: &str, event_id: &str) -> Result<Option<Item>, ApiError> {
+pub async fn get_item(
+    db: &Client,
+    table_name: &str,
+    event_id: &str,
+) -> Result<Option<Item>, ApiError> {
     let out = db
         .get_item()
         .table_name(table_name)
@@ -244,7 +248,11 @@ pub async fn list(
             .set_exclusive_start_key(start.take())
             .send()
             .await?;
-        events.extend(out.items().iter().filter_map(|i| EventView::from_item(i, false)));
+        events.extend(
+            out.items()
+                .iter()
+                .filter_map(|i| EventView::from_item(i, false)),
+        );
         start = out.last_evaluated_key;
         if events.len() >= limit || start.is_none() {
             break;

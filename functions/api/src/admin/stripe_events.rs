@@ -88,7 +88,9 @@ async fn list(
 }
 
 fn valid_id(id: &str) -> bool {
-    id.starts_with("evt_") && id.len() <= 254 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    id.starts_with("evt_")
+        && id.len() <= 254
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<EventView> {
