@@ -400,6 +400,12 @@ async fn aws_requests_are_counted_per_service_and_operation() {
     let names: Vec<_> = calls.iter().map(|(_, op)| op.as_str()).collect();
     assert_eq!(
         names,
-        ["DescribeTable", "DescribeKey", "GetQueueAttributes"]
+        // BatchGetItem: the last 24 h of statistics counters.
+        [
+            "BatchGetItem",
+            "DescribeTable",
+            "DescribeKey",
+            "GetQueueAttributes"
+        ]
     );
 }

@@ -12,7 +12,9 @@ use sluice::{
     tenants::{self, Tenant},
 };
 
-use crate::support::{CallCounter, FaultInjector, Req, Res, Stack, instrumented_clients};
+use sluice_local::counting::CallCounter;
+
+use crate::support::{FaultInjector, Req, Res, Stack, instrumented_clients};
 
 /// The tenant id the shared fixtures use; replaced by a real tenant's id at test time.
 const FIXTURE_TENANT: &str = "tnt_fixture0001";
@@ -485,7 +487,7 @@ async fn events_before_the_customer_link_wait_and_are_processed_in_arrival_order
 
 #[tokio::test]
 async fn dynamodb_unreachable_mid_request_answers_500_applies_nothing_and_the_retry_succeeds() {
-    let counter = CallCounter::default();
+    let counter = CallCounter::new();
     let faults = FaultInjector::default();
     let stack = Stack::with_clients(instrumented_clients(&counter, &faults).await, &[]).await;
     let (tnt, _) = stack.create_tenant("Flaky Co").await;
@@ -661,33 +663,29 @@ async fn every_malformed_request_gets_its_4xx_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
-    let counter = CallCounter::default();
+    let counter = CallCounter::new();
     let faults = FaultInjector::default();
     let stack = Stack::with_clients(instrumented_clients(&counter, &faults).await, &[]).await;
     let (tnt, _) = stack.create_tenant("Counted Co").await;
     let body = fixture("payment_intent.succeeded.credits", &tnt);
 
+    // A new event found by metadata.tenant_id: the transaction, plus its notification's send.
     counter.reset();
     deliver_ok(&stack, body.clone(), "processed").await;
-    assert_eq!(counter.total("dynamodb"), 1, "{:?}", counter.snapshot());
-    assert_eq!(counter.count("dynamodb", "TransactWriteItems"), 1);
-    assert_eq!(
-        counter.count("sqs", "SendMessage"),
-        1,
-        "{:?}",
-        counter.snapshot()
-    );
+    assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
+    assert_eq!(counter.operations("SQS"), ["SendMessage"]);
 
+    // Its duplicate: the cancelled transaction says so.
     counter.reset();
     let res = deliver(&stack, body).await;
     assert_eq!(res.json()["duplicate"], true);
-    assert_eq!(counter.total("dynamodb"), 1, "{:?}", counter.snapshot());
+    assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
 
     // An ignored event: one request too, and no notification.
     counter.reset();
     deliver_ok(&stack, fixture("plan.created", &tnt), "ignored").await;
-    assert_eq!(counter.total("dynamodb"), 1);
-    assert_eq!(counter.total("sqs"), 0);
+    assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
+    assert_eq!(counter.count("SQS"), 0);
 
     // Found through the customer link: one consistent read, then the transaction; its duplicate
     // is recognised by the read alone.
@@ -701,16 +699,12 @@ async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
     let created = fixture("customer.subscription.created", &tnt);
     deliver_ok(&stack, created.clone(), "processed").await;
     assert_eq!(
-        counter.count("dynamodb", "BatchGetItem"),
-        1,
-        "{:?}",
-        counter.snapshot()
+        counter.operations("DynamoDB"),
+        ["BatchGetItem", "TransactWriteItems"]
     );
-    assert_eq!(counter.count("dynamodb", "TransactWriteItems"), 1);
-    assert_eq!(counter.total("dynamodb"), 2);
     counter.reset();
     assert_eq!(deliver(&stack, created).await.json()["duplicate"], true);
-    assert_eq!(counter.total("dynamodb"), 1, "{:?}", counter.snapshot());
+    assert_eq!(counter.operations("DynamoDB"), ["BatchGetItem"]);
 }
 
 #[tokio::test]
@@ -776,7 +770,7 @@ async fn an_unknown_tenant_or_a_foreign_currency_fails_the_event_and_stripe_retr
 
 #[tokio::test]
 async fn operators_list_show_retry_and_clean_up_events() {
-    let counter = CallCounter::default();
+    let counter = CallCounter::new();
     let faults = FaultInjector::default();
     let stack = Stack::with_clients(instrumented_clients(&counter, &faults).await, &[]).await;
     let (tnt, _) = stack.create_tenant("Ops Co").await;

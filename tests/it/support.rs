@@ -233,64 +233,9 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// Counts AWS SDK calls (executions, retries not counted twice) per `Service.Operation`: an
-/// interceptor for [`instrumented_clients`].
-#[derive(Clone, Debug, Default)]
-pub struct CallCounter(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>);
-
-impl CallCounter {
-    /// Calls of one operation, e.g. `("DynamoDB", "TransactWriteItems")`.
-    pub fn count(&self, service: &str, operation: &str) -> usize {
-        self.snapshot()
-            .get(&format!("{}.{operation}", service.to_ascii_lowercase()))
-            .copied()
-            .unwrap_or(0)
-    }
-    /// Calls of every operation of one service.
-    pub fn total(&self, service: &str) -> usize {
-        let prefix = format!("{}.", service.to_ascii_lowercase());
-        self.snapshot()
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v)
-            .sum()
-    }
-    /// Every count so far, keyed `service.Operation` (service lowercase).
-    pub fn snapshot(&self) -> std::collections::BTreeMap<String, usize> {
-        self.0.lock().unwrap().clone()
-    }
-    /// Starts counting from zero.
-    pub fn reset(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
 fn operation_of(cfg: &aws_smithy_types::config_bag::ConfigBag) -> Option<(String, String)> {
     cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
         .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
-}
-
-impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
-    fn name(&self) -> &'static str {
-        "CallCounter"
-    }
-    // Once per execution, after the operation's metadata is in the config bag.
-    fn read_before_serialization(
-        &self,
-        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
-        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        if let Some((service, op)) = operation_of(cfg) {
-            *self
-                .0
-                .lock()
-                .unwrap()
-                .entry(format!("{service}.{op}"))
-                .or_default() += 1;
-        }
-        Ok(())
-    }
 }
 
 /// Makes chosen AWS SDK calls fail before they are sent, as if the service were unreachable.
@@ -341,7 +286,10 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FaultInjector {
 }
 
 /// Clients for the shared emulator with a call counter and a fault injector on every client.
-pub async fn instrumented_clients(counter: &CallCounter, faults: &FaultInjector) -> AwsClients {
+pub async fn instrumented_clients(
+    counter: &sluice_local::counting::CallCounter,
+    faults: &FaultInjector,
+) -> AwsClients {
     let sdk = emulator().sdk_config().await;
     AwsClients {
         dynamodb: aws_sdk_dynamodb::Client::from_conf(
