@@ -19,6 +19,13 @@ lint:
 ci:
 	bash .ci/run
 
+# Our `stripe trigger`: sign a Stripe event file with the first of STRIPE_WEBHOOK_SECRETS and POST
+# it to the running `make dev` stack. TENANT=tnt_… replaces the fixtures' placeholder tenant;
+# FRESH=1 sends it as a new event (new id, created = now) instead of a redelivery.
+trigger:
+	@test -n "$(EVENT)" || { echo "usage: make trigger EVENT=tests/fixtures/stripe/<file>.json [TENANT=tnt_…] [FRESH=1]" >&2; exit 2; }
+	$(CARGO) run -q -p sluice-local --bin sluice-local -- trigger $(if $(FRESH),--fresh) $(if $(TENANT),--tenant $(TENANT)) $(EVENT)
+
 # Every SPEC §9 figure on the local stack (release binaries built first; ~5 min on 2 cores).
 bench:
 	infra/bootstrap.sh moto lambda

@@ -963,3 +963,60 @@ async fn health_reports_the_last_24h_and_degrades_with_the_failure_rate() {
     assert_eq!(res.json()["status"], "unhealthy");
     assert_eq!(res.json()["checks"]["dynamodb"], "ok");
 }
+
+#[tokio::test]
+async fn the_trigger_command_signs_a_fixture_and_posts_it_to_the_running_stack() {
+    // GIVEN the stack served on a local port, as `make dev` does.
+    let stack = Stack::new().await;
+    let (tnt, _) = stack.create_tenant("Trigger Co").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(sluice_local::server::serve(
+        listener,
+        stack.functions(),
+        stopped,
+    ));
+    let file = fixtures_dir().join("payment_intent.succeeded.credits.json");
+
+    // WHEN `sluice-local trigger --tenant … <file>` runs THEN the event is accepted and credited.
+    let run = |fresh: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-local"));
+        cmd.arg("trigger");
+        if fresh {
+            cmd.arg("--fresh");
+        }
+        cmd.args(["--tenant", &tnt])
+            .arg(&file)
+            .env(
+                "STRIPE_WEBHOOK_SECRETS",
+                format!("{},whsec_other", stack.stripe_secret),
+            )
+            .env("SLUICE_PORT", port.to_string())
+            .output()
+    };
+    let out = run(false).await.unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.starts_with("200 "), "{printed}");
+    assert!(printed.contains("\"processed\""), "{printed}");
+    assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
+
+    // The same file again is a redelivery; --fresh makes it a new event (same payment: no credit).
+    let out = run(false).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"duplicate\":true"));
+    let out = run(true).await.unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("\"processed\"") && !printed.contains("evt_fixture0002"),
+        "{printed}"
+    );
+    assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
+
+    let _ = stop.send(true);
+    let _ = server.await;
+}

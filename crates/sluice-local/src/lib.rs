@@ -4,6 +4,7 @@
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
+//! - [`trigger`]: signs a Stripe event file and POSTs it to the running stack.
 #![forbid(unsafe_code)]
 
 pub mod counting;
@@ -12,6 +13,7 @@ pub mod emulator;
 pub mod poller;
 pub mod provision;
 pub mod server;
+pub mod trigger;
 
 /// The repository root (the runner and the tests run from a checkout).
 pub fn repo_root() -> std::path::PathBuf {

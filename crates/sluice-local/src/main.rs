@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! sluice-local [dev]      the whole stack on 127.0.0.1 (SLUICE_PORT, default 3000)
+//! sluice-local trigger [--fresh] [--tenant tnt_…] <event.json>
+//!                         sign a Stripe event with STRIPE_WEBHOOK_SECRETS and POST it to the stack
 //! ```
 
-const USAGE: &str = "usage: sluice-local [dev]";
+const USAGE: &str = "usage: sluice-local [dev]\n       sluice-local trigger [--fresh] [--tenant tnt_…] <event.json>";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("dev") => sluice_local::dev::run().await,
+        Some("trigger") => sluice_local::trigger::run(&args[1..]).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
