@@ -23,6 +23,7 @@ use sluice::{
     clock,
     config::ConfigError,
     stripe::{self, Outcome, Processor, signature},
+    telemetry,
 };
 use tracing::Instrument;
 
@@ -114,7 +115,19 @@ async fn handle(
     span.record("stripe_event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
 
-    match state.processor().ingest(&event, &raw).await? {
+    let outcome = state.processor().ingest(&event, &raw).await?;
+    let status = match &outcome {
+        Outcome::Done { status, .. } => status,
+        Outcome::Duplicate { .. } => "duplicate",
+        Outcome::Failed { .. } => "failed",
+    };
+    telemetry::emit_metric(
+        "StripeEvents",
+        "Count",
+        1.0,
+        &[("EventType", &event.event_type), ("Status", status)],
+    );
+    match outcome {
         Outcome::Done { status, .. } => Ok(Json(json!({
             "received": true,
             "id": event.id,
