@@ -14,6 +14,7 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod delivery_log;
 pub mod error;
 pub mod fanout;
 pub mod ids;

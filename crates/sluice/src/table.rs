@@ -15,7 +15,7 @@
 //! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at` |
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
 //! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d) |
-//! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M), `next_attempt_at?`, `ttl` (30 d) |
+//! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `delivery_log`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
 //! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `payload`, `attempts`, `error?`, `tenant_id?`; `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` |
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id` |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | waits for the customer link |

@@ -244,7 +244,9 @@ mod tests {
     }
 
     async fn post(client: &EndpointClient, url: &str) -> Exchange {
-        client.post(url, HeaderMap::new(), Bytes::from_static(b"{}")).await
+        client
+            .post(url, HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
     }
 
     #[tokio::test]
@@ -252,7 +254,10 @@ mod tests {
         let c = client("");
         for (url, class) in [
             ("http://127.0.0.1:9/hook", ErrorClass::AddressBlocked),
-            ("http://169.254.169.254/latest/meta-data", ErrorClass::AddressBlocked),
+            (
+                "http://169.254.169.254/latest/meta-data",
+                ErrorClass::AddressBlocked,
+            ),
             ("http://[::1]:9/", ErrorClass::AddressBlocked),
             ("http://[::ffff:10.0.0.1]/", ErrorClass::AddressBlocked),
             // `localhost` resolves (at connect time) to loopback.

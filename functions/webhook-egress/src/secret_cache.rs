@@ -154,9 +154,11 @@ async fn decrypt(
 ) -> Result<Arc<Vec<CachedKey>>, KeyError> {
     let active: Vec<&SealedEndpointSecret> =
         sealed.iter().filter(|s| s.is_active(now_epoch)).collect();
-    let opened = futures::future::join_all(active.iter().map(|s| {
-        sealer.open_secret(SealContext::endpoint_secret(tenant_id), &s.ciphertext)
-    }))
+    let opened = futures::future::join_all(
+        active
+            .iter()
+            .map(|s| sealer.open_secret(SealContext::endpoint_secret(tenant_id), &s.ciphertext)),
+    )
     .await;
     let mut keys = Vec::with_capacity(active.len());
     for (sealed, secret) in active.into_iter().zip(opened) {
