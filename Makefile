@@ -31,3 +31,9 @@ bench:
 	infra/bootstrap.sh moto lambda
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin stripe-ingress --bin api --bin webhook-egress
 	$(CARGO) run --release -p sluice-bench -- $(BENCH_ARGS)
+
+# A local webhook endpoint that prints each delivery and checks its signature:
+#   make receive PORT=4000 SECRET=whsec_…   (SECRET optional; the endpoint's signing secret)
+PORT ?= 4000
+receive:
+	$(CARGO) run -p sluice-local --bin sluice-local -- receive --port $(PORT) $(if $(SECRET),--secret $(SECRET))

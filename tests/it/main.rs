@@ -6,6 +6,7 @@
 
 mod support;
 
+mod egress;
 mod fanout;
 mod platform;
 

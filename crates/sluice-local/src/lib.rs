@@ -5,6 +5,7 @@
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
 //! - [`trigger`]: signs a Stripe event file and POSTs it to the running stack.
+//! - [`receiver`]: a development webhook endpoint that checks signatures (`sluice-local receive`).
 #![forbid(unsafe_code)]
 
 pub mod counting;
@@ -12,6 +13,7 @@ pub mod dev;
 pub mod emulator;
 pub mod poller;
 pub mod provision;
+pub mod receiver;
 pub mod server;
 pub mod trigger;
 
