@@ -1,8 +1,13 @@
-//! Hourly statistics counters: `STATS#{YYYY-MM-DDTHH}` / `STATS`.
+//! Hourly statistics counters: `STATS#{YYYY-MM-DDTHH}` / `STATS#{shard}`.
 //!
 //! Counters are flat numeric attributes `ADD`ed by the very writes that change what they count,
-//! so reading statistics never scans the table: a window of N hours is N keys of one
-//! `BatchGetItem`.
+//! so reading statistics never scans the table: a window of N hours is N × [`SHARDS`] keys of
+//! `BatchGetItem` (one request for 24 hours).
+//!
+//! Every Stripe event's transaction updates a counter item, so one item per hour would be a hot
+//! spot: DynamoDB cancels concurrent transactions on one item (`TransactionConflict`). Each write
+//! picks one of [`SHARDS`] items of its hour at random, and readers sum them all (a count moved
+//! from one status to another may then be negative in one shard; only sums are reported).
 //!
 //! | attribute | meaning |
 //! |---|---|
@@ -35,6 +40,8 @@ const EVENT_TYPE: &str = "event_type#";
 const DELIVERY: &str = "delivery#";
 /// Statistics items outlive the longest window anyone asks for.
 const STATS_RETENTION_DAYS: u32 = 90;
+/// Counter items per hour.
+pub const SHARDS: u8 = 4;
 /// The longest window `read_window` sums (30 days).
 pub const MAX_WINDOW_HOURS: u32 = 720;
 
@@ -119,7 +126,7 @@ impl StatsDelta {
             .table_name(table_name)
             .set_key(Some(table::key(
                 table::stats_pk(&self.hour),
-                table::STATS_SK,
+                table::stats_sk(crate::ids::random_bytes::<1>()[0] % SHARDS),
             )))
             .update_expression(expression)
             .set_expression_attribute_names(Some(names))
@@ -266,7 +273,9 @@ pub async fn read_window(
     let hours = hours.clamp(1, MAX_WINDOW_HOURS);
     let keys: Vec<Item> = window_hours(clock::now_epoch(), hours)
         .iter()
-        .map(|h| table::key(table::stats_pk(h), table::STATS_SK))
+        .flat_map(|h| {
+            (0..SHARDS).map(move |shard| table::key(table::stats_pk(h), table::stats_sk(shard)))
+        })
         .collect();
     let mut items = Vec::new();
     for chunk in keys.chunks(100) {
@@ -317,6 +326,8 @@ mod tests {
         assert_eq!(d.hour(), "1970-01-01T05");
         let u = d.to_update("t");
         assert_eq!(u.key()[table::PK].as_s().unwrap(), "STATS#1970-01-01T05");
+        let shard = u.key()[table::SK].as_s().unwrap();
+        assert!((0..SHARDS).any(|s| *shard == table::stats_sk(s)), "{shard}");
         let expr = u.update_expression();
         assert!(expr.starts_with("SET #ttl = :ttl ADD "), "{expr}");
         let names: Vec<&String> = u.expression_attribute_names().unwrap().values().collect();

@@ -20,7 +20,7 @@
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id` |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | waits for the customer link |
 //! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `event_created` (ordering guard) |
-//! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS` | counters, `ADD`ed in the same writes as what they count |
+//! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS#{shard 0..4}` | counters, `ADD`ed in the same writes as what they count; a random shard per write spreads the hot item |
 //!
 //! Messages on the delivery queue are `sluice::fanout::DeliveryMessage` JSON, tagged by `kind`:
 //! `{"kind":"deliver","tenant_id","event_id","endpoint_id","generation"}` (one per event and
@@ -112,8 +112,10 @@ pub fn subscription_pk(subscription_id: &str) -> String {
 pub fn stats_pk(hour: &str) -> String {
     format!("STATS#{hour}")
 }
-/// Sort key of the hourly statistics item.
-pub const STATS_SK: &str = "STATS";
+/// Sort key of one shard of the hourly statistics item.
+pub fn stats_sk(shard: u8) -> String {
+    format!("STATS#{shard}")
+}
 
 /// A string attribute.
 pub fn s(v: impl Into<String>) -> AttributeValue {
