@@ -554,6 +554,25 @@ mod tests {
     }
 
     #[test]
+    fn an_async_payment_credits_when_it_succeeds_not_when_the_session_completes() {
+        let mut pending = fixture("checkout.session.completed.payment");
+        pending
+            .object
+            .insert("payment_status".into(), json!("unpaid"));
+        let p = match plan(&pending).unwrap() {
+            Handling::Handled(p) => *p,
+            other => panic!("{other:?}"),
+        };
+        assert!(p.credit.is_none());
+        assert_eq!(p.link_customer.as_deref(), Some(CUS));
+        pending.event_type = "checkout.session.async_payment_succeeded".into();
+        let Handling::Handled(p) = plan(&pending).unwrap() else {
+            panic!("handled")
+        };
+        assert_eq!(p.credit.unwrap().key, PI);
+    }
+
+    #[test]
     fn a_subscription_checkout_links_and_records_the_subscription() {
         let p = handled("checkout.session.completed.subscription");
         assert_eq!(p.link_customer.as_deref(), Some(CUS));
