@@ -17,14 +17,17 @@
 //! - the tenant item: must exist (else the event is `failed`: "tenant not found"), must be in the
 //!   payment's currency for a credit, and its subscription summary follows one subscription
 //!   (the current one, or a new one once the current is canceled).
-//! - `CUSTOMER#{cus}`: linked to one tenant only; an unmatched event's transaction checks the
-//!   link is still absent, so an event can never wait for a link that already exists.
+//! - `CUSTOMER#{cus}`: linked to one tenant only. An unmatched event's transaction marks the
+//!   not-yet-linked customer as awaited (`waiting`, conditioned on no link), so an event can never
+//!   wait for a link that already exists, and the checkout whose link finds the mark (its first
+//!   attempt fails on it) knows to process the waiting events after its commit.
 //!
 //! DynamoDB requests per new event: one transaction. A read is needed only when the tenant must
 //! be found through the customer link, or an `invoice.paid` must know whether its subscription is
 //! `past_due`: then one `BatchGetItem` (event, customer link, subscription) comes first, and a
-//! duplicate is recognised by that read alone. A checkout that links a customer also queries the
-//! customer's waiting (`unmatched`) events and processes them, oldest first.
+//! duplicate is recognised by that read alone. Only a checkout that links a customer for whom
+//! events wait costs more: a second transaction, then a query of the waiting (`unmatched`) events,
+//! processed oldest first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,6 +55,9 @@ use crate::{
     table::{self, Item, ItemExt, n, s},
     tenants::attr as tenant_attr,
 };
+
+/// Attribute of a not-yet-linked customer item: events wait for its link.
+const WAITING: &str = "waiting";
 
 /// Rounds of build-and-send before giving up (each guard can fail once, plus races).
 const MAX_ROUNDS: usize = 8;
@@ -116,6 +122,8 @@ struct Degrade {
     sub_stale: bool,
     summary_other: bool,
     checkout_sub_known: bool,
+    /// Events wait for the customer this event links: process them after the commit.
+    link_has_waiting: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +147,9 @@ enum OnFail {
     Flag(Flag),
     /// Read the customer link again (it appeared meanwhile).
     Reresolve,
+    /// The customer link: linked to another tenant → failed; events waiting for it → link
+    /// anyway, then process them.
+    Link(String),
 }
 
 /// Names and values of one expression.
@@ -622,11 +633,16 @@ impl<'a> Processor<'a> {
                         ),
                         OnFail::Fatal("unexpected condition on the waiting item".into()),
                     );
+                    // Marks the (not yet linked) customer as awaited, so that the checkout that
+                    // links it knows to process its waiting events; fails if the link appeared.
+                    let mut mark = UpdateBuilder::default();
+                    mark.set(WAITING, table::b(true));
+                    let tid = mark.expr.name("tenant_id");
+                    mark.conditions.push(format!("attribute_not_exists({tid})"));
                     tx.push(
-                        condition_check(
+                        mark.build(
                             self.table,
                             table::key(table::customer_pk(&customer), "CUSTOMER"),
-                            "attribute_not_exists(pk)",
                         ),
                         OnFail::Reresolve,
                     );
@@ -785,6 +801,14 @@ impl<'a> Processor<'a> {
                                 Flag::CheckoutSubKnown => flags.checkout_sub_known = true,
                             },
                             OnFail::Reresolve => read = None,
+                            OnFail::Link(customer) => match old.get_s("tenant_id") {
+                                Some(other) if Some(other) != tenant_id.as_deref() => {
+                                    fatal = Some(format!(
+                                        "customer {customer} is already linked to another tenant"
+                                    ));
+                                }
+                                _ => flags.link_has_waiting = true,
+                            },
                             OnFail::Tenant(_) => unreachable!("nested tenant rule"),
                         }
                     }
@@ -971,6 +995,15 @@ impl<'a> Processor<'a> {
             let mut expr = Expr::default();
             let t = expr.name("tenant_id");
             let v = expr.value(s(tenant));
+            // Linked to this tenant already, or not at all; a customer marked as awaited fails
+            // the first attempt (that is how this event learns it must process the waiting
+            // events), the second accepts it. The Put drops the mark.
+            let condition = if flags.link_has_waiting {
+                format!("attribute_not_exists({t}) OR {t} = {v}")
+            } else {
+                let w = expr.name(WAITING);
+                format!("(attribute_not_exists(pk) OR {t} = {v}) AND attribute_not_exists({w})")
+            };
             tx.push(
                 put(
                     self.table,
@@ -981,11 +1014,9 @@ impl<'a> Processor<'a> {
                         ("event_id".into(), s(&event.id)),
                         ("linked_at".into(), n(clock::now_epoch())),
                     ]),
-                    Some((&format!("attribute_not_exists(pk) OR {t} = {v}"), expr)),
+                    Some((&condition, expr)),
                 ),
-                OnFail::Fatal(format!(
-                    "customer {customer} is already linked to another tenant"
-                )),
+                OnFail::Link(customer.clone()),
             );
             tenant_update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
         }
@@ -1137,7 +1168,9 @@ impl<'a> Processor<'a> {
                 OnFail::Tenant(Box::new(tenant_present)),
             );
         }
-        plan.link_customer.clone()
+        plan.link_customer
+            .clone()
+            .filter(|_| flags.link_has_waiting)
     }
 
     /// The `SUB#{sub}` update behind the ordering guard; `None` when it cannot apply (an
