@@ -16,10 +16,10 @@
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
 //! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d) |
 //! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `delivery_log`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
-//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `payload`, `attempts`, `error?`, `tenant_id?`; `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` |
-//! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id` |
-//! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | waits for the customer link |
-//! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `event_created` (ordering guard) |
+//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (S, or gzip B above 8 KiB; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
+//! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id`, `event_id`, `linked_at`; before the link only `waiting` = true (unmatched events wait for it) |
+//! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | `event_id`, `ttl`: waits for the customer link |
+//! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `rank`, `event_created`, `event_id` (ordering guard), `price_id?`, `current_period_end?`, `cancel_at_period_end` |
 //! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS#{shard 0..4}` | counters, `ADD`ed in the same writes as what they count; a random shard per write spreads the hot item |
 //!
 //! Messages on the delivery queue are `sluice::fanout::DeliveryMessage` JSON, tagged by `kind`:
