@@ -185,6 +185,29 @@ impl World {
     /// Writes an enabled endpoint whose `secrets` list is `secrets` (newest first, each with
     /// its `expires_at`), sealed with KMS under the tenant's context.
     async fn endpoint_with_secrets(&self, url: &str, secrets: &[(&str, Option<i64>)]) -> String {
+        let sealed = self.sealed_secrets(secrets).await;
+        let now = clock::now_epoch();
+        let id = sluice::ids::new_id("ep");
+        let mut item = table::key(table::tenant_pk(&self.tenant), table::endpoint_sk(&id));
+        item.insert("id".into(), table::s(&id));
+        item.insert("url".into(), table::s(url));
+        item.insert("event_types".into(), AttributeValue::L(Vec::new()));
+        item.insert("enabled".into(), table::b(true));
+        item.insert("secrets".into(), sealed);
+        item.insert("created_at".into(), table::n(now));
+        self.db()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+        id
+    }
+
+    /// The endpoint item's `secrets` list for `secrets` (newest first, each with its
+    /// `expires_at`), sealed with KMS under the tenant's context.
+    async fn sealed_secrets(&self, secrets: &[(&str, Option<i64>)]) -> AttributeValue {
         let sealer = Sealer::new(
             self.stack.aws.kms.clone(),
             self.stack.config.kms_key_id.clone(),
@@ -208,22 +231,29 @@ impl World {
                 .to_attribute(),
             );
         }
-        let id = sluice::ids::new_id("ep");
-        let mut item = table::key(table::tenant_pk(&self.tenant), table::endpoint_sk(&id));
-        item.insert("id".into(), table::s(&id));
-        item.insert("url".into(), table::s(url));
-        item.insert("event_types".into(), AttributeValue::L(Vec::new()));
-        item.insert("enabled".into(), table::b(true));
-        item.insert("secrets".into(), AttributeValue::L(sealed));
-        item.insert("created_at".into(), table::n(now));
+        AttributeValue::L(sealed)
+    }
+
+    /// Rotates as `POST /v1/endpoints/{id}/rotate-secret` does: a new secret first, the old one
+    /// signing beside it for 24 h. Returns the new secret.
+    async fn rotate(&self, endpoint_id: &str, old: &str) -> String {
+        let new = new_secret();
+        let list = self
+            .sealed_secrets(&[(&new, None), (old, Some(clock::now_epoch() + 86_400))])
+            .await;
         self.db()
-            .put_item()
+            .update_item()
             .table_name(self.table())
-            .set_item(Some(item))
+            .set_key(Some(table::key(
+                table::tenant_pk(&self.tenant),
+                table::endpoint_sk(endpoint_id),
+            )))
+            .update_expression("SET secrets = :s")
+            .expression_attribute_values(":s", list)
             .send()
             .await
             .unwrap();
-        id
+        new
     }
 
     /// `POST /v1/events` as the API does it; returns the event id and its endpoints.
@@ -1101,4 +1131,17 @@ async fn a_warm_delivery_makes_no_kms_call() {
         Verification::Verified
     );
     assert_eq!(status(&world.delivery(&second, &ep).await), "succeeded");
+
+    // WHEN the secret is rotated (within the cache's lifetime)
+    let rotated = world.rotate(&ep, &secret).await;
+    world.publish("credits.added").await;
+    let event = world.receive(1).await;
+    calls.reset();
+    world.invoke(event).await;
+
+    // THEN the very next delivery decrypts the new list and signs with both secrets.
+    assert_eq!(calls.operations("KMS"), vec!["Decrypt", "Decrypt"]);
+    let third = &receiver.requests()[2];
+    assert_eq!(third.verify(&[&rotated]), Verification::Verified);
+    assert_eq!(third.verify(&[&secret]), Verification::Verified);
 }
