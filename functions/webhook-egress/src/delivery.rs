@@ -38,9 +38,20 @@ use crate::{
 /// A message whose delivery item does not exist yet is retried this long after it was sent
 /// (its transaction may still commit), then dropped (it never will).
 pub const UNCOMMITTED_GRACE: Duration = Duration::from_secs(120);
-/// Retry delay while waiting for that transaction: long enough that the grace period fits in
-/// fewer receives than the queue's `maxReceiveCount`.
-pub const UNCOMMITTED_RETRY: Duration = Duration::from_secs(20);
+/// Retry delays while waiting for that transaction, by receive: it usually commits within
+/// milliseconds (the message is sent just before it), so the first look comes back at once; the
+/// delays add up to more than the grace period within the queue's `maxReceiveCount`, so an
+/// orphan is dropped rather than parked in the dead-letter queue.
+pub const UNCOMMITTED_RETRIES: [Duration; 8] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+    Duration::from_secs(30),
+    Duration::from_secs(30),
+    Duration::from_secs(30),
+];
 /// A lease outlives the request timeout by this much (signing, bookkeeping).
 const LEASE_MARGIN_SECS: i64 = 30;
 /// Attempts kept per delivery item: 400 KB is DynamoDB's item limit and each entry may carry a
@@ -82,6 +93,21 @@ impl MessageMeta {
     pub fn within_uncommitted_grace(&self, now_ms: i64) -> bool {
         self.sent_at_ms
             .is_none_or(|sent| now_ms - sent < UNCOMMITTED_GRACE.as_millis() as i64)
+    }
+
+    /// For a message whose item (`what`) does not exist: look again soon while its writer's
+    /// transaction may still commit, drop it once it cannot have.
+    pub fn uncommitted(&self, what: &str) -> Disposition {
+        if self.within_uncommitted_grace(clock::now_epoch_millis()) {
+            let i = (self.receive_count.max(1) as usize - 1).min(UNCOMMITTED_RETRIES.len() - 1);
+            Disposition::Retry {
+                delay: Some(UNCOMMITTED_RETRIES[i]),
+                outcome: "not_yet_committed",
+            }
+        } else {
+            tracing::warn!(what, "dropping a message whose item was never written");
+            Disposition::Done("orphaned")
+        }
     }
 }
 
@@ -372,8 +398,8 @@ async fn claim(
     let disposition = match (old, generation) {
         // No item, or not yet the generation this message was sent for: the transaction (or
         // the replay's update) that makes it exist may still commit.
-        (None, _) | (Some(_), None) => uncommitted(meta),
-        (Some(_), Some(g)) if g < i64::from(target.generation) => uncommitted(meta),
+        (None, _) | (Some(_), None) => meta.uncommitted("delivery"),
+        (Some(_), Some(g)) if g < i64::from(target.generation) => meta.uncommitted("delivery"),
         (Some(_), Some(g)) if g > i64::from(target.generation) => Disposition::Done("superseded"),
         (Some(item), Some(_)) => {
             if item.get_s(attr::STATUS) == Some(status::SUCCEEDED) {
@@ -389,18 +415,6 @@ async fn claim(
         }
     };
     Ok(Claim::Declined(disposition))
-}
-
-fn uncommitted(meta: &MessageMeta) -> Disposition {
-    if meta.within_uncommitted_grace(clock::now_epoch_millis()) {
-        Disposition::Retry {
-            delay: Some(UNCOMMITTED_RETRY),
-            outcome: "not_yet_committed",
-        }
-    } else {
-        tracing::warn!("dropping a delivery message whose delivery was never written");
-        Disposition::Done("orphaned")
-    }
 }
 
 /// The endpoint and the event, in one strongly consistent `BatchGetItem`.
@@ -648,5 +662,41 @@ async fn count(state: &EgressState, outcome: &str) {
     .await
     {
         tracing::warn!(error = %err, outcome, "counting a delivery outcome failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_orphan_is_dropped_before_the_queue_would_park_it_in_the_dlq() {
+        // Every receive but the last waits for the transaction; together they outlast the grace.
+        assert_eq!(UNCOMMITTED_RETRIES.len() as u32 + 1, retry::MAX_ATTEMPTS);
+        let total: Duration = UNCOMMITTED_RETRIES.iter().sum();
+        assert!(total > UNCOMMITTED_GRACE, "{total:?}");
+        assert_eq!(UNCOMMITTED_RETRIES[0], Duration::from_secs(1));
+
+        let now = clock::now_epoch_millis();
+        let meta = |receive_count, age_ms| MessageMeta {
+            receive_count,
+            sent_at_ms: Some(now - age_ms),
+        };
+        assert_eq!(
+            meta(1, 10).uncommitted("event"),
+            Disposition::Retry {
+                delay: Some(Duration::from_secs(1)),
+                outcome: "not_yet_committed"
+            }
+        );
+        assert!(matches!(
+            meta(5, 40_000).uncommitted("event"),
+            Disposition::Retry { delay: Some(d), .. } if d == Duration::from_secs(20)
+        ));
+        let late = UNCOMMITTED_GRACE.as_millis() as i64 + 1;
+        assert_eq!(
+            meta(2, late).uncommitted("event"),
+            Disposition::Done("orphaned")
+        );
     }
 }

@@ -20,7 +20,6 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use sluice::{
     Config,
     aws::AwsClients,
-    clock,
     config::ConfigError,
     fanout::{self, DeliveryMessage, FanoutError},
     sealing::Sealer,
@@ -201,18 +200,7 @@ async fn expand(
         }
         // The writer's transaction may not have committed yet; after the grace period it
         // never will.
-        Err(FanoutError::EventNotFound)
-            if meta.within_uncommitted_grace(clock::now_epoch_millis()) =>
-        {
-            Disposition::Retry {
-                delay: Some(delivery::UNCOMMITTED_RETRY),
-                outcome: "not_yet_committed",
-            }
-        }
-        Err(FanoutError::EventNotFound) => {
-            tracing::warn!("dropping a fan-out message whose event was never written");
-            Disposition::Done("orphaned")
-        }
+        Err(FanoutError::EventNotFound) => meta.uncommitted("event"),
         Err(err) => {
             tracing::error!(error = %format!("{:#}", sluice::ApiError::from(err)), "fan-out failed");
             Disposition::Retry {
