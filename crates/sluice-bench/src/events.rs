@@ -2,9 +2,7 @@
 //! batches, plus Stripe-signed webhook bodies.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 
 /// An API Gateway HTTP API (payload format 2.0) event.
 pub fn http_event(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
@@ -76,11 +74,7 @@ pub fn sqs_event(queue_arn: &str, bodies: &[String]) -> Vec<u8> {
 
 /// `Stripe-Signature` for `body` signed now with `secret`, as Stripe computes it.
 pub fn stripe_signature(secret: &str, body: &[u8]) -> String {
-    let t = sluice::clock::now_epoch();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    sluice::stripe::signature::sign(secret, sluice::clock::now_epoch(), body)
 }
 
 /// A `checkout.session.completed` (payment, paid) event crediting `amount` to `tenant_id`,

@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         &emulator.sdk_config().await,
         if quick { 50 } else { 300 },
     )
-    .await?;
+    .await;
     for (name, ns) in micro::run() {
         report.push(Row::micro(name, ns));
     }
@@ -160,6 +160,11 @@ async fn main() -> anyhow::Result<()> {
     report.print();
     report.write(&sluice_local::repo_root().join("target/bench/report.md"))?;
     drop(emulator);
+    anyhow::ensure!(
+        report.failures() == 0,
+        "{} figure(s) could not be measured (see the table)",
+        report.failures()
+    );
     Ok(())
 }
 
@@ -169,70 +174,67 @@ const PEER_STRIPE_EVENT_MS: f64 = 2.7;
 const PEER_FIRST_IDEMPOTENT_MS: f64 = 4.4;
 const PEER_REPLAY_MS: f64 = 1.7;
 
-async fn in_process_figures(
-    report: &mut Report,
-    sdk: &aws_config::SdkConfig,
-    n: usize,
-) -> anyhow::Result<()> {
-    let (new, duplicate) = scenarios::stripe_events(sdk, n).await?;
-    report.push(Row::requests(
-        "new Stripe event",
-        &new,
-        "DynamoDB",
-        1.0,
-        "= 1",
-    ));
-    report.push(Row::requests(
-        "duplicate Stripe event",
-        &duplicate,
-        "DynamoDB",
-        1.0,
-        "= 1",
-    ));
-    report.push(Row::cpu(
-        "new Stripe event",
-        &new,
-        Some(PEER_STRIPE_EVENT_MS),
-    ));
-    report.push(Row::cpu(
-        "duplicate Stripe event",
-        &duplicate,
-        Some(PEER_STRIPE_EVENT_MS),
-    ));
-
-    let (first, replay) = scenarios::idempotent_writes(sdk, n).await?;
-    report.push(Row::requests(
-        "first idempotent write (POST /v1/usage)",
-        &first,
-        "DynamoDB",
-        2.0,
-        "≤ 2",
-    ));
-    report.push(Row::requests(
-        "idempotent replay",
-        &replay,
-        "DynamoDB",
-        1.0,
-        "= 1",
-    ));
-    report.push(Row::cpu(
-        "first idempotent write (POST /v1/usage)",
-        &first,
-        Some(PEER_FIRST_IDEMPOTENT_MS),
-    ));
-    report.push(Row::cpu("idempotent replay", &replay, Some(PEER_REPLAY_MS)));
-
-    let delivery = scenarios::egress_deliveries(sdk, n).await?;
-    report.push(Row::requests(
-        "egress delivery, warm",
-        &delivery,
-        "KMS",
-        0.0,
-        "= 0",
-    ));
-    report.push(Row::cpu("egress delivery, warm", &delivery, None));
-
-    let c = scenarios::egress_concurrency(sdk).await?;
-    report.push(Row::concurrency(c.wall, c.slowest, c.sum));
-    Ok(())
+async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n: usize) {
+    match scenarios::stripe_events(sdk, n).await {
+        Ok((new, duplicate)) => {
+            report.push(Row::requests(
+                "new Stripe event",
+                &new,
+                "DynamoDB",
+                1.0,
+                "= 1",
+            ));
+            report.push(Row::requests(
+                "duplicate Stripe event",
+                &duplicate,
+                "DynamoDB",
+                1.0,
+                "= 1",
+            ));
+            report.push(Row::cpu(
+                "new Stripe event",
+                &new,
+                Some(PEER_STRIPE_EVENT_MS),
+            ));
+            report.push(Row::cpu(
+                "duplicate Stripe event",
+                &duplicate,
+                Some(PEER_STRIPE_EVENT_MS),
+            ));
+        }
+        Err(err) => report.failed("Stripe events", err),
+    }
+    match scenarios::idempotent_writes(sdk, n).await {
+        Ok((first, replay)) => {
+            let op = "first idempotent write (POST /v1/usage)";
+            report.push(Row::requests(op, &first, "DynamoDB", 2.0, "≤ 2"));
+            report.push(Row::requests(
+                "idempotent replay",
+                &replay,
+                "DynamoDB",
+                1.0,
+                "= 1",
+            ));
+            report.push(Row::cpu(op, &first, Some(PEER_FIRST_IDEMPOTENT_MS)));
+            report.push(Row::cpu("idempotent replay", &replay, Some(PEER_REPLAY_MS)));
+        }
+        Err(err) => report.failed("idempotent writes", err),
+    }
+    match scenarios::egress_deliveries(sdk, n).await {
+        Ok(delivery) => {
+            report.push(Row::requests(
+                "egress delivery, warm",
+                &delivery,
+                "KMS",
+                0.0,
+                "= 0",
+            ));
+            report.push(Row::cpu("egress delivery, warm", &delivery, None));
+        }
+        Err(err) => report.failed("egress deliveries", err),
+    }
+    match scenarios::egress_concurrency(sdk).await {
+        Ok(c) => report.push(Row::concurrency(c.wall, c.slowest, c.sum)),
+        Err(err) => report.failed("egress batch concurrency", err),
+    }
 }

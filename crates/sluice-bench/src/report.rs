@@ -137,12 +137,30 @@ pub fn ms(d: Duration) -> String {
 #[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,
+    failures: usize,
 }
 
 impl Report {
     pub fn push(&mut self, row: Row) {
         eprintln!("  measured: {} = {}", row.what, row.measured);
         self.rows.push(row);
+    }
+
+    /// A figure that could not be measured: a row saying why, and a non-zero exit at the end.
+    pub fn failed(&mut self, what: &str, err: anyhow::Error) {
+        eprintln!("  FAILED to measure {what}: {err:#}");
+        self.failures += 1;
+        self.rows.push(Row {
+            what: what.into(),
+            measured: "**not measured**".into(),
+            target: "–".into(),
+            meets: None,
+            how: format!("{err:#}").replace('|', "/"),
+        });
+    }
+
+    pub fn failures(&self) -> usize {
+        self.failures
     }
 
     pub fn markdown(&self) -> String {
