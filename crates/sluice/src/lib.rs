@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery_log;
 pub mod error;
 pub mod fanout;
+pub mod idempotency;
 pub mod ids;
 pub mod sealing;
 pub mod ssrf;

@@ -1,0 +1,905 @@
+//! Idempotent HTTP writes: a `tower` layer backed by DynamoDB conditional writes.
+//!
+//! Wrap any axum or `lambda_http` service in [`IdempotencyLayer`] and every `POST`, `PUT`,
+//! `PATCH` and `DELETE` that carries an `Idempotency-Key` header (alias `X-Idempotency-Key`) runs
+//! at most once per scope and key; a retry gets the first answer back, byte for byte.
+//!
+//! | case | answer |
+//! |---|---|
+//! | key of 1–255 visible ASCII characters | used; the record is `IDEM#{scope}#{key}` |
+//! | key malformed (or the two headers disagree) | `400` |
+//! | no key | the request runs normally (`400` when the layer is [`required`](IdempotencyLayer::required)) |
+//! | first request | runs; status, `content-type`, `location` and body are stored |
+//! | same key and fingerprint, completed | the stored response with `Idempotent-Replayed: true`: **one** DynamoDB request |
+//! | same key, different fingerprint | `422` |
+//! | same key while the first still runs | `409` with `Retry-After` |
+//! | first answered 5xx, panicked, failed or timed out | record released: the client may retry |
+//!
+//! How it works, and why it is cheap:
+//! - **Lock** = one conditional `PutItem` of an `in_progress` record holding the request's
+//!   fingerprint (SHA-256 over method, path, query and body, each length-prefixed) and a random
+//!   lock token. Its condition lets it overwrite only an absent record, an expired one (`ttl`
+//!   passed: expired records are treated as absent before DynamoDB's TTL sweep removes them) or an
+//!   `in_progress` one whose lock has expired. On failure DynamoDB returns the existing record
+//!   (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so a replay needs no second read.
+//! - The lock expires at the Lambda deadline (from the `lambda_http` request context; 30 s
+//!   without one), so a crashed or timed-out request never blocks its key for long.
+//! - **Save** (2xx–4xx: a 4xx is an answer, stored and replayed as Stripe does) and **release**
+//!   (5xx, panic, service error) are conditioned on the lock token: a late writer whose lock
+//!   expired and was taken over changes nothing.
+//! - **Commit with the effect**: a handler whose effect is a DynamoDB write finds an
+//!   [`IdempotencyLock`] in its request extensions and passes it to [`commit_with_response`],
+//!   which appends the record's completion to the handler's own `TransactWriteItems`. Effect and
+//!   stored answer then commit together, and a first request costs two DynamoDB requests in all
+//!   (lock, then effect + completion) instead of three.
+//!
+//! The scope keeps callers apart: Sluice scopes tenant routes by the authenticated tenant id
+//! ([`Scope::tenant`]) and operator routes by a constant ([`Scope::fixed`]), so two tenants using
+//! the same key make two different requests.
+//!
+//! # Example
+//!
+//! `crates/sluice/examples/idempotency.rs` wraps a small axum service of its own (a counter whose
+//! `POST /increment` must not count twice). With the local emulator running (`make dev`, or
+//! `infra/emulator.sh`), run:
+//!
+//! ```text
+//! AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 \
+//! AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+//!   cargo run -p sluice --example idempotency
+//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # count 1
+//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # replayed: count 1
+//! ```
+//!
+//! In a service of your own:
+//!
+//! ```no_run
+//! # async fn demo(db: aws_sdk_dynamodb::Client) {
+//! use std::time::Duration;
+//! use axum::{Router, routing::post};
+//! use sluice::idempotency::{IdempotencyLayer, Scope};
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(
+//!         IdempotencyLayer::new(db, "my-table", Scope::fixed("orders"))
+//!             .ttl(Duration::from_secs(7 * 86_400)),
+//!     );
+//! # let _ = app;
+//! # }
+//! ```
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use aws_sdk_dynamodb::{
+    Client,
+    error::SdkError,
+    operation::{
+        put_item::PutItemError,
+        transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput},
+        update_item::UpdateItemError,
+    },
+    types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
+};
+use axum::{body::Body, response::IntoResponse};
+use bytes::Bytes;
+use futures::{FutureExt, future::BoxFuture};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use crate::{
+    ApiError, clock, ids,
+    table::{self, Item, ItemExt, bin, n, s},
+};
+
+/// The request header naming the idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Accepted alias of [`IDEMPOTENCY_KEY`].
+pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+/// Response header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Longest accepted key.
+pub const MAX_KEY_LEN: usize = 255;
+/// Sort key of every idempotency record.
+pub const RECORD_SK: &str = "IDEM";
+/// Largest response body stored for replay: DynamoDB items are at most 400 KB.
+pub const MAX_STORED_BODY: usize = 300 * 1024;
+
+/// How long an `in_progress` record holds its key when the request has no Lambda deadline.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lambda's largest request payload: bodies are buffered to fingerprint them.
+const DEFAULT_MAX_BODY: usize = 6 * 1024 * 1024;
+
+mod attr {
+    pub const STATUS: &str = "status";
+    pub const FINGERPRINT: &str = "fingerprint";
+    pub const LOCK_TOKEN: &str = "lock_token";
+    pub const LOCK_EXPIRES_AT_MS: &str = "lock_expires_at";
+    pub const CREATED_AT: &str = "created_at";
+    pub const RESPONSE_STATUS: &str = "response_status";
+    pub const RESPONSE_CONTENT_TYPE: &str = "response_content_type";
+    pub const RESPONSE_LOCATION: &str = "response_location";
+    pub const RESPONSE_BODY: &str = "response_body";
+    pub const IN_PROGRESS: &str = "in_progress";
+    pub const COMPLETED: &str = "completed";
+}
+
+/// `IDEM#{scope}#{key}`: the partition key of a record.
+pub fn record_pk(scope: &str, key: &str) -> String {
+    format!("IDEM#{scope}#{key}")
+}
+
+/// The request's idempotency key: `Ok(None)` without one, `400` when malformed.
+pub fn key_from_headers(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut found: Option<&HeaderValue> = None;
+    for name in [IDEMPOTENCY_KEY, X_IDEMPOTENCY_KEY] {
+        for value in headers.get_all(name) {
+            if found.is_some_and(|f| f != value) {
+                return Err(ApiError::bad_request(
+                    "conflicting Idempotency-Key headers: send one key",
+                ));
+            }
+            found = Some(value);
+        }
+    }
+    let Some(value) = found else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_KEY_LEN
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1–{MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    // Only visible ASCII remains, so this is valid UTF-8.
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// SHA-256 over method, path, query and body, each length-prefixed so that no two different
+/// requests share a byte stream.
+pub fn fingerprint(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for field in [
+        method.as_str().as_bytes(),
+        path.as_bytes(),
+        // An absent query and an empty one (`/x?`) are the same request.
+        query.unwrap_or_default().as_bytes(),
+        body,
+    ] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field);
+    }
+    hasher.finalize().into()
+}
+
+/// Which requests share keys: a key is unique within its scope.
+#[derive(Clone)]
+pub struct Scope(Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>);
+
+impl Scope {
+    /// A scope computed from the request (e.g. from an authenticated principal in its
+    /// extensions). `None` means the request is not covered: it runs without idempotency.
+    pub fn from_fn(
+        f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        Scope(Arc::new(f))
+    }
+
+    /// One scope for every request (e.g. `"admin"` for the operator API).
+    pub fn fixed(scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        Self::from_fn(move |_| Some(scope.clone()))
+    }
+
+    /// The authenticated tenant ([`crate::auth::TenantId`], set by an auth layer that runs
+    /// before this one). Requests without one are not covered.
+    pub fn tenant() -> Self {
+        Self::from_fn(|parts| {
+            parts
+                .extensions
+                .get::<crate::auth::TenantId>()
+                .map(|t| t.0.clone())
+        })
+    }
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scope(..)")
+    }
+}
+
+struct Settings {
+    db: Client,
+    table: String,
+    scope: Scope,
+    ttl_secs: i64,
+    required: bool,
+    lock_timeout: Duration,
+    max_body: usize,
+}
+
+/// The idempotency layer. See the [module documentation](self).
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    settings: Arc<Settings>,
+}
+
+impl IdempotencyLayer {
+    /// Records go to `table` (a table with string keys `pk`/`sk` and TTL on `ttl`); keys are
+    /// unique per `scope`. Defaults: records live 7 days, keys are optional.
+    pub fn new(db: Client, table: impl Into<String>, scope: Scope) -> Self {
+        IdempotencyLayer {
+            settings: Arc::new(Settings {
+                db,
+                table: table.into(),
+                scope,
+                ttl_secs: clock::days(7),
+                required: false,
+                lock_timeout: DEFAULT_LOCK_TIMEOUT,
+                max_body: DEFAULT_MAX_BODY,
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        let settings = Arc::get_mut(&mut self.settings).expect("configured before it is shared");
+        f(settings);
+        self
+    }
+
+    /// How long completed records are kept (`IDEMPOTENCY_TTL_DAYS`).
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.with(|s| s.ttl_secs = ttl.as_secs().max(1) as i64)
+    }
+
+    /// When true, a covered write without a key answers `400` (`IDEMPOTENCY_REQUIRED`).
+    pub fn required(self, required: bool) -> Self {
+        self.with(|s| s.required = required)
+    }
+
+    /// How long a running request holds its key when the request carries no Lambda deadline.
+    pub fn lock_timeout(self, timeout: Duration) -> Self {
+        self.with(|s| s.lock_timeout = timeout)
+    }
+
+    /// Largest request body accepted on a keyed request (`413` beyond).
+    pub fn max_body_bytes(self, max: usize) -> Self {
+        self.with(|s| s.max_body = max)
+    }
+}
+
+impl std::fmt::Debug for IdempotencyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("table", &self.settings.table)
+            .field("ttl_secs", &self.settings.ttl_secs)
+            .field("required", &self.settings.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = IdempotencyService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The service [`IdempotencyLayer`] wraps around another.
+#[derive(Clone)]
+pub struct IdempotencyService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for IdempotencyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: http_body::Body<Data = Bytes> + From<Vec<u8>> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready is the one that gets the request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(self.settings.clone(), inner, req))
+    }
+}
+
+fn covered(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+async fn handle<S, ReqBody, ResBody>(
+    settings: Arc<Settings>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body<Data = Bytes> + From<Vec<u8>> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    if !covered(req.method()) {
+        return Ok(inner.call(req).await?.map(Body::new));
+    }
+    let key = match key_from_headers(req.headers()) {
+        Ok(key) => key,
+        Err(problem) => return Ok(problem.into_response()),
+    };
+    let (parts, body) = req.into_parts();
+    let scope = (settings.scope.0)(&parts);
+    let (key, scope) = match (key, scope) {
+        (Some(key), Some(scope)) => (key, scope),
+        (None, Some(_)) if settings.required => {
+            return Ok(ApiError::bad_request("an Idempotency-Key header is required").into_response());
+        }
+        _ => {
+            let req = Request::from_parts(parts, body);
+            return Ok(inner.call(req).await?.map(Body::new));
+        }
+    };
+
+    let body = match Limited::new(body, settings.max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let problem = if err.is::<http_body_util::LengthLimitError>() {
+                ApiError::payload_too_large(format!(
+                    "request body is over {} bytes",
+                    settings.max_body
+                ))
+            } else {
+                ApiError::bad_request("request body could not be read")
+            };
+            return Ok(problem.into_response());
+        }
+    };
+    let fp = fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
+    let lock_expires_at_ms = lock_deadline_ms(&parts, settings.lock_timeout);
+
+    let lock = match acquire(&settings, &scope, &key, &fp, lock_expires_at_ms).await {
+        Ok(Acquired::Locked(lock)) => lock,
+        Ok(Acquired::Replay(stored)) => return Ok(stored.into_response(true)),
+        Ok(Acquired::Refused(problem)) => return Ok(problem.into_response()),
+        Err(err) => return Ok(err.into_response()),
+    };
+
+    let mut req = Request::from_parts(parts, ReqBody::from(body.to_vec()));
+    req.extensions_mut().insert(lock.clone());
+    let outcome = AssertUnwindSafe(inner.call(req)).catch_unwind().await;
+    let res = match outcome {
+        Err(_panic) => {
+            lock.release().await;
+            return Ok(ApiError::internal(anyhow::anyhow!("handler panicked")).into_response());
+        }
+        Ok(Err(err)) => {
+            lock.release().await;
+            return Err(err);
+        }
+        Ok(Ok(res)) => res,
+    };
+    if lock.is_saved() {
+        return Ok(res.map(Body::new));
+    }
+    if res.status().is_server_error() || res.status().is_informational() {
+        lock.release().await;
+        return Ok(res.map(Body::new));
+    }
+    let (res_parts, res_body) = res.into_parts();
+    let collected = res_body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|err| err.into().to_string());
+    let bytes = match collected {
+        Ok(bytes) => bytes,
+        Err(detail) => {
+            lock.release().await;
+            return Ok(ApiError::internal(anyhow::anyhow!(
+                "response body could not be read: {detail}"
+            ))
+            .into_response());
+        }
+    };
+    let stored = StoredResponse::from_parts(res_parts.status, &res_parts.headers, bytes.clone());
+    if stored.body.len() > MAX_STORED_BODY {
+        // Too large to keep: the key is released rather than replaying something else.
+        tracing::warn!(
+            len = stored.body.len(),
+            "response too large to store for idempotent replay; key released"
+        );
+        lock.release().await;
+    } else {
+        lock.save(&stored).await;
+    }
+    Ok(Response::from_parts(res_parts, Body::from(bytes)))
+}
+
+/// The lock lasts until the function's deadline: after that the request is dead anyway.
+fn lock_deadline_ms(parts: &http::request::Parts, fallback: Duration) -> i64 {
+    use lambda_http::RequestExt;
+    let now = clock::now_epoch_millis();
+    parts
+        .lambda_context_ref()
+        .map(|ctx| ctx.deadline as i64)
+        .filter(|deadline| *deadline > now)
+        .unwrap_or(now + fallback.as_millis() as i64)
+}
+
+enum Acquired {
+    Locked(IdempotencyLock),
+    Replay(StoredResponse),
+    Refused(ApiError),
+}
+
+async fn acquire(
+    settings: &Settings,
+    scope: &str,
+    key: &str,
+    fp: &[u8; 32],
+    lock_expires_at_ms: i64,
+) -> Result<Acquired, ApiError> {
+    let pk = record_pk(scope, key);
+    let token = ids::new_id("lock");
+    let now = clock::now_epoch();
+    let ttl = now + settings.ttl_secs;
+    let item = Item::from([
+        (table::PK.to_owned(), s(&pk)),
+        (table::SK.to_owned(), s(RECORD_SK)),
+        (attr::STATUS.to_owned(), s(attr::IN_PROGRESS)),
+        (attr::FINGERPRINT.to_owned(), s(hex::encode(fp))),
+        (attr::LOCK_TOKEN.to_owned(), s(&token)),
+        (attr::LOCK_EXPIRES_AT_MS.to_owned(), n(lock_expires_at_ms)),
+        (attr::CREATED_AT.to_owned(), n(now)),
+        (table::TTL.to_owned(), n(ttl)),
+    ]);
+    let result = settings
+        .db
+        .put_item()
+        .table_name(&settings.table)
+        .set_item(Some(item))
+        .condition_expression(
+            "attribute_not_exists(pk) OR #ttl <= :now OR \
+             (#status = :in_progress AND lock_expires_at < :now_ms)",
+        )
+        .expression_attribute_names("#ttl", table::TTL)
+        .expression_attribute_names("#status", attr::STATUS)
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":now_ms", n(clock::now_epoch_millis()))
+        .expression_attribute_values(":in_progress", s(attr::IN_PROGRESS))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    let old = match result {
+        Ok(_) => {
+            return Ok(Acquired::Locked(IdempotencyLock {
+                state: Arc::new(LockState {
+                    db: settings.db.clone(),
+                    table: settings.table.clone(),
+                    pk,
+                    token,
+                    saved: AtomicBool::new(false),
+                }),
+            }));
+        }
+        Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
+            PutItemError::ConditionalCheckFailedException(e) => e.item.unwrap_or_default(),
+            other => return Err(ApiError::internal(other)),
+        },
+        Err(err) => return Err(err.into()),
+    };
+    if old.get_s(attr::FINGERPRINT) != Some(hex::encode(fp).as_str()) {
+        return Ok(Acquired::Refused(ApiError::unprocessable(
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request (method, path, query or body)",
+        )));
+    }
+    if old.get_s(attr::STATUS) == Some(attr::COMPLETED)
+        && let Some(stored) = StoredResponse::from_item(&old)
+    {
+        return Ok(Acquired::Replay(stored));
+    }
+    Ok(Acquired::Refused(
+        ApiError::conflict("a request with this Idempotency-Key is still in progress")
+            .with_retry_after(1),
+    ))
+}
+
+/// The answer stored with a completed record and replayed for its retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// A JSON answer (`application/json`), serialized once so that the bytes stored are the
+    /// bytes sent.
+    pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Self {
+        StoredResponse {
+            status,
+            content_type: Some("application/json".to_owned()),
+            location: None,
+            body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+        }
+    }
+
+    /// Adds a `Location` header.
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    fn from_parts(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        let header = |name: HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        StoredResponse {
+            status,
+            content_type: header(header::CONTENT_TYPE),
+            location: header(header::LOCATION),
+            body,
+        }
+    }
+
+    fn from_item(item: &Item) -> Option<Self> {
+        let status = StatusCode::from_u16(u16::try_from(item.get_i64(attr::RESPONSE_STATUS)?).ok()?)
+            .ok()?;
+        Some(StoredResponse {
+            status,
+            content_type: item.get_s(attr::RESPONSE_CONTENT_TYPE).map(String::from),
+            location: item.get_s(attr::RESPONSE_LOCATION).map(String::from),
+            body: item
+                .get_bin(attr::RESPONSE_BODY)
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The HTTP response; `replayed` adds `Idempotent-Replayed: true`.
+    pub fn into_response(self, replayed: bool) -> Response<Body> {
+        let mut res = Response::new(Body::from(self.body));
+        *res.status_mut() = self.status;
+        let headers = res.headers_mut();
+        for (name, value) in [
+            (header::CONTENT_TYPE, self.content_type),
+            (header::LOCATION, self.location),
+        ] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+        if replayed {
+            headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        res
+    }
+
+    /// The update completing a record with this answer, if `token` still holds its lock.
+    fn completion(&self, table_name: &str, pk: &str, token: &str) -> Update {
+        let mut set_clauses = vec![
+            "#status = :completed".to_owned(),
+            "response_status = :response_status".to_owned(),
+        ];
+        let mut remove = vec!["lock_expires_at"];
+        let mut values = Item::from([
+            (":completed".to_owned(), s(attr::COMPLETED)),
+            (":response_status".to_owned(), n(self.status.as_u16())),
+            (":token".to_owned(), s(token)),
+        ]);
+        let optional = [
+            (
+                attr::RESPONSE_CONTENT_TYPE,
+                ":ct",
+                self.content_type.clone().map(s),
+            ),
+            (
+                attr::RESPONSE_LOCATION,
+                ":loc",
+                self.location.clone().map(s),
+            ),
+            (
+                attr::RESPONSE_BODY,
+                ":body",
+                (!self.body.is_empty()).then(|| bin(self.body.to_vec())),
+            ),
+        ];
+        for (name, placeholder, value) in optional {
+            match value {
+                Some(v) => {
+                    set_clauses.push(format!("{name} = {placeholder}"));
+                    values.insert(placeholder.to_owned(), v);
+                }
+                None => remove.push(name),
+            }
+        }
+        Update::builder()
+            .table_name(table_name)
+            .set_key(Some(table::key(pk, RECORD_SK)))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set_clauses.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression("lock_token = :token")
+            .expression_attribute_names("#status", attr::STATUS)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("table, key and expression set")
+    }
+}
+
+struct LockState {
+    db: Client,
+    table: String,
+    pk: String,
+    token: String,
+    saved: AtomicBool,
+}
+
+/// The record a keyed request holds while its handler runs; in the request's extensions.
+///
+/// A handler whose effect is a DynamoDB write passes it to [`commit_with_response`] so that the
+/// effect and the stored answer commit in one transaction.
+#[derive(Clone)]
+pub struct IdempotencyLock {
+    state: Arc<LockState>,
+}
+
+impl std::fmt::Debug for IdempotencyLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLock")
+            .field("pk", &self.state.pk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdempotencyLock {
+    /// The `TransactWriteItem` completing this record with `response`; it fails the transaction
+    /// if the lock was lost (expired and taken over by a newer request).
+    pub fn completion_item(&self, response: &StoredResponse) -> TransactWriteItem {
+        TransactWriteItem::builder()
+            .update(response.completion(&self.state.table, &self.state.pk, &self.state.token))
+            .build()
+    }
+
+    /// Tells the layer that the handler committed [`Self::completion_item`], so it does not
+    /// save the response again.
+    pub fn mark_saved(&self) {
+        self.state.saved.store(true, Ordering::Release);
+    }
+
+    fn is_saved(&self) -> bool {
+        self.state.saved.load(Ordering::Acquire)
+    }
+
+    /// Stores the answer. A failure leaves the record `in_progress` until the lock expires: the
+    /// caller already has its answer, so it is logged, not surfaced.
+    async fn save(&self, response: &StoredResponse) {
+        let update = response.completion(&self.state.table, &self.state.pk, &self.state.token);
+        let result = self
+            .state
+            .db
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(String::from))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(ctx))
+                if matches!(
+                    ctx.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                tracing::warn!("idempotency lock lost before the response was saved; not stored");
+            }
+            Err(err) => tracing::error!(
+                error = %aws_sdk_dynamodb::error::DisplayErrorContext(err),
+                "idempotency record could not be saved"
+            ),
+        }
+    }
+
+    /// Deletes the record if this request still holds it, so the client may retry.
+    async fn release(&self) {
+        let result = self
+            .state
+            .db
+            .delete_item()
+            .table_name(&self.state.table)
+            .set_key(Some(table::key(&self.state.pk, RECORD_SK)))
+            .condition_expression("lock_token = :token")
+            .expression_attribute_values(":token", s(&self.state.token))
+            .send()
+            .await;
+        if let Err(err) = result
+            && !err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception())
+        {
+            tracing::error!(
+                error = %aws_sdk_dynamodb::error::DisplayErrorContext(err),
+                "idempotency record could not be released"
+            );
+        }
+    }
+}
+
+/// Commits a handler's effect and, when the request holds `lock`, the completion of its record
+/// storing `response`, in ONE `TransactWriteItems` (the completion is appended last, so the
+/// indexes of `items` in cancellation reasons are unchanged). Returns `response` on success.
+///
+/// If the transaction is cancelled because only the completion's condition failed, the lock was
+/// lost to a newer request: nothing was written, answer `409`.
+pub async fn commit_with_response(
+    db: &Client,
+    items: Vec<TransactWriteItem>,
+    lock: Option<&IdempotencyLock>,
+    response: &StoredResponse,
+) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>> {
+    let mut request = db.transact_write_items().set_transact_items(Some(items));
+    if let Some(lock) = lock {
+        request = request.transact_items(lock.completion_item(response));
+    }
+    let out = request.send().await?;
+    if let Some(lock) = lock {
+        lock.mark_saved();
+    }
+    Ok(out)
+}
+
+/// The answer for a transaction whose idempotency completion (the last item) failed: the key
+/// now belongs to a newer request.
+pub fn lock_lost() -> ApiError {
+    ApiError::conflict("a newer request with this Idempotency-Key holds it; retry to get its answer")
+        .with_retry_after(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_of_bounded_length() {
+        assert_eq!(key_from_headers(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            key_from_headers(&headers(&[("idempotency-key", b"abc-123")])).unwrap(),
+            Some("abc-123".into())
+        );
+        assert_eq!(
+            key_from_headers(&headers(&[("x-idempotency-key", b"k")])).unwrap(),
+            Some("k".into())
+        );
+        let long = "a".repeat(255);
+        assert!(key_from_headers(&headers(&[("idempotency-key", long.as_bytes())])).is_ok());
+        let too_long = "a".repeat(256);
+        for bad in [
+            too_long.as_bytes(),
+            b"".as_slice(),
+            b"has space",
+            b"tab\there",
+            "é".as_bytes(),
+        ] {
+            let err = key_from_headers(&headers(&[("idempotency-key", bad)])).unwrap_err();
+            assert_eq!(err.status(), 400);
+        }
+        // The same key in both headers is fine; two different keys are not.
+        assert!(
+            key_from_headers(&headers(&[("idempotency-key", b"a"), ("x-idempotency-key", b"a")]))
+                .is_ok()
+        );
+        assert!(
+            key_from_headers(&headers(&[("idempotency-key", b"a"), ("x-idempotency-key", b"b")]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn fingerprints_separate_fields() {
+        let base = fingerprint(&Method::POST, "/v1/usage", None, b"{}");
+        assert_eq!(base, fingerprint(&Method::POST, "/v1/usage", Some(""), b"{}"));
+        assert_ne!(base, fingerprint(&Method::PUT, "/v1/usage", None, b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/v1/usage", Some("a=1"), b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/v1/usage", None, b"{ }"));
+        // Moving bytes between fields changes the fingerprint.
+        assert_ne!(
+            fingerprint(&Method::POST, "/a", Some("b"), b""),
+            fingerprint(&Method::POST, "/a", None, b"b")
+        );
+    }
+
+    #[test]
+    fn stored_responses_round_trip_through_the_record() {
+        let stored = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({"id": "x"}))
+            .with_location("/v1/things/x");
+        let update = stored.completion("t", "IDEM#s#k", "lock_1");
+        let values = update.expression_attribute_values().unwrap();
+        let mut item = Item::from([
+            (attr::STATUS.to_owned(), s(attr::COMPLETED)),
+            (attr::RESPONSE_STATUS.to_owned(), values[":response_status"].clone()),
+            (attr::RESPONSE_CONTENT_TYPE.to_owned(), values[":ct"].clone()),
+            (attr::RESPONSE_LOCATION.to_owned(), values[":loc"].clone()),
+            (attr::RESPONSE_BODY.to_owned(), values[":body"].clone()),
+        ]);
+        assert_eq!(StoredResponse::from_item(&item), Some(stored.clone()));
+        assert_eq!(update.condition_expression(), Some("lock_token = :token"));
+
+        // An empty body is not stored and reads back empty.
+        let empty = StoredResponse {
+            status: StatusCode::NO_CONTENT,
+            content_type: None,
+            location: None,
+            body: Bytes::new(),
+        };
+        let update = empty.completion("t", "IDEM#s#k", "lock_1");
+        assert!(update.update_expression().contains("REMOVE lock_expires_at, response_content_type, response_location, response_body"));
+        item.remove(attr::RESPONSE_BODY);
+        item.remove(attr::RESPONSE_CONTENT_TYPE);
+        item.remove(attr::RESPONSE_LOCATION);
+        item.insert(attr::RESPONSE_STATUS.to_owned(), n(204));
+        assert_eq!(StoredResponse::from_item(&item), Some(empty));
+
+        let res = stored.into_response(true);
+        assert_eq!(res.headers()[IDEMPOTENT_REPLAYED], "true");
+        assert_eq!(res.headers()[header::LOCATION], "/v1/things/x");
+    }
+}
