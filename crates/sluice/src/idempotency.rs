@@ -83,11 +83,10 @@ use aws_sdk_dynamodb::{
     Client,
     error::SdkError,
     operation::{
-        put_item::PutItemError,
-        transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput},
+        put_item::PutItemError, transact_write_items::TransactWriteItemsError,
         update_item::UpdateItemError,
     },
-    types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
+    types::{CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
 };
 use axum::{body::Body, response::IntoResponse};
 use bytes::Bytes;
@@ -120,7 +119,8 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lambda's largest request payload: bodies are buffered to fingerprint them.
 const DEFAULT_MAX_BODY: usize = 6 * 1024 * 1024;
 
-mod attr {
+/// Attribute names of an idempotency record.
+pub mod attr {
     pub const STATUS: &str = "status";
     pub const FINGERPRINT: &str = "fingerprint";
     pub const LOCK_TOKEN: &str = "lock_token";
@@ -130,6 +130,8 @@ mod attr {
     pub const RESPONSE_CONTENT_TYPE: &str = "response_content_type";
     pub const RESPONSE_LOCATION: &str = "response_location";
     pub const RESPONSE_BODY: &str = "response_body";
+    /// True when `response_body` is encrypted by the layer's sealer.
+    pub const RESPONSE_SEALED: &str = "response_sealed";
     pub const IN_PROGRESS: &str = "in_progress";
     pub const COMPLETED: &str = "completed";
 }
@@ -222,6 +224,28 @@ impl std::fmt::Debug for Scope {
     }
 }
 
+/// Encrypts stored response bodies that carry secrets (see [`SealStoredBody`]).
+pub trait BodySealer: Send + Sync + 'static {
+    /// Encrypts `body`, bound to `scope`.
+    fn seal<'a>(
+        &'a self,
+        scope: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, BoxError>>;
+    /// Decrypts what [`BodySealer::seal`] produced for `scope`.
+    fn open<'a>(
+        &'a self,
+        scope: &'a str,
+        sealed: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, BoxError>>;
+}
+
+/// Response extension marking a body that carries a secret (a freshly issued API key or
+/// signing secret): it is stored for replay only encrypted by the layer's [`BodySealer`], and
+/// not stored at all (the key is released) when the layer has none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SealStoredBody;
+
 struct Settings {
     db: Client,
     table: String,
@@ -230,6 +254,7 @@ struct Settings {
     required: bool,
     lock_timeout: Duration,
     max_body: usize,
+    sealer: Option<Arc<dyn BodySealer>>,
 }
 
 /// The idempotency layer. See the [module documentation](self).
@@ -251,6 +276,7 @@ impl IdempotencyLayer {
                 required: false,
                 lock_timeout: DEFAULT_LOCK_TIMEOUT,
                 max_body: DEFAULT_MAX_BODY,
+                sealer: None,
             }),
         }
     }
@@ -274,6 +300,11 @@ impl IdempotencyLayer {
     /// How long a running request holds its key when the request carries no Lambda deadline.
     pub fn lock_timeout(self, timeout: Duration) -> Self {
         self.with(|s| s.lock_timeout = timeout)
+    }
+
+    /// Encrypts the stored bodies of responses marked [`SealStoredBody`].
+    pub fn sealer(self, sealer: impl BodySealer) -> Self {
+        self.with(|s| s.sealer = Some(Arc::new(sealer)))
     }
 
     /// Largest request body accepted on a keyed request (`413` beyond).
@@ -309,7 +340,8 @@ pub struct IdempotencyService<S> {
     settings: Arc<Settings>,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A boxed error of a body or a sealer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for IdempotencyService<S>
 where
@@ -368,7 +400,9 @@ where
     let (key, scope) = match (key, scope) {
         (Some(key), Some(scope)) => (key, scope),
         (None, Some(_)) if settings.required => {
-            return Ok(ApiError::bad_request("an Idempotency-Key header is required").into_response());
+            return Ok(
+                ApiError::bad_request("an Idempotency-Key header is required").into_response(),
+            );
         }
         _ => {
             let req = Request::from_parts(parts, body);
@@ -393,7 +427,7 @@ where
     let fp = fingerprint(&parts.method, parts.uri.path(), parts.uri.query(), &body);
     let lock_expires_at_ms = lock_deadline_ms(&parts, settings.lock_timeout);
 
-    let lock = match acquire(&settings, &scope, &key, &fp, lock_expires_at_ms).await {
+    let lock = match acquire(&settings, scope, &key, &fp, lock_expires_at_ms).await {
         Ok(Acquired::Locked(lock)) => lock,
         Ok(Acquired::Replay(stored)) => return Ok(stored.into_response(true)),
         Ok(Acquired::Refused(problem)) => return Ok(problem.into_response()),
@@ -437,13 +471,18 @@ where
             .into_response());
         }
     };
-    let stored = StoredResponse::from_parts(res_parts.status, &res_parts.headers, bytes.clone());
+    let mut stored =
+        StoredResponse::from_parts(res_parts.status, &res_parts.headers, bytes.clone());
+    stored.sensitive = res_parts.extensions.get::<SealStoredBody>().is_some();
     if stored.body.len() > MAX_STORED_BODY {
         // Too large to keep: the key is released rather than replaying something else.
         tracing::warn!(
             len = stored.body.len(),
             "response too large to store for idempotent replay; key released"
         );
+        lock.release().await;
+    } else if stored.sensitive && settings.sealer.is_none() {
+        tracing::warn!("response carries a secret and no sealer is configured; key released");
         lock.release().await;
     } else {
         lock.save(&stored).await;
@@ -469,13 +508,13 @@ enum Acquired {
 }
 
 async fn acquire(
-    settings: &Settings,
-    scope: &str,
+    settings: &Arc<Settings>,
+    scope: String,
     key: &str,
     fp: &[u8; 32],
     lock_expires_at_ms: i64,
 ) -> Result<Acquired, ApiError> {
-    let pk = record_pk(scope, key);
+    let pk = record_pk(&scope, key);
     let token = ids::new_id("lock");
     let now = clock::now_epoch();
     let ttl = now + settings.ttl_secs;
@@ -510,8 +549,8 @@ async fn acquire(
         Ok(_) => {
             return Ok(Acquired::Locked(IdempotencyLock {
                 state: Arc::new(LockState {
-                    db: settings.db.clone(),
-                    table: settings.table.clone(),
+                    settings: settings.clone(),
+                    scope,
                     pk,
                     token,
                     saved: AtomicBool::new(false),
@@ -532,8 +571,18 @@ async fn acquire(
         )));
     }
     if old.get_s(attr::STATUS) == Some(attr::COMPLETED)
-        && let Some(stored) = StoredResponse::from_item(&old)
+        && let Some(mut stored) = StoredResponse::from_item(&old)
     {
+        if old.get_bool(attr::RESPONSE_SEALED) == Some(true) {
+            let sealer = settings.sealer.as_ref().ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("sealed idempotent response, no sealer"))
+            })?;
+            let body = sealer.open(&scope, &stored.body).await.map_err(|e| {
+                ApiError::internal(anyhow::anyhow!("idempotent response does not open: {e}"))
+            })?;
+            stored.body = Bytes::from(body);
+            stored.sensitive = true;
+        }
         return Ok(Acquired::Replay(stored));
     }
     Ok(Acquired::Refused(
@@ -549,6 +598,8 @@ pub struct StoredResponse {
     pub content_type: Option<String>,
     pub location: Option<String>,
     pub body: Bytes,
+    /// The body carries a secret: stored only sealed (see [`SealStoredBody`]).
+    pub sensitive: bool,
 }
 
 impl StoredResponse {
@@ -560,7 +611,25 @@ impl StoredResponse {
             content_type: Some("application/json".to_owned()),
             location: None,
             body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            sensitive: false,
         }
+    }
+
+    /// An answer without a body (e.g. `204`).
+    pub fn empty(status: StatusCode) -> Self {
+        StoredResponse {
+            status,
+            content_type: None,
+            location: None,
+            body: Bytes::new(),
+            sensitive: false,
+        }
+    }
+
+    /// Marks the body as carrying a secret (see [`SealStoredBody`]).
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
     }
 
     /// Adds a `Location` header.
@@ -581,12 +650,13 @@ impl StoredResponse {
             content_type: header(header::CONTENT_TYPE),
             location: header(header::LOCATION),
             body,
+            sensitive: false,
         }
     }
 
     fn from_item(item: &Item) -> Option<Self> {
-        let status = StatusCode::from_u16(u16::try_from(item.get_i64(attr::RESPONSE_STATUS)?).ok()?)
-            .ok()?;
+        let status =
+            StatusCode::from_u16(u16::try_from(item.get_i64(attr::RESPONSE_STATUS)?).ok()?).ok()?;
         Some(StoredResponse {
             status,
             content_type: item.get_s(attr::RESPONSE_CONTENT_TYPE).map(String::from),
@@ -595,6 +665,7 @@ impl StoredResponse {
                 .get_bin(attr::RESPONSE_BODY)
                 .map(Bytes::copy_from_slice)
                 .unwrap_or_default(),
+            sensitive: false,
         })
     }
 
@@ -614,11 +685,22 @@ impl StoredResponse {
         if replayed {
             headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
+        if self.sensitive {
+            res.extensions_mut().insert(SealStoredBody);
+        }
         res
     }
 
-    /// The update completing a record with this answer, if `token` still holds its lock.
-    fn completion(&self, table_name: &str, pk: &str, token: &str) -> Update {
+    /// The update completing a record with this answer (its body as stored: `body`, sealed or
+    /// not), if `token` still holds its lock.
+    fn completion(
+        &self,
+        table_name: &str,
+        pk: &str,
+        token: &str,
+        body: &[u8],
+        sealed: bool,
+    ) -> Update {
         let mut set_clauses = vec![
             "#status = :completed".to_owned(),
             "response_status = :response_status".to_owned(),
@@ -643,7 +725,12 @@ impl StoredResponse {
             (
                 attr::RESPONSE_BODY,
                 ":body",
-                (!self.body.is_empty()).then(|| bin(self.body.to_vec())),
+                (!body.is_empty()).then(|| bin(body.to_vec())),
+            ),
+            (
+                attr::RESPONSE_SEALED,
+                ":sealed",
+                sealed.then(|| table::b(true)),
             ),
         ];
         for (name, placeholder, value) in optional {
@@ -672,8 +759,8 @@ impl StoredResponse {
 }
 
 struct LockState {
-    db: Client,
-    table: String,
+    settings: Arc<Settings>,
+    scope: String,
     pk: String,
     token: String,
     saved: AtomicBool,
@@ -697,12 +784,40 @@ impl std::fmt::Debug for IdempotencyLock {
 }
 
 impl IdempotencyLock {
-    /// The `TransactWriteItem` completing this record with `response`; it fails the transaction
-    /// if the lock was lost (expired and taken over by a newer request).
-    pub fn completion_item(&self, response: &StoredResponse) -> TransactWriteItem {
-        TransactWriteItem::builder()
-            .update(response.completion(&self.state.table, &self.state.pk, &self.state.token))
-            .build()
+    /// The `TransactWriteItem` completing this record with `response` (sealing a sensitive
+    /// body first); it fails the transaction if the lock was lost (expired and taken over).
+    pub async fn completion_item(
+        &self,
+        response: &StoredResponse,
+    ) -> Result<TransactWriteItem, ApiError> {
+        Ok(TransactWriteItem::builder()
+            .update(self.completion(response).await?)
+            .build())
+    }
+
+    async fn completion(&self, response: &StoredResponse) -> Result<Update, ApiError> {
+        let state = &self.state;
+        let (body, sealed) = if response.sensitive {
+            let sealer = state.settings.sealer.as_ref().ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!(
+                    "a response carrying a secret needs a sealer to be stored"
+                ))
+            })?;
+            let sealed = sealer
+                .seal(&state.scope, &response.body)
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("sealing failed: {e}")))?;
+            (sealed, true)
+        } else {
+            (response.body.to_vec(), false)
+        };
+        Ok(response.completion(
+            &state.settings.table,
+            &state.pk,
+            &state.token,
+            &body,
+            sealed,
+        ))
     }
 
     /// Tells the layer that the handler committed [`Self::completion_item`], so it does not
@@ -718,9 +833,18 @@ impl IdempotencyLock {
     /// Stores the answer. A failure leaves the record `in_progress` until the lock expires: the
     /// caller already has its answer, so it is logged, not surfaced.
     async fn save(&self, response: &StoredResponse) {
-        let update = response.completion(&self.state.table, &self.state.pk, &self.state.token);
+        let update = match self.completion(response).await {
+            Ok(update) => update,
+            Err(err) => {
+                // Without a stored answer a retry must be able to run again.
+                tracing::error!(error = %err, "idempotent response could not be prepared");
+                self.release().await;
+                return;
+            }
+        };
         let result = self
             .state
+            .settings
             .db
             .update_item()
             .table_name(update.table_name())
@@ -752,9 +876,10 @@ impl IdempotencyLock {
     async fn release(&self) {
         let result = self
             .state
+            .settings
             .db
             .delete_item()
-            .table_name(&self.state.table)
+            .table_name(&self.state.settings.table)
             .set_key(Some(table::key(&self.state.pk, RECORD_SK)))
             .condition_expression("lock_token = :token")
             .expression_attribute_values(":token", s(&self.state.token))
@@ -773,34 +898,85 @@ impl IdempotencyLock {
     }
 }
 
+/// Why [`commit_with_response`] wrote nothing.
+#[derive(Debug)]
+pub enum CommitError {
+    /// A condition of the caller's items failed: one reason per item of `items`, in order
+    /// (code `ConditionalCheckFailed`, `TransactionConflict`, `None` for items that passed; with
+    /// the item when its write asked for `ReturnValuesOnConditionCheckFailure`).
+    Cancelled(Vec<CancellationReason>),
+    /// The idempotency lock was lost to a newer request with the same key.
+    LockLost,
+    /// AWS (or the sealer) failed: answer 5xx, the key is released.
+    Failed(ApiError),
+}
+
+impl From<CommitError> for ApiError {
+    /// A fallback mapping; handlers match [`CommitError::Cancelled`] themselves.
+    fn from(err: CommitError) -> Self {
+        match err {
+            CommitError::Cancelled(_) => {
+                ApiError::conflict("the resource changed concurrently; retry").with_retry_after(1)
+            }
+            CommitError::LockLost => lock_lost(),
+            CommitError::Failed(err) => err,
+        }
+    }
+}
+
 /// Commits a handler's effect and, when the request holds `lock`, the completion of its record
 /// storing `response`, in ONE `TransactWriteItems` (the completion is appended last, so the
-/// indexes of `items` in cancellation reasons are unchanged). Returns `response` on success.
-///
-/// If the transaction is cancelled because only the completion's condition failed, the lock was
-/// lost to a newer request: nothing was written, answer `409`.
+/// indexes of `items` in cancellation reasons are unchanged). Returns `response` as the HTTP
+/// answer on success.
 pub async fn commit_with_response(
     db: &Client,
     items: Vec<TransactWriteItem>,
     lock: Option<&IdempotencyLock>,
-    response: &StoredResponse,
-) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>> {
+    response: StoredResponse,
+) -> Result<Response<Body>, CommitError> {
+    let count = items.len();
     let mut request = db.transact_write_items().set_transact_items(Some(items));
     if let Some(lock) = lock {
-        request = request.transact_items(lock.completion_item(response));
+        request = request.transact_items(
+            lock.completion_item(&response)
+                .await
+                .map_err(CommitError::Failed)?,
+        );
     }
-    let out = request.send().await?;
-    if let Some(lock) = lock {
-        lock.mark_saved();
+    match request.send().await {
+        Ok(_) => {
+            if let Some(lock) = lock {
+                lock.mark_saved();
+            }
+            Ok(response.into_response(false))
+        }
+        Err(err) => {
+            let mut reasons = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                    e.cancellation_reasons().to_vec()
+                }
+                _ => return Err(CommitError::Failed(err.into())),
+            };
+            if lock.is_some()
+                && reasons
+                    .get(count)
+                    .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+            {
+                return Err(CommitError::LockLost);
+            }
+            reasons.truncate(count);
+            Err(CommitError::Cancelled(reasons))
+        }
     }
-    Ok(out)
 }
 
-/// The answer for a transaction whose idempotency completion (the last item) failed: the key
-/// now belongs to a newer request.
+/// The answer for a write whose idempotency completion failed: the key now belongs to a newer
+/// request.
 pub fn lock_lost() -> ApiError {
-    ApiError::conflict("a newer request with this Idempotency-Key holds it; retry to get its answer")
-        .with_retry_after(1)
+    ApiError::conflict(
+        "a newer request with this Idempotency-Key holds it; retry to get its answer",
+    )
+    .with_retry_after(1)
 }
 
 #[cfg(test)]
@@ -844,21 +1020,33 @@ mod tests {
         }
         // The same key in both headers is fine; two different keys are not.
         assert!(
-            key_from_headers(&headers(&[("idempotency-key", b"a"), ("x-idempotency-key", b"a")]))
-                .is_ok()
+            key_from_headers(&headers(&[
+                ("idempotency-key", b"a"),
+                ("x-idempotency-key", b"a")
+            ]))
+            .is_ok()
         );
         assert!(
-            key_from_headers(&headers(&[("idempotency-key", b"a"), ("x-idempotency-key", b"b")]))
-                .is_err()
+            key_from_headers(&headers(&[
+                ("idempotency-key", b"a"),
+                ("x-idempotency-key", b"b")
+            ]))
+            .is_err()
         );
     }
 
     #[test]
     fn fingerprints_separate_fields() {
         let base = fingerprint(&Method::POST, "/v1/usage", None, b"{}");
-        assert_eq!(base, fingerprint(&Method::POST, "/v1/usage", Some(""), b"{}"));
+        assert_eq!(
+            base,
+            fingerprint(&Method::POST, "/v1/usage", Some(""), b"{}")
+        );
         assert_ne!(base, fingerprint(&Method::PUT, "/v1/usage", None, b"{}"));
-        assert_ne!(base, fingerprint(&Method::POST, "/v1/usage", Some("a=1"), b"{}"));
+        assert_ne!(
+            base,
+            fingerprint(&Method::POST, "/v1/usage", Some("a=1"), b"{}")
+        );
         assert_ne!(base, fingerprint(&Method::POST, "/v1/usage", None, b"{ }"));
         // Moving bytes between fields changes the fingerprint.
         assert_ne!(
@@ -871,12 +1059,18 @@ mod tests {
     fn stored_responses_round_trip_through_the_record() {
         let stored = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({"id": "x"}))
             .with_location("/v1/things/x");
-        let update = stored.completion("t", "IDEM#s#k", "lock_1");
+        let update = stored.completion("t", "IDEM#s#k", "lock_1", &stored.body, false);
         let values = update.expression_attribute_values().unwrap();
         let mut item = Item::from([
             (attr::STATUS.to_owned(), s(attr::COMPLETED)),
-            (attr::RESPONSE_STATUS.to_owned(), values[":response_status"].clone()),
-            (attr::RESPONSE_CONTENT_TYPE.to_owned(), values[":ct"].clone()),
+            (
+                attr::RESPONSE_STATUS.to_owned(),
+                values[":response_status"].clone(),
+            ),
+            (
+                attr::RESPONSE_CONTENT_TYPE.to_owned(),
+                values[":ct"].clone(),
+            ),
             (attr::RESPONSE_LOCATION.to_owned(), values[":loc"].clone()),
             (attr::RESPONSE_BODY.to_owned(), values[":body"].clone()),
         ]);
@@ -889,9 +1083,12 @@ mod tests {
             content_type: None,
             location: None,
             body: Bytes::new(),
+            sensitive: false,
         };
-        let update = empty.completion("t", "IDEM#s#k", "lock_1");
-        assert!(update.update_expression().contains("REMOVE lock_expires_at, response_content_type, response_location, response_body"));
+        let update = empty.completion("t", "IDEM#s#k", "lock_1", b"", false);
+        assert!(update.update_expression().contains(
+            "REMOVE lock_expires_at, response_content_type, response_location, response_body, response_sealed"
+        ));
         item.remove(attr::RESPONSE_BODY);
         item.remove(attr::RESPONSE_CONTENT_TYPE);
         item.remove(attr::RESPONSE_LOCATION);

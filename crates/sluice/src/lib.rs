@@ -10,6 +10,7 @@
 //! - [`telemetry`]: `tracing` set-up (JSON in Lambda) and CloudWatch EMF metric lines.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod auth;
 pub mod aws;
 pub mod clock;

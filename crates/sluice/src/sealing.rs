@@ -31,6 +31,9 @@ pub enum Purpose {
     WebhookEndpointSecret,
     /// A tenant's provider API key (`POST /v1/secrets`).
     ProviderKey,
+    /// A stored idempotent response that carries a secret (an issued API key or signing
+    /// secret); the "tenant" of its context is the idempotency scope.
+    IdempotentResponse,
 }
 
 impl Purpose {
@@ -39,6 +42,7 @@ impl Purpose {
         match self {
             Purpose::WebhookEndpointSecret => "webhook-endpoint-secret",
             Purpose::ProviderKey => "provider-key",
+            Purpose::IdempotentResponse => "idempotent-response",
         }
     }
 }
@@ -253,10 +257,53 @@ impl Sealer {
     }
 }
 
+/// Stored idempotent responses that carry secrets are sealed like every other secret at rest.
+impl crate::idempotency::BodySealer for Sealer {
+    fn seal<'a>(
+        &'a self,
+        scope: &'a str,
+        body: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, crate::idempotency::BoxError>> {
+        Box::pin(async move {
+            let ctx = SealContext {
+                tenant_id: scope,
+                purpose: Purpose::IdempotentResponse,
+            };
+            Ok(Sealer::seal(self, ctx, body).await?)
+        })
+    }
+
+    fn open<'a>(
+        &'a self,
+        scope: &'a str,
+        sealed: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, crate::idempotency::BoxError>> {
+        Box::pin(async move {
+            let ctx = SealContext {
+                tenant_id: scope,
+                purpose: Purpose::IdempotentResponse,
+            };
+            Ok(Sealer::open(self, ctx, sealed).await?)
+        })
+    }
+}
+
 /// Attribute of a provider-secret item holding the ciphertext.
 pub const CIPHERTEXT: &str = "ciphertext";
 /// Attribute of an endpoint item holding its sealed signing secrets (newest first).
 pub const ENDPOINT_SECRETS: &str = "secrets";
+/// Attribute of an endpoint item counting changes of `secrets`: every rewrite of the list is
+/// conditioned on it, so concurrent rotations (or a rotation and a rewrap) never lose a secret.
+pub const ENDPOINT_SECRETS_VERSION: &str = "secrets_version";
+
+/// A new endpoint signing secret: `whsec_` + base64 of 32 random bytes (Standard Webhooks).
+pub fn new_endpoint_secret() -> Secret {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    Secret(format!(
+        "whsec_{}",
+        STANDARD.encode(crate::ids::random_bytes::<32>())
+    ))
+}
 
 /// Decrypts a tenant's provider key (e.g. `"openai"`) for server-side use; `None` if the tenant
 /// stored none. One `GetItem` and one KMS `Decrypt`.
@@ -365,6 +412,15 @@ mod tests {
         assert_eq!(s.hint(), "…3456");
         assert_eq!(hint_of("abc"), "…c");
         assert_eq!(hint_of(""), "…");
+    }
+
+    #[test]
+    fn endpoint_secrets_are_32_random_bytes() {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let a = new_endpoint_secret();
+        let raw = a.expose().strip_prefix("whsec_").unwrap();
+        assert_eq!(STANDARD.decode(raw).unwrap().len(), 32);
+        assert_ne!(a, new_endpoint_secret());
     }
 
     #[test]

@@ -2,15 +2,24 @@
 //! router that `lambda_http` serves in Lambda and the local runner serves on 127.0.0.1.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, middleware, routing::get};
-use sluice::{ApiError, Config, aws::AwsClients, config::ConfigError};
+use sluice::{
+    ApiError, Config,
+    aws::AwsClients,
+    clock,
+    config::ConfigError,
+    idempotency::{IdempotencyLayer, Scope},
+};
 
 pub mod admin;
 pub mod auth_layer;
 pub mod health;
 pub mod v1;
+
+/// Idempotency scope of operator requests (tenant scopes are tenant ids, which never collide).
+pub const ADMIN_SCOPE: &str = "admin";
 
 /// Everything a request handler needs, built once per cold start.
 #[derive(Clone)]
@@ -32,6 +41,11 @@ impl AppState {
         })
     }
 
+    /// Seals and opens secrets at rest under the configured KMS key.
+    pub fn sealer(&self) -> sluice::sealing::Sealer {
+        sluice::sealing::Sealer::new(self.aws.kms.clone(), &self.config.kms_key_id)
+    }
+
     /// The table every handler reads and writes.
     pub fn table(&self) -> &str {
         &self.config.table_name
@@ -42,14 +56,25 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // `layer` (not `route_layer`): unknown paths under /v1 and /admin answer 401 before 404, so
     // an unauthenticated caller learns nothing about which routes exist.
+    // Idempotency runs inside authentication, so that the tenant (its scope) is known.
+    let idempotency = |scope| {
+        IdempotencyLayer::new(state.aws.dynamodb.clone(), state.table(), scope)
+            .ttl(Duration::from_secs(
+                clock::days(state.config.idempotency_ttl_days) as u64,
+            ))
+            .required(state.config.idempotency_required)
+            .sealer(state.sealer())
+    };
     let v1 = v1::routes()
         .fallback(not_found)
+        .layer(idempotency(Scope::tenant()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth_layer::require_tenant,
         ));
     let admin = admin::routes()
         .fallback(not_found)
+        .layer(idempotency(Scope::fixed(ADMIN_SCOPE)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth_layer::require_admin,

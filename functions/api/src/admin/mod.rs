@@ -1,7 +1,7 @@
 //! Operator API (`/admin/*`), behind the admin key.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, State},
     http::StatusCode,
     routing::{delete, post},
@@ -9,7 +9,9 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice::{
-    ApiError, ApiResult, ids,
+    ApiError, ApiResult,
+    idempotency::SealStoredBody,
+    ids,
     tenants::{self, NewTenant},
 };
 
@@ -17,6 +19,7 @@ use crate::AppState;
 
 pub mod stats;
 pub mod stripe_events;
+pub mod secrets;
 
 /// Routes mounted under `/admin`.
 pub fn routes() -> Router<AppState> {
@@ -26,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/api-keys/{key_id}", delete(revoke_api_key))
         .merge(stripe_events::routes())
         .merge(stats::routes())
+        .route("/secrets/rewrap", post(secrets::rewrap))
 }
 
 #[derive(Deserialize)]
@@ -45,7 +49,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 async fn create_tenant(
     State(state): State<AppState>,
     body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<Value>)> {
     let req: CreateTenant = parse_json(&body)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -71,8 +75,10 @@ async fn create_tenant(
         currency,
     };
     let (tenant, key) = tenants::create_tenant(&state.aws.dynamodb, state.table(), new).await?;
+    // The answer carries the new API key: its idempotent copy is stored only sealed.
     Ok((
         StatusCode::CREATED,
+        Extension(SealStoredBody),
         Json(json!({
             "id": tenant.id,
             "name": tenant.name,
@@ -87,13 +93,14 @@ async fn create_tenant(
 async fn add_api_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<Value>)> {
     if !ids::has_prefix(&id, "tnt") {
         return Err(ApiError::not_found("tenant"));
     }
     let key = tenants::add_api_key(&state.aws.dynamodb, state.table(), &id).await?;
     Ok((
         StatusCode::CREATED,
+        Extension(SealStoredBody),
         Json(json!({ "key_id": key.key_id, "api_key": key.api_key })),
     ))
 }

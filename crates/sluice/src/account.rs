@@ -1,0 +1,731 @@
+//! Credits, usage, the ledger and the monthly budget of a tenant.
+//!
+//! Balances are integers in minor units on the tenant item ([`crate::tenants::attr`]); every
+//! change of a balance writes a ledger entry in the same transaction.
+//!
+//! - **Credit** (a Stripe top-up): [`credit_items`] — for the caller's own transaction (Stripe
+//!   ingress commits an event's effects in one transaction). A top-up also resets the month's
+//!   budget alert flags.
+//! - **Debit** (`POST /v1/usage`): [`debit`] — one `TransactWriteItems` holding the conditional
+//!   balance update, the ledger entry and (for idempotent requests) the completion of the
+//!   idempotency record. A short balance cancels the transaction: `402`, nothing debited.
+//!
+//! # Budget alerts without a read
+//!
+//! `budget.warning` (≥ 80 % of `monthly_budget_minor` used this month) and `budget.exceeded`
+//! (≥ 100 %) are published once per month each; the month a flag was set is stored in the flag,
+//! so a new month needs no reset job. Deciding whether a debit crosses a threshold would normally
+//! need the tenant item first (a third DynamoDB request). Instead the tenant item keeps
+//! `budget_alert_headroom_minor`: how much more can be used this month before the next alert is
+//! due. The first attempt of a debit assumes the common case — same month, enough balance, no
+//! alert due — as the *condition* of its update, so it needs no read. When that condition fails,
+//! DynamoDB returns the tenant item (`ReturnValuesOnConditionCheckFailure`), which tells exactly
+//! why: a short balance answers `402` at once; a new month, a crossed threshold, a top-up (which
+//! removes the headroom) or a tenant without the counters yet are handled by a second attempt
+//! computed from that item and conditioned on it not having changed meanwhile. The alert events
+//! go into that same transaction as [`fanout::Deferred`] items.
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
+};
+use axum::body::Body;
+use http::Response;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{
+    ApiError,
+    aws::AwsClients,
+    clock, fanout,
+    idempotency::{self, CommitError, IdempotencyLock, StoredResponse},
+    ids,
+    table::{self, Item, ItemExt, n, s},
+    tenants::{Tenant, attr},
+};
+
+/// Tenant attribute: usage left this month before the next budget alert is due (absent when
+/// unknown, e.g. after a top-up; then the next debit recomputes it).
+pub const BUDGET_ALERT_HEADROOM: &str = "budget_alert_headroom_minor";
+
+/// Ledger entry attribute names.
+pub mod ledger_attr {
+    pub const ID: &str = "id";
+    pub const AMOUNT_MINOR: &str = "amount_minor";
+    pub const CURRENCY: &str = "currency";
+    pub const KIND: &str = "kind";
+    pub const DESCRIPTION: &str = "description";
+    pub const SOURCE: &str = "source";
+    pub const CREATED_AT: &str = "created_at";
+    pub const CREATED_MS: &str = "created_ms";
+}
+
+/// Event types published to the tenant's endpoints.
+pub const BUDGET_WARNING: &str = "budget.warning";
+/// See [`BUDGET_WARNING`].
+pub const BUDGET_EXCEEDED: &str = "budget.exceeded";
+
+/// How many times a debit recomputes after concurrent changes before giving up (`409`).
+const MAX_DEBIT_ATTEMPTS: usize = 6;
+
+/// What a ledger entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// Credits added (a top-up): `amount_minor > 0`, balance raised.
+    Credit,
+    /// Usage: `amount_minor < 0`, balance lowered.
+    Debit,
+    /// A subscription payment (an invoice paid): recorded, balance unchanged.
+    Payment,
+}
+
+impl LedgerKind {
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Credit => "credit",
+            LedgerKind::Debit => "debit",
+            LedgerKind::Payment => "payment",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "credit" => Some(LedgerKind::Credit),
+            "debit" => Some(LedgerKind::Debit),
+            "payment" => Some(LedgerKind::Payment),
+            _ => None,
+        }
+    }
+}
+
+/// One ledger entry (`TENANT#{tnt}` / `LEDGER#{created_ms:013}#{led}`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// `led_…`
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: LedgerKind,
+    /// Signed: credits and payments > 0, debits < 0.
+    pub amount_minor: i64,
+    /// Lowercase ISO 4217; debits carry none (they are in the tenant's currency, known to
+    /// readers of the tenant item), so that a debit needs no read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What caused it (e.g. a Stripe payment intent or invoice id, or `api` for usage).
+    pub source: String,
+    /// Epoch seconds.
+    pub created_at: i64,
+    #[serde(skip)]
+    created_ms: i64,
+}
+
+impl LedgerEntry {
+    /// A new entry created now.
+    pub fn new(
+        kind: LedgerKind,
+        amount_minor: i64,
+        currency: Option<&str>,
+        description: Option<&str>,
+        source: &str,
+    ) -> Self {
+        let created_ms = clock::now_epoch_millis();
+        LedgerEntry {
+            id: ids::new_id("led"),
+            kind,
+            amount_minor,
+            currency: currency.map(str::to_ascii_lowercase),
+            description: description.map(String::from),
+            source: source.to_owned(),
+            created_at: created_ms / 1000,
+            created_ms,
+        }
+    }
+
+    /// A usage debit of `amount_minor` (> 0) made through the API.
+    pub fn debit(amount_minor: i64, description: Option<&str>) -> Self {
+        Self::new(LedgerKind::Debit, -amount_minor, None, description, "api")
+    }
+
+    /// The sort key of this entry.
+    pub fn sk(&self) -> String {
+        table::ledger_sk(self.created_ms, &self.id)
+    }
+
+    /// The entry's item under `tenant_id`.
+    pub fn to_item(&self, tenant_id: &str) -> Item {
+        let mut item = table::key(table::tenant_pk(tenant_id), self.sk());
+        item.insert(ledger_attr::ID.into(), s(&self.id));
+        item.insert(ledger_attr::KIND.into(), s(self.kind.as_str()));
+        item.insert(ledger_attr::AMOUNT_MINOR.into(), n(self.amount_minor));
+        item.insert(ledger_attr::SOURCE.into(), s(&self.source));
+        item.insert(ledger_attr::CREATED_AT.into(), n(self.created_at));
+        item.insert(ledger_attr::CREATED_MS.into(), n(self.created_ms));
+        if let Some(currency) = &self.currency {
+            item.insert(ledger_attr::CURRENCY.into(), s(currency));
+        }
+        if let Some(description) = &self.description {
+            item.insert(ledger_attr::DESCRIPTION.into(), s(description));
+        }
+        item
+    }
+
+    /// Reads a ledger item; `None` if it is not one.
+    pub fn from_item(item: &Item) -> Option<Self> {
+        let created_at = item.get_i64(ledger_attr::CREATED_AT)?;
+        Some(LedgerEntry {
+            id: item.get_s(ledger_attr::ID)?.to_owned(),
+            kind: LedgerKind::parse(item.get_s(ledger_attr::KIND)?)?,
+            amount_minor: item.get_i64(ledger_attr::AMOUNT_MINOR)?,
+            currency: item.get_s(ledger_attr::CURRENCY).map(String::from),
+            description: item.get_s(ledger_attr::DESCRIPTION).map(String::from),
+            source: item
+                .get_s(ledger_attr::SOURCE)
+                .unwrap_or_default()
+                .to_owned(),
+            created_at,
+            created_ms: item
+                .get_i64(ledger_attr::CREATED_MS)
+                .unwrap_or(created_at * 1000),
+        })
+    }
+
+    /// The `Put` of this entry (never overwrites), for a transaction.
+    pub fn put_item(&self, table_name: &str, tenant_id: &str) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(table_name)
+            .set_item(Some(self.to_item(tenant_id)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("table and item set");
+        TransactWriteItem::builder().put(put).build()
+    }
+}
+
+/// The writes that credit a top-up to a tenant, for the caller's transaction: the balance rises
+/// by `entry.amount_minor` (> 0, kind [`LedgerKind::Credit`]), the entry is written, and the
+/// month's budget alert flags are reset (a top-up re-arms the alerts). The tenant update fails
+/// its condition if the tenant does not exist. Exactly-once is the caller's business (Stripe
+/// ingress keys the credit by its payment with a `MONEY#` item in the same transaction).
+pub fn credit_items(
+    table_name: &str,
+    tenant_id: &str,
+    entry: &LedgerEntry,
+) -> [TransactWriteItem; 2] {
+    debug_assert!(entry.amount_minor > 0 && entry.kind == LedgerKind::Credit);
+    let update = Update::builder()
+        .table_name(table_name)
+        .set_key(Some(tenant_key(tenant_id)))
+        .update_expression(format!(
+            "SET #bal = if_not_exists(#bal, :zero) + :amt REMOVE {}, {}, {BUDGET_ALERT_HEADROOM}",
+            attr::BUDGET_WARNING_SENT,
+            attr::BUDGET_EXCEEDED_SENT
+        ))
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
+        .expression_attribute_values(":amt", n(entry.amount_minor))
+        .expression_attribute_values(":zero", n(0))
+        .build()
+        .expect("table, key and expression set");
+    [
+        TransactWriteItem::builder().update(update).build(),
+        entry.put_item(table_name, tenant_id),
+    ]
+}
+
+fn tenant_key(tenant_id: &str) -> Item {
+    table::key(table::tenant_pk(tenant_id), table::TENANT_PROFILE_SK)
+}
+
+/// Budget status shown by `GET /v1/account`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetStatus {
+    Ok,
+    Warning,
+    Exceeded,
+}
+
+/// The smallest usage at which the warning is due: ⌈80 % of `limit`⌉, in integers.
+pub fn warning_threshold(limit: i64) -> i64 {
+    (limit * 4 + 4) / 5
+}
+
+/// `ok` below 80 % of the limit, `warning` from 80 %, `exceeded` from 100 %.
+pub fn budget_status(limit: Option<i64>, used: i64) -> BudgetStatus {
+    match limit {
+        Some(limit) if limit > 0 && used >= limit => BudgetStatus::Exceeded,
+        Some(limit) if limit > 0 && used >= warning_threshold(limit) => BudgetStatus::Warning,
+        _ => BudgetStatus::Ok,
+    }
+}
+
+/// The budget block of `GET /v1/account`, for the current month.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetView {
+    pub monthly_limit_minor: Option<i64>,
+    pub used_this_month_minor: i64,
+    pub status: BudgetStatus,
+}
+
+impl BudgetView {
+    /// The tenant's budget as of `now` (usage of an earlier month counts as zero).
+    pub fn of(tenant: &Tenant, now_epoch: i64) -> Self {
+        let month = clock::month_of(now_epoch);
+        let used = if tenant.budget_month.as_deref() == Some(month.as_str()) {
+            tenant.used_this_month_minor
+        } else {
+            0
+        };
+        BudgetView {
+            monthly_limit_minor: tenant.monthly_budget_minor,
+            used_this_month_minor: used,
+            status: budget_status(tenant.monthly_budget_minor, used),
+        }
+    }
+}
+
+/// What the second attempt of a debit decided from the tenant item it saw.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    used_after: i64,
+    warning_due: bool,
+    exceeded_due: bool,
+    warning_flag: bool,
+    exceeded_flag: bool,
+    headroom: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Decides a debit of `amount` from the tenant item as seen; `None` when the balance is short.
+fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
+    if item.get_i64(attr::BALANCE_MINOR).unwrap_or(0) < amount {
+        return None;
+    }
+    let same_month = item.get_s(attr::BUDGET_MONTH) == Some(month);
+    let used_before = if same_month {
+        item.get_i64(attr::USED_THIS_MONTH_MINOR).unwrap_or(0)
+    } else {
+        0
+    };
+    let used_after = used_before + amount;
+    let flag = |name: &str| item.get_s(name) == Some(month);
+    let limit = item
+        .get_i64(attr::MONTHLY_BUDGET_MINOR)
+        .filter(|limit| *limit > 0);
+    let (warning_sent, exceeded_sent) = (
+        flag(attr::BUDGET_WARNING_SENT),
+        flag(attr::BUDGET_EXCEEDED_SENT),
+    );
+    let (warning_due, exceeded_due) = match limit {
+        Some(limit) => (
+            !warning_sent && used_after >= warning_threshold(limit),
+            !exceeded_sent && used_after >= limit,
+        ),
+        None => (false, false),
+    };
+    let warning_flag = warning_sent || warning_due;
+    let exceeded_flag = exceeded_sent || exceeded_due;
+    let headroom = match limit {
+        Some(_) if exceeded_flag => None,
+        Some(limit) if warning_flag => Some(limit - used_after),
+        Some(limit) => Some(warning_threshold(limit) - used_after),
+        None => None,
+    };
+    Some(Plan {
+        used_after,
+        warning_due,
+        exceeded_due,
+        warning_flag,
+        exceeded_flag,
+        headroom,
+        limit,
+    })
+}
+
+/// The optimistic update: same month, enough balance, no alert due. Needs no read.
+fn fast_update(table_name: &str, tenant_id: &str, amount: i64, month: &str) -> Update {
+    Update::builder()
+        .table_name(table_name)
+        .set_key(Some(tenant_key(tenant_id)))
+        .update_expression(format!(
+            "SET #bal = #bal - :amt, #used = #used + :amt, \
+             {BUDGET_ALERT_HEADROOM} = if_not_exists({BUDGET_ALERT_HEADROOM}, :zero) - :amt"
+        ))
+        .condition_expression(format!(
+            "attribute_exists(pk) AND #bal >= :amt AND #month = :month AND \
+             (attribute_not_exists(#limit) OR #exceeded = :month OR {BUDGET_ALERT_HEADROOM} > :amt)"
+        ))
+        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
+        .expression_attribute_names("#used", attr::USED_THIS_MONTH_MINOR)
+        .expression_attribute_names("#month", attr::BUDGET_MONTH)
+        .expression_attribute_names("#limit", attr::MONTHLY_BUDGET_MINOR)
+        .expression_attribute_names("#exceeded", attr::BUDGET_EXCEEDED_SENT)
+        .expression_attribute_values(":amt", n(amount))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":month", s(month))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .expect("table, key and expression set")
+}
+
+/// The update computed from the item as seen, conditioned on the budget attributes not having
+/// changed since (the balance only needs to stay sufficient).
+fn planned_update(
+    table_name: &str,
+    tenant_id: &str,
+    amount: i64,
+    month: &str,
+    seen: &Item,
+    plan: &Plan,
+) -> Update {
+    let mut set = vec![
+        "#bal = #bal - :amt".to_owned(),
+        format!("{} = :month", attr::BUDGET_MONTH),
+        format!("{} = :used_after", attr::USED_THIS_MONTH_MINOR),
+    ];
+    let mut remove = Vec::new();
+    let mut values = Item::from([
+        (":amt".to_owned(), n(amount)),
+        (":month".to_owned(), s(month)),
+        (":used_after".to_owned(), n(plan.used_after)),
+    ]);
+    if plan.warning_flag {
+        set.push(format!("{} = :month", attr::BUDGET_WARNING_SENT));
+    }
+    if plan.exceeded_flag {
+        set.push(format!("{} = :month", attr::BUDGET_EXCEEDED_SENT));
+    }
+    match plan.headroom {
+        Some(headroom) => {
+            set.push(format!("{BUDGET_ALERT_HEADROOM} = :headroom"));
+            values.insert(":headroom".to_owned(), n(headroom));
+        }
+        None => remove.push(BUDGET_ALERT_HEADROOM.to_owned()),
+    }
+    let mut conditions = vec!["attribute_exists(pk)".to_owned(), "#bal >= :amt".to_owned()];
+    for (i, name) in [
+        attr::BUDGET_MONTH,
+        attr::USED_THIS_MONTH_MINOR,
+        attr::BUDGET_WARNING_SENT,
+        attr::BUDGET_EXCEEDED_SENT,
+        attr::MONTHLY_BUDGET_MINOR,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match seen.get(name) {
+            Some(value) => {
+                conditions.push(format!("{name} = :seen{i}"));
+                values.insert(format!(":seen{i}"), value.clone());
+            }
+            None => conditions.push(format!("attribute_not_exists({name})")),
+        }
+    }
+    let mut expression = format!("SET {}", set.join(", "));
+    if !remove.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    Update::builder()
+        .table_name(table_name)
+        .set_key(Some(tenant_key(tenant_id)))
+        .update_expression(expression)
+        .condition_expression(conditions.join(" AND "))
+        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
+        .set_expression_attribute_values(Some(values))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .expect("table, key and expression set")
+}
+
+fn alert_event(tenant_id: &str, event_type: &str, plan: &Plan, month: &str) -> fanout::Deferred {
+    fanout::Deferred::new(
+        tenant_id,
+        event_type,
+        json!({
+            "month": month,
+            "monthly_limit_minor": plan.limit,
+            "used_this_month_minor": plan.used_after,
+        }),
+    )
+}
+
+/// Why a debit did not happen.
+#[derive(Debug)]
+pub enum DebitError {
+    /// `402`: the balance is short; nothing was debited.
+    InsufficientCredits { balance_minor: i64 },
+    /// The tenant does not exist.
+    TenantNotFound,
+    /// The idempotency lock was lost to a newer request; nothing was written.
+    LockLost,
+    /// The tenant kept changing under us (`409`, retryable).
+    Contended,
+    /// AWS failed.
+    Aws(ApiError),
+}
+
+impl From<DebitError> for ApiError {
+    fn from(err: DebitError) -> Self {
+        match err {
+            DebitError::InsufficientCredits { balance_minor } => {
+                ApiError::payment_required(format!(
+                    "the balance ({balance_minor}) is lower than the amount; nothing was debited"
+                ))
+            }
+            DebitError::TenantNotFound => ApiError::not_found("tenant"),
+            DebitError::LockLost => idempotency::lock_lost(),
+            DebitError::Contended => {
+                ApiError::conflict("the account changed concurrently; retry").with_retry_after(1)
+            }
+            DebitError::Aws(err) => err,
+        }
+    }
+}
+
+/// Debits `entry` (a [`LedgerEntry::debit`]) from the tenant's credits, atomically with the
+/// ledger entry and, when `lock` is held, the idempotency completion storing `response`.
+///
+/// DynamoDB requests: one `TransactWriteItems` in the common case; a second attempt when the
+/// month changed, a budget alert is due or the counters are unknown (then the alert events' SQS
+/// messages are sent before that transaction). A short balance costs the one failed attempt.
+pub async fn debit(
+    aws: &AwsClients,
+    table_name: &str,
+    queue_url: &str,
+    tenant_id: &str,
+    entry: &LedgerEntry,
+    lock: Option<&IdempotencyLock>,
+    response: &StoredResponse,
+) -> Result<Response<Body>, DebitError> {
+    let amount = -entry.amount_minor;
+    debug_assert!(amount > 0 && entry.kind == LedgerKind::Debit);
+    let month = clock::month_of(entry.created_at);
+    let mut tenant_update = fast_update(table_name, tenant_id, amount, &month);
+    let mut deferred: Vec<fanout::Deferred> = Vec::new();
+    for attempt in 0..MAX_DEBIT_ATTEMPTS {
+        for event in &deferred {
+            event
+                .enqueue(&aws.sqs, queue_url)
+                .await
+                .map_err(DebitError::Aws)?;
+        }
+        let mut items = vec![
+            TransactWriteItem::builder().update(tenant_update).build(),
+            entry.put_item(table_name, tenant_id),
+        ];
+        items.extend(deferred.iter().map(|d| d.transact_item(table_name)));
+        let result =
+            idempotency::commit_with_response(&aws.dynamodb, items, lock, response.clone()).await;
+        let reasons = match result {
+            Ok(res) => return Ok(res),
+            Err(CommitError::Cancelled(reasons)) => reasons,
+            Err(CommitError::LockLost) => return Err(DebitError::LockLost),
+            Err(CommitError::Failed(err)) => return Err(DebitError::Aws(err)),
+        };
+        let tenant_reason = &reasons[0];
+        match tenant_reason.code() {
+            Some("ConditionalCheckFailed") => {}
+            // Another transaction touched the tenant at the same moment: try again.
+            Some("TransactionConflict") => {
+                tenant_update = fast_update(table_name, tenant_id, amount, &month);
+                deferred.clear();
+                backoff(attempt).await;
+                continue;
+            }
+            code => {
+                return Err(DebitError::Aws(ApiError::internal(anyhow::anyhow!(
+                    "debit transaction cancelled: {code:?}"
+                ))));
+            }
+        }
+        let Some(seen) = tenant_reason.item().filter(|i| !i.is_empty()) else {
+            return Err(DebitError::TenantNotFound);
+        };
+        let Some(plan) = plan(seen, amount, &month) else {
+            return Err(DebitError::InsufficientCredits {
+                balance_minor: seen.get_i64(attr::BALANCE_MINOR).unwrap_or(0),
+            });
+        };
+        deferred.clear();
+        if plan.warning_due {
+            deferred.push(alert_event(tenant_id, BUDGET_WARNING, &plan, &month));
+        }
+        if plan.exceeded_due {
+            deferred.push(alert_event(tenant_id, BUDGET_EXCEEDED, &plan, &month));
+        }
+        tenant_update = planned_update(table_name, tenant_id, amount, &month, seen, &plan);
+    }
+    Err(DebitError::Contended)
+}
+
+async fn backoff(attempt: usize) {
+    use rand::Rng;
+    let max_ms = 10u64 << attempt.min(5);
+    let ms = rand::rng().random_range(0..=max_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// A page of the ledger, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntry>,
+    /// Opaque: pass it back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Default page size of `GET /v1/ledger`.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page size of `GET /v1/ledger`.
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// Why a cursor was refused (`400`).
+#[derive(Debug, thiserror::Error)]
+#[error("`cursor` is not a cursor this API returned")]
+pub struct BadCursor;
+
+fn encode_cursor(sk: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(sk)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, BadCursor> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
+    let sk = String::from_utf8(bytes).map_err(|_| BadCursor)?;
+    // The cursor only ever names a ledger position of the caller's own partition.
+    if !sk.starts_with("LEDGER#") || sk.len() > 200 {
+        return Err(BadCursor);
+    }
+    Ok(sk)
+}
+
+/// Reads one page of a tenant's ledger, newest first, after `cursor`.
+pub async fn ledger_page(
+    db: &Client,
+    table_name: &str,
+    tenant_id: &str,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Result<LedgerPage, BadCursor>, ApiError> {
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let start = match cursor.map(decode_cursor).transpose() {
+        Ok(sk) => sk.map(|sk| table::key(table::tenant_pk(tenant_id), sk)),
+        Err(bad) => return Ok(Err(bad)),
+    };
+    // One more than asked tells whether another page exists without an empty last page.
+    let out = db
+        .query()
+        .table_name(table_name)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", s(table::tenant_pk(tenant_id)))
+        .expression_attribute_values(":prefix", s("LEDGER#"))
+        .scan_index_forward(false)
+        .limit(limit as i32 + 1)
+        .set_exclusive_start_key(start)
+        .send()
+        .await?;
+    let items = out.items();
+    let has_more = items.len() > limit;
+    let entries: Vec<LedgerEntry> = items
+        .iter()
+        .take(limit)
+        .filter_map(LedgerEntry::from_item)
+        .collect();
+    let next_cursor = has_more
+        .then(|| items.get(limit - 1).and_then(|i| i.get_s(table::SK)))
+        .flatten()
+        .map(encode_cursor);
+    Ok(Ok(LedgerPage {
+        entries,
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant_item(pairs: &[(&str, aws_sdk_dynamodb::types::AttributeValue)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_are_integer_percentages() {
+        assert_eq!(warning_threshold(1000), 800);
+        assert_eq!(warning_threshold(1001), 801); // 800.8 rounds up
+        assert_eq!(budget_status(Some(1000), 799), BudgetStatus::Ok);
+        assert_eq!(budget_status(Some(1000), 800), BudgetStatus::Warning);
+        assert_eq!(budget_status(Some(1000), 1000), BudgetStatus::Exceeded);
+        assert_eq!(budget_status(None, 1_000_000), BudgetStatus::Ok);
+    }
+
+    #[test]
+    fn a_short_balance_plans_nothing() {
+        let item = tenant_item(&[(attr::BALANCE_MINOR, n(99))]);
+        assert_eq!(plan(&item, 100, "2026-01"), None);
+    }
+
+    #[test]
+    fn a_new_month_starts_from_zero_and_clears_stale_flags() {
+        let item = tenant_item(&[
+            (attr::BALANCE_MINOR, n(10_000)),
+            (attr::MONTHLY_BUDGET_MINOR, n(1000)),
+            (attr::BUDGET_MONTH, s("2025-12")),
+            (attr::USED_THIS_MONTH_MINOR, n(990)),
+            (attr::BUDGET_WARNING_SENT, s("2025-12")),
+            (attr::BUDGET_EXCEEDED_SENT, s("2025-12")),
+        ]);
+        let p = plan(&item, 100, "2026-01").unwrap();
+        assert_eq!(p.used_after, 100);
+        assert!(!p.warning_due && !p.exceeded_due && !p.warning_flag);
+        assert_eq!(p.headroom, Some(700));
+    }
+
+    #[test]
+    fn crossing_thresholds_is_due_once_per_month() {
+        let base = |used: i64, warned: Option<&str>| {
+            let mut item = tenant_item(&[
+                (attr::BALANCE_MINOR, n(10_000)),
+                (attr::MONTHLY_BUDGET_MINOR, n(1000)),
+                (attr::BUDGET_MONTH, s("2026-01")),
+                (attr::USED_THIS_MONTH_MINOR, n(used)),
+            ]);
+            if let Some(m) = warned {
+                item.insert(attr::BUDGET_WARNING_SENT.into(), s(m));
+            }
+            item
+        };
+        let p = plan(&base(700, None), 100, "2026-01").unwrap();
+        assert!(p.warning_due && !p.exceeded_due);
+        assert_eq!(p.headroom, Some(200), "next alert at 100 %");
+        let p = plan(&base(850, Some("2026-01")), 100, "2026-01").unwrap();
+        assert!(!p.warning_due && !p.exceeded_due);
+        let p = plan(&base(950, Some("2026-01")), 100, "2026-01").unwrap();
+        assert!(!p.warning_due && p.exceeded_due && p.exceeded_flag);
+        assert_eq!(p.headroom, None);
+        // One debit jumping past both thresholds publishes both.
+        let p = plan(&base(0, None), 1000, "2026-01").unwrap();
+        assert!(p.warning_due && p.exceeded_due);
+        // A flag from last month does not count.
+        let p = plan(&base(850, Some("2025-12")), 1, "2026-01").unwrap();
+        assert!(p.warning_due);
+    }
+
+    #[test]
+    fn ledger_items_round_trip_and_cursors_stay_in_the_ledger() {
+        let e = LedgerEntry::debit(150, Some("tts minutes"));
+        assert_eq!(e.amount_minor, -150);
+        let item = e.to_item("tnt_a");
+        assert_eq!(LedgerEntry::from_item(&item), Some(e.clone()));
+        let c = encode_cursor(&e.sk());
+        assert_eq!(decode_cursor(&c).unwrap(), e.sk());
+        assert!(decode_cursor(&encode_cursor("ENDPOINT#ep_x")).is_err());
+        assert!(decode_cursor("%%%").is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret]]`.
+//!
+//! Item: `TENANT#{tnt}` / `ENDPOINT#{ep}` with `id`, `url`, `description?`, `event_types` (L of S,
+//! empty = all), `enabled`, `secrets` (sealed, newest first, see [`sluice::sealing`]),
+//! `secrets_version`, `failing_since?`, `disabled_reason?` (both set by the egress function),
+//! `created_at`, `updated_at`. Responses never include a secret except `/secret` and the answers
+//! that issue one (create, rotate), whose stored idempotent copies are sealed.
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
+use axum::{
+    Extension, Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice::{
+    ApiError, ApiResult,
+    auth::TenantId,
+    clock,
+    idempotency::{CommitError, StoredResponse, commit_with_response},
+    ids,
+    sealing::{self, SealContext, SealedEndpointSecret},
+    ssrf::{self, UrlPolicy},
+    table::{self, Item, ItemExt, n, s},
+};
+
+use super::{Lock, invalid, lock_ref, parse_optional_json};
+use crate::AppState;
+
+/// A rotated-out secret keeps signing beside the new one this long.
+pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
+const MAX_EVENT_TYPES: usize = 100;
+const MAX_EVENT_TYPE_LEN: usize = 100;
+const MAX_DESCRIPTION: usize = 500;
+
+/// Attribute names of the endpoint item.
+pub mod attr {
+    pub const ID: &str = "id";
+    pub const URL: &str = "url";
+    pub const DESCRIPTION: &str = "description";
+    pub const EVENT_TYPES: &str = "event_types";
+    pub const ENABLED: &str = "enabled";
+    pub const FAILING_SINCE: &str = "failing_since";
+    pub const DISABLED_REASON: &str = "disabled_reason";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
+}
+
+/// What `disabled_reason` says when the tenant disabled the endpoint.
+const DISABLED_BY_TENANT: &str = "disabled by the tenant";
+
+fn endpoint_key(tenant_id: &str, endpoint_id: &str) -> Item {
+    table::key(table::tenant_pk(tenant_id), table::endpoint_sk(endpoint_id))
+}
+
+/// The tenant-visible view of an endpoint item (never its secrets).
+fn view(item: &Item) -> Value {
+    json!({
+        "id": item.get_s(attr::ID),
+        "url": item.get_s(attr::URL),
+        "description": item.get_s(attr::DESCRIPTION),
+        "event_types": item.get_string_list(attr::EVENT_TYPES),
+        "enabled": item.get_bool(attr::ENABLED).unwrap_or(false),
+        "disabled_reason": item.get_s(attr::DISABLED_REASON),
+        "failing_since": item.get_i64(attr::FAILING_SINCE),
+        "created_at": item.get_i64(attr::CREATED_AT),
+        "updated_at": item.get_i64(attr::UPDATED_AT),
+    })
+}
+
+async fn validate_url(state: &AppState, raw: &str) -> ApiResult<String> {
+    let policy = UrlPolicy::from_config(&state.config);
+    ssrf::validate_endpoint_url(raw, &policy)
+        .await
+        .map(|url| url.to_string())
+        .map_err(|e| invalid(e.to_string()))
+}
+
+fn validate_event_types(types: Vec<String>) -> ApiResult<Vec<String>> {
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(invalid(format!(
+            "`event_types` may list at most {MAX_EVENT_TYPES} types"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(types.len());
+    for t in types {
+        let t = t.trim().to_owned();
+        if t.is_empty() || t.len() > MAX_EVENT_TYPE_LEN || t.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "each of `event_types` must be 1–{MAX_EVENT_TYPE_LEN} printable characters"
+            )));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+fn validate_description(d: Option<String>) -> ApiResult<Option<String>> {
+    let d = d.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    if d.as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return Err(invalid(format!(
+            "`description` must be at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    Ok(d)
+}
+
+fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
+}
+
+fn secrets_list(secrets: &[SealedEndpointSecret]) -> AttributeValue {
+    AttributeValue::L(
+        secrets
+            .iter()
+            .map(SealedEndpointSecret::to_attribute)
+            .collect(),
+    )
+}
+
+fn valid_id(id: &str) -> ApiResult<()> {
+    if ids::has_prefix(id, "ep") {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("endpoint"))
+    }
+}
+
+async fn get_endpoint(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Item> {
+    valid_id(id)?;
+    let out = state
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(state.table())
+        .set_key(Some(endpoint_key(tenant_id, id)))
+        .consistent_read(true)
+        .send()
+        .await?;
+    out.item.ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    url: String,
+    #[serde(default)]
+    event_types: Vec<String>,
+    description: Option<String>,
+}
+
+/// `POST /v1/endpoints`: `201` with the id and the signing secret. The endpoint and the stored
+/// answer commit in one transaction.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    lock: Lock,
+    body: bytes::Bytes,
+) -> ApiResult<Response> {
+    let req: CreateEndpoint = crate::admin::parse_json(&body)?;
+    let url = validate_url(&state, &req.url).await?;
+    let event_types = validate_event_types(req.event_types)?;
+    let description = validate_description(req.description)?;
+
+    let id = ids::new_id("ep");
+    let now = clock::now_epoch();
+    let secret = sealing::new_endpoint_secret();
+    let sealed = SealedEndpointSecret {
+        ciphertext: state
+            .sealer()
+            .seal_secret(SealContext::endpoint_secret(&tenant_id), &secret)
+            .await?,
+        created_at: now,
+        expires_at: None,
+    };
+    let mut item = endpoint_key(&tenant_id, &id);
+    item.insert(attr::ID.into(), s(&id));
+    item.insert(attr::URL.into(), s(&url));
+    item.insert(attr::EVENT_TYPES.into(), string_list(&event_types));
+    item.insert(attr::ENABLED.into(), table::b(true));
+    item.insert(sealing::ENDPOINT_SECRETS.into(), secrets_list(&[sealed]));
+    item.insert(sealing::ENDPOINT_SECRETS_VERSION.into(), n(1));
+    item.insert(attr::CREATED_AT.into(), n(now));
+    item.insert(attr::UPDATED_AT.into(), n(now));
+    if let Some(d) = &description {
+        item.insert(attr::DESCRIPTION.into(), s(d));
+    }
+    let mut body = view(&item);
+    body["secret"] = Value::String(secret.expose().to_owned());
+    let response = StoredResponse::json(StatusCode::CREATED, &body)
+        .with_location(format!("/v1/endpoints/{id}"))
+        .sensitive();
+    let put = Put::builder()
+        .table_name(state.table())
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item set");
+    let items = vec![TransactWriteItem::builder().put(put).build()];
+    Ok(commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await?)
+}
+
+/// `GET /v1/endpoints`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+) -> ApiResult<Json<Value>> {
+    let mut data = Vec::new();
+    let mut start = None;
+    loop {
+        let out = state
+            .aws
+            .dynamodb
+            .query()
+            .table_name(state.table())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(table::tenant_pk(&tenant_id)))
+            .expression_attribute_values(":prefix", s(table::endpoint_sk("")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        data.extend(out.items().iter().map(view));
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => break,
+        }
+    }
+    Ok(Json(json!({ "data": data })))
+}
+
+/// `GET /v1/endpoints/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(view(&get_endpoint(&state, &tenant_id, &id).await?)))
+}
+
+/// `GET /v1/endpoints/{id}/secret`: the current (newest) signing secret.
+pub async fn secret(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let item = get_endpoint(&state, &tenant_id, &id).await?;
+    let current = SealedEndpointSecret::list_from_item(&item)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("endpoint {id} has no secret")))?;
+    let secret = state
+        .sealer()
+        .open_secret(
+            SealContext::endpoint_secret(&tenant_id),
+            &current.ciphertext,
+        )
+        .await?;
+    Ok(Json(json!({ "secret": secret.expose() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    enabled: Option<bool>,
+    description: Option<String>,
+}
+
+/// `PATCH /v1/endpoints/{id}`: re-enabling clears the failure streak.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<Value>> {
+    valid_id(&id)?;
+    let req: UpdateEndpoint = parse_optional_json(&body)?;
+    let mut set = vec!["#updated = :now".to_owned()];
+    let mut remove: Vec<&str> = Vec::new();
+    let mut values = Item::from([(":now".to_owned(), n(clock::now_epoch()))]);
+    if let Some(raw) = &req.url {
+        set.push(format!("{} = :url", attr::URL));
+        values.insert(":url".into(), s(validate_url(&state, raw).await?));
+    }
+    if let Some(types) = req.event_types {
+        set.push(format!("{} = :types", attr::EVENT_TYPES));
+        values.insert(":types".into(), string_list(&validate_event_types(types)?));
+    }
+    if let Some(d) = req.description {
+        match validate_description(Some(d))? {
+            Some(d) => {
+                set.push(format!("{} = :description", attr::DESCRIPTION));
+                values.insert(":description".into(), s(d));
+            }
+            None => remove.push(attr::DESCRIPTION),
+        }
+    }
+    match req.enabled {
+        Some(true) => {
+            set.push(format!("{} = :enabled", attr::ENABLED));
+            values.insert(":enabled".into(), table::b(true));
+            // A fresh start: the streak that disabled it no longer counts.
+            remove.extend([attr::FAILING_SINCE, attr::DISABLED_REASON]);
+        }
+        Some(false) => {
+            set.push(format!("{} = :enabled", attr::ENABLED));
+            set.push(format!("{} = :reason", attr::DISABLED_REASON));
+            values.insert(":enabled".into(), table::b(false));
+            values.insert(":reason".into(), s(DISABLED_BY_TENANT));
+        }
+        None => {}
+    }
+    let mut expression = format!("SET {}", set.join(", "));
+    if !remove.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    let result = state
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(state.table())
+        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .update_expression(expression)
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_names("#updated", attr::UPDATED_AT)
+        .set_expression_attribute_values(Some(values))
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Json(view(&out.attributes.unwrap_or_default()))),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Err(ApiError::not_found("endpoint"))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `DELETE /v1/endpoints/{id}`: `204`; the deletion and the stored answer commit together.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    lock: Lock,
+) -> ApiResult<Response> {
+    valid_id(&id)?;
+    let delete = Delete::builder()
+        .table_name(state.table())
+        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .expect("table and key set");
+    let response = StoredResponse::empty(StatusCode::NO_CONTENT);
+    let items = vec![TransactWriteItem::builder().delete(delete).build()];
+    match commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await {
+        Ok(res) => Ok(res),
+        Err(CommitError::Cancelled(_)) => Err(ApiError::not_found("endpoint")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret signs first; the previous one keeps
+/// signing beside it for 24 h. Secrets that already expired are dropped.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    lock: Lock,
+) -> ApiResult<Response> {
+    let item = get_endpoint(&state, &tenant_id, &id).await?;
+    let now = clock::now_epoch();
+    let overlap_until = now + ROTATION_OVERLAP_SECS;
+    let secret = sealing::new_endpoint_secret();
+    let mut secrets = vec![SealedEndpointSecret {
+        ciphertext: state
+            .sealer()
+            .seal_secret(SealContext::endpoint_secret(&tenant_id), &secret)
+            .await?,
+        created_at: now,
+        expires_at: None,
+    }];
+    secrets.extend(
+        SealedEndpointSecret::list_from_item(&item)
+            .into_iter()
+            .filter(|old| old.is_active(now))
+            .map(|mut old| {
+                old.expires_at = Some(old.expires_at.unwrap_or(overlap_until).min(overlap_until));
+                old
+            }),
+    );
+    let mut update = Update::builder()
+        .table_name(state.table())
+        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .update_expression("SET #secrets = :secrets, #version = :next, #updated = :now")
+        .expression_attribute_names("#secrets", sealing::ENDPOINT_SECRETS)
+        .expression_attribute_names("#version", sealing::ENDPOINT_SECRETS_VERSION)
+        .expression_attribute_names("#updated", attr::UPDATED_AT)
+        .expression_attribute_values(":secrets", secrets_list(&secrets))
+        .expression_attribute_values(":now", n(now));
+    // Conditioned on the version read: a concurrent rotation makes this one fail (409) rather
+    // than drop the secret the other one just issued.
+    update = match item.get_i64(sealing::ENDPOINT_SECRETS_VERSION) {
+        Some(version) => update
+            .condition_expression("#version = :seen")
+            .expression_attribute_values(":seen", n(version))
+            .expression_attribute_values(":next", n(version + 1)),
+        None => update
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)")
+            .expression_attribute_values(":next", n(1)),
+    };
+    let update = update.build().expect("table, key and expression set");
+    let body = json!({
+        "id": id,
+        "secret": secret.expose(),
+        "previous_secrets_expire_at": overlap_until,
+    });
+    let response = StoredResponse::json(StatusCode::OK, &body).sensitive();
+    let items = vec![TransactWriteItem::builder().update(update).build()];
+    match commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await {
+        Ok(res) => Ok(res),
+        Err(CommitError::Cancelled(_)) => Err(ApiError::conflict(
+            "the endpoint changed (deleted or rotated concurrently); retry",
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
