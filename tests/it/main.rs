@@ -8,6 +8,8 @@ mod support;
 
 mod egress;
 mod fanout;
+mod idempotency;
 mod platform;
 
 mod stripe_ingress;
+mod tenant_api;

@@ -17,9 +17,9 @@ use sluice::{
 
 use crate::AppState;
 
+pub mod secrets;
 pub mod stats;
 pub mod stripe_events;
-pub mod secrets;
 
 /// Routes mounted under `/admin`.
 pub fn routes() -> Router<AppState> {
