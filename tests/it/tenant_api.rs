@@ -239,7 +239,15 @@ async fn concurrent_debits_never_go_below_zero_nor_debit_twice() {
         .filter(|a| a.status == 201)
         .map(|a| a.json()["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ok.len(), 10, "exactly the balance's worth of debits");
+    assert_eq!(
+        ok.len(),
+        10,
+        "exactly the balance's worth of debits: {:?}",
+        answers
+            .iter()
+            .map(|a| (a.status.as_u16(), a.text()))
+            .collect::<Vec<_>>()
+    );
     for a in &answers {
         assert!(matches!(a.status.as_u16(), 201 | 402 | 409), "{}", a.text());
     }
@@ -257,6 +265,43 @@ async fn concurrent_debits_never_go_below_zero_nor_debit_twice() {
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(debits, ok);
+}
+
+#[tokio::test]
+async fn concurrent_debits_across_the_thresholds_publish_each_alert_once() {
+    let stack = Stack::new().await;
+    let res = stack
+        .send(
+            Req::post("/admin/tenants")
+                .admin(&stack.admin_key)
+                .json(&json!({"name": "Acme", "monthly_budget_minor": 1_000})),
+        )
+        .await;
+    let tenant = res.json()["id"].as_str().unwrap().to_owned();
+    let key = res.json()["api_key"].as_str().unwrap().to_owned();
+    credit(&stack, &tenant, 100_000).await;
+    let key = &key;
+    let answers = join_all((0..15).map(|_| {
+        stack.send(
+            Req::post("/v1/usage")
+                .bearer(key)
+                .json(&json!({"amount_minor": 100})),
+        )
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| a.status == 201).count();
+    for a in &answers {
+        assert!(matches!(a.status.as_u16(), 201 | 409), "{}", a.text());
+    }
+    let account = stack.send(Req::get("/v1/account").bearer(key)).await.json();
+    assert_eq!(account["budget"]["used_this_month_minor"], 100 * ok as i64);
+    assert_eq!(
+        account["credits"]["balance_minor"],
+        100_000 - 100 * ok as i64
+    );
+    assert!(ok >= 10, "{ok} of 15 debits went through");
+    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 1);
+    assert_eq!(events_of_type(&stack, &tenant, "budget.exceeded").await, 1);
 }
 
 #[tokio::test]
@@ -358,9 +403,17 @@ async fn budget_alerts_are_published_once_a_month_and_rearmed_by_a_top_up() {
     assert_eq!(budget["monthly_limit_minor"], 1_000);
     assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 1);
 
-    assert_eq!(debit(100).await.status, 201); // 950: no new alert
+    assert_eq!(debit(50).await.status, 201); // 900: no new alert
     assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 1);
-    assert_eq!(debit(100).await.status, 201); // 1 050: crosses 100 %
+
+    // A top-up re-arms the warning: the next debit above 80 % publishes it again.
+    credit(&stack, &tenant, 1_000).await;
+    assert_eq!(debit(50).await.status, 201); // 950
+    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 2);
+    assert_eq!(debit(10).await.status, 201); // 960: no new alert
+    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 2);
+
+    assert_eq!(debit(90).await.status, 201); // 1 050: crosses 100 %
     assert_eq!(status().await["status"], "exceeded");
     assert_eq!(events_of_type(&stack, &tenant, "budget.exceeded").await, 1);
     assert_eq!(debit(10).await.status, 201);
@@ -372,12 +425,12 @@ async fn budget_alerts_are_published_once_a_month_and_rearmed_by_a_top_up() {
         .into_iter()
         .filter(|m| matches!(m, DeliveryMessage::Fanout { .. }))
         .count();
-    assert_eq!(fanouts, 2);
+    assert_eq!(fanouts, 3);
 
     // A top-up re-arms both alerts for this month.
     credit(&stack, &tenant, 1_000).await;
     assert_eq!(debit(10).await.status, 201);
-    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 2);
+    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 3);
     assert_eq!(events_of_type(&stack, &tenant, "budget.exceeded").await, 2);
 }
 

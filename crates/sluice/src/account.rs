@@ -15,15 +15,18 @@
 //! `budget.warning` (≥ 80 % of `monthly_budget_minor` used this month) and `budget.exceeded`
 //! (≥ 100 %) are published once per month each; the month a flag was set is stored in the flag,
 //! so a new month needs no reset job. Deciding whether a debit crosses a threshold would normally
-//! need the tenant item first (a third DynamoDB request). Instead the tenant item keeps
-//! `budget_alert_headroom_minor`: how much more can be used this month before the next alert is
-//! due. The first attempt of a debit assumes the common case — same month, enough balance, no
-//! alert due — as the *condition* of its update, so it needs no read. When that condition fails,
-//! DynamoDB returns the tenant item (`ReturnValuesOnConditionCheckFailure`), which tells exactly
-//! why: a short balance answers `402` at once; a new month, a crossed threshold, a top-up (which
-//! removes the headroom) or a tenant without the counters yet are handled by a second attempt
+//! need the tenant item first (a third DynamoDB request). Instead the tenant item keeps two
+//! headrooms, `budget_warning_headroom_minor` and `budget_exceeded_headroom_minor`: how much
+//! more can be used this month before each threshold (DynamoDB conditions cannot add, so the
+//! distance is stored and lowered by every debit). The first attempt of a debit states the common
+//! case — same month, enough balance, no alert due (below the next threshold, or its flag already
+//! set this month) — as the *condition* of its update, so it needs no read. When that condition
+//! fails, DynamoDB returns the tenant item (`ReturnValuesOnConditionCheckFailure`), which tells
+//! exactly why: a short balance answers `402` at once; a new month, a crossed threshold, flags
+//! reset by a top-up or a tenant without the counters yet are handled by a second attempt
 //! computed from that item and conditioned on it not having changed meanwhile. The alert events
-//! go into that same transaction as [`fanout::Deferred`] items.
+//! go into that same transaction as [`fanout::Deferred`] items. The headrooms do not depend on
+//! the flags, so a writer that resets the flags (a top-up) need not know about them.
 
 use aws_sdk_dynamodb::{
     Client,
@@ -44,9 +47,11 @@ use crate::{
     tenants::{Tenant, attr},
 };
 
-/// Tenant attribute: usage left this month before the next budget alert is due (absent when
-/// unknown, e.g. after a top-up; then the next debit recomputes it).
-pub const BUDGET_ALERT_HEADROOM: &str = "budget_alert_headroom_minor";
+/// Tenant attribute: usage left this month before the 80 % threshold (absent until the first
+/// debit of a budgeted tenant computes it).
+pub const BUDGET_WARNING_HEADROOM: &str = "budget_warning_headroom_minor";
+/// Tenant attribute: usage left this month before the 100 % threshold.
+pub const BUDGET_EXCEEDED_HEADROOM: &str = "budget_exceeded_headroom_minor";
 
 /// Ledger entry attribute names.
 pub mod ledger_attr {
@@ -66,7 +71,7 @@ pub const BUDGET_WARNING: &str = "budget.warning";
 pub const BUDGET_EXCEEDED: &str = "budget.exceeded";
 
 /// How many times a debit recomputes after concurrent changes before giving up (`409`).
-const MAX_DEBIT_ATTEMPTS: usize = 6;
+const MAX_DEBIT_ATTEMPTS: usize = 8;
 
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -219,7 +224,7 @@ pub fn credit_items(
         .table_name(table_name)
         .set_key(Some(tenant_key(tenant_id)))
         .update_expression(format!(
-            "SET #bal = if_not_exists(#bal, :zero) + :amt REMOVE {}, {}, {BUDGET_ALERT_HEADROOM}",
+            "SET #bal = if_not_exists(#bal, :zero) + :amt REMOVE {}, {}",
             attr::BUDGET_WARNING_SENT,
             attr::BUDGET_EXCEEDED_SENT
         ))
@@ -295,7 +300,8 @@ struct Plan {
     exceeded_due: bool,
     warning_flag: bool,
     exceeded_flag: bool,
-    headroom: Option<i64>,
+    /// (to 80 %, to 100 %) after this debit, when there is a budget.
+    headrooms: Option<(i64, i64)>,
     limit: Option<i64>,
 }
 
@@ -326,21 +332,13 @@ fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
         ),
         None => (false, false),
     };
-    let warning_flag = warning_sent || warning_due;
-    let exceeded_flag = exceeded_sent || exceeded_due;
-    let headroom = match limit {
-        Some(_) if exceeded_flag => None,
-        Some(limit) if warning_flag => Some(limit - used_after),
-        Some(limit) => Some(warning_threshold(limit) - used_after),
-        None => None,
-    };
     Some(Plan {
         used_after,
         warning_due,
         exceeded_due,
-        warning_flag,
-        exceeded_flag,
-        headroom,
+        warning_flag: warning_sent || warning_due,
+        exceeded_flag: exceeded_sent || exceeded_due,
+        headrooms: limit.map(|limit| (warning_threshold(limit) - used_after, limit - used_after)),
         limit,
     })
 }
@@ -350,14 +348,20 @@ fn fast_update(table_name: &str, tenant_id: &str, amount: i64, month: &str) -> U
     Update::builder()
         .table_name(table_name)
         .set_key(Some(tenant_key(tenant_id)))
-        .update_expression(format!(
+        .update_expression(
             "SET #bal = #bal - :amt, #used = #used + :amt, \
-             {BUDGET_ALERT_HEADROOM} = if_not_exists({BUDGET_ALERT_HEADROOM}, :zero) - :amt"
-        ))
-        .condition_expression(format!(
+             #wh = if_not_exists(#wh, :zero) - :amt, #eh = if_not_exists(#eh, :zero) - :amt",
+        )
+        // No alert is due when the debit stays below the 80 % threshold, or the warning went
+        // out this month and the debit stays below 100 % (or that went out too).
+        .condition_expression(
             "attribute_exists(pk) AND #bal >= :amt AND #month = :month AND \
-             (attribute_not_exists(#limit) OR #exceeded = :month OR {BUDGET_ALERT_HEADROOM} > :amt)"
-        ))
+             (attribute_not_exists(#limit) OR #wh > :amt OR \
+              (#warned = :month AND (#eh > :amt OR #exceeded = :month)))",
+        )
+        .expression_attribute_names("#wh", BUDGET_WARNING_HEADROOM)
+        .expression_attribute_names("#eh", BUDGET_EXCEEDED_HEADROOM)
+        .expression_attribute_names("#warned", attr::BUDGET_WARNING_SENT)
         .expression_attribute_names("#bal", attr::BALANCE_MINOR)
         .expression_attribute_names("#used", attr::USED_THIS_MONTH_MINOR)
         .expression_attribute_names("#month", attr::BUDGET_MONTH)
@@ -369,6 +373,18 @@ fn fast_update(table_name: &str, tenant_id: &str, amount: i64, month: &str) -> U
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .build()
         .expect("table, key and expression set")
+}
+
+/// Whether [`fast_update`]'s condition holds for `item` (mirrors it).
+fn fast_path_holds(item: &Item, amount: i64, month: &str) -> bool {
+    let flag = |name: &str| item.get_s(name) == Some(month);
+    let above = |name: &str| item.get_i64(name).is_some_and(|h| h > amount);
+    item.get_i64(attr::BALANCE_MINOR).unwrap_or(0) >= amount
+        && item.get_s(attr::BUDGET_MONTH) == Some(month)
+        && (!item.contains_key(attr::MONTHLY_BUDGET_MINOR)
+            || above(BUDGET_WARNING_HEADROOM)
+            || (flag(attr::BUDGET_WARNING_SENT)
+                && (above(BUDGET_EXCEEDED_HEADROOM) || flag(attr::BUDGET_EXCEEDED_SENT))))
 }
 
 /// The update computed from the item as seen, conditioned on the budget attributes not having
@@ -398,12 +414,17 @@ fn planned_update(
     if plan.exceeded_flag {
         set.push(format!("{} = :month", attr::BUDGET_EXCEEDED_SENT));
     }
-    match plan.headroom {
-        Some(headroom) => {
-            set.push(format!("{BUDGET_ALERT_HEADROOM} = :headroom"));
-            values.insert(":headroom".to_owned(), n(headroom));
+    match plan.headrooms {
+        Some((warning, exceeded)) => {
+            set.push(format!("{BUDGET_WARNING_HEADROOM} = :wh"));
+            set.push(format!("{BUDGET_EXCEEDED_HEADROOM} = :eh"));
+            values.insert(":wh".to_owned(), n(warning));
+            values.insert(":eh".to_owned(), n(exceeded));
         }
-        None => remove.push(BUDGET_ALERT_HEADROOM.to_owned()),
+        None => remove.extend([
+            BUDGET_WARNING_HEADROOM.to_owned(),
+            BUDGET_EXCEEDED_HEADROOM.to_owned(),
+        ]),
     }
     let mut conditions = vec!["attribute_exists(pk)".to_owned(), "#bal >= :amt".to_owned()];
     for (i, name) in [
@@ -550,6 +571,12 @@ pub async fn debit(
             });
         };
         deferred.clear();
+        if fast_path_holds(seen, amount, &month) {
+            // Only the balance or the counters moved under us (a concurrent debit): the cheap
+            // update still states the truth, and it does not contend on exact counter values.
+            tenant_update = fast_update(table_name, tenant_id, amount, &month);
+            continue;
+        }
         if plan.warning_due {
             deferred.push(alert_event(tenant_id, BUDGET_WARNING, &plan, &month));
         }
@@ -557,6 +584,10 @@ pub async fn debit(
             deferred.push(alert_event(tenant_id, BUDGET_EXCEEDED, &plan, &month));
         }
         tenant_update = planned_update(table_name, tenant_id, amount, &month, seen, &plan);
+        if attempt > 0 {
+            // Several debits keep computing from the same state: spread them out.
+            backoff(attempt).await;
+        }
     }
     Err(DebitError::Contended)
 }
@@ -684,7 +715,7 @@ mod tests {
         let p = plan(&item, 100, "2026-01").unwrap();
         assert_eq!(p.used_after, 100);
         assert!(!p.warning_due && !p.exceeded_due && !p.warning_flag);
-        assert_eq!(p.headroom, Some(700));
+        assert_eq!(p.headrooms, Some((700, 900)));
     }
 
     #[test]
@@ -703,18 +734,71 @@ mod tests {
         };
         let p = plan(&base(700, None), 100, "2026-01").unwrap();
         assert!(p.warning_due && !p.exceeded_due);
-        assert_eq!(p.headroom, Some(200), "next alert at 100 %");
+        assert_eq!(p.headrooms, Some((0, 200)));
         let p = plan(&base(850, Some("2026-01")), 100, "2026-01").unwrap();
         assert!(!p.warning_due && !p.exceeded_due);
         let p = plan(&base(950, Some("2026-01")), 100, "2026-01").unwrap();
         assert!(!p.warning_due && p.exceeded_due && p.exceeded_flag);
-        assert_eq!(p.headroom, None);
+        assert_eq!(p.headrooms, Some((-250, -50)));
         // One debit jumping past both thresholds publishes both.
         let p = plan(&base(0, None), 1000, "2026-01").unwrap();
         assert!(p.warning_due && p.exceeded_due);
         // A flag from last month does not count.
         let p = plan(&base(850, Some("2025-12")), 1, "2026-01").unwrap();
         assert!(p.warning_due);
+    }
+
+    #[test]
+    fn the_cheap_update_applies_exactly_when_no_alert_is_due() {
+        let month = "2026-01";
+        let item = |pairs: &[(&str, aws_sdk_dynamodb::types::AttributeValue)]| {
+            let mut base = tenant_item(&[
+                (attr::BALANCE_MINOR, n(10_000)),
+                (attr::BUDGET_MONTH, s(month)),
+            ]);
+            base.extend(tenant_item(pairs));
+            base
+        };
+        assert!(fast_path_holds(&item(&[]), 100, month), "no budget");
+        assert!(!fast_path_holds(
+            &item(&[(attr::BUDGET_MONTH, s("2025-12"))]),
+            100,
+            month
+        ));
+        assert!(!fast_path_holds(
+            &item(&[(attr::BALANCE_MINOR, n(99))]),
+            100,
+            month
+        ));
+        let limit = (attr::MONTHLY_BUDGET_MINOR, n(1000));
+        assert!(
+            !fast_path_holds(&item(&[limit.clone()]), 100, month),
+            "headroom unknown"
+        );
+        let below = item(&[limit.clone(), (BUDGET_WARNING_HEADROOM, n(101))]);
+        assert!(fast_path_holds(&below, 100, month));
+        assert!(!fast_path_holds(&below, 101, month), "reaching 80 % is due");
+        let warned = item(&[
+            limit.clone(),
+            (BUDGET_WARNING_HEADROOM, n(-50)),
+            (BUDGET_EXCEEDED_HEADROOM, n(150)),
+            (attr::BUDGET_WARNING_SENT, s(month)),
+        ]);
+        assert!(fast_path_holds(&warned, 100, month));
+        assert!(
+            !fast_path_holds(&warned, 150, month),
+            "reaching 100 % is due"
+        );
+        // A top-up removed the flags: above 80 % the warning is due again.
+        let reset = item(&[
+            limit,
+            (attr::USED_THIS_MONTH_MINOR, n(850)),
+            (BUDGET_WARNING_HEADROOM, n(-50)),
+            (BUDGET_EXCEEDED_HEADROOM, n(150)),
+        ]);
+        assert!(!fast_path_holds(&reset, 1, month));
+        // And the plan agrees.
+        assert!(plan(&reset, 1, month).unwrap().warning_due);
     }
 
     #[test]

@@ -285,41 +285,49 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     valid_id(&id)?;
     let req: UpdateEndpoint = parse_optional_json(&body)?;
-    let mut set = vec!["#updated = :now".to_owned()];
+    // Every attribute goes through a name placeholder (`url` is a DynamoDB reserved word).
+    let mut set = vec!["#updated_at = :now".to_owned()];
     let mut remove: Vec<&str> = Vec::new();
+    let mut names =
+        std::collections::HashMap::from([("#updated_at".to_owned(), attr::UPDATED_AT.to_owned())]);
     let mut values = Item::from([(":now".to_owned(), n(clock::now_epoch()))]);
+    let mut assign = |name: &str, value: AttributeValue, set: &mut Vec<String>| {
+        set.push(format!("#{name} = :{name}"));
+        names.insert(format!("#{name}"), name.to_owned());
+        values.insert(format!(":{name}"), value);
+    };
     if let Some(raw) = &req.url {
-        set.push(format!("{} = :url", attr::URL));
-        values.insert(":url".into(), s(validate_url(&state, raw).await?));
+        assign(attr::URL, s(validate_url(&state, raw).await?), &mut set);
     }
     if let Some(types) = req.event_types {
-        set.push(format!("{} = :types", attr::EVENT_TYPES));
-        values.insert(":types".into(), string_list(&validate_event_types(types)?));
+        assign(
+            attr::EVENT_TYPES,
+            string_list(&validate_event_types(types)?),
+            &mut set,
+        );
     }
     if let Some(d) = req.description {
         match validate_description(Some(d))? {
-            Some(d) => {
-                set.push(format!("{} = :description", attr::DESCRIPTION));
-                values.insert(":description".into(), s(d));
-            }
+            Some(d) => assign(attr::DESCRIPTION, s(d), &mut set),
             None => remove.push(attr::DESCRIPTION),
         }
     }
     match req.enabled {
         Some(true) => {
-            set.push(format!("{} = :enabled", attr::ENABLED));
-            values.insert(":enabled".into(), table::b(true));
+            assign(attr::ENABLED, table::b(true), &mut set);
             // A fresh start: the streak that disabled it no longer counts.
             remove.extend([attr::FAILING_SINCE, attr::DISABLED_REASON]);
         }
         Some(false) => {
-            set.push(format!("{} = :enabled", attr::ENABLED));
-            set.push(format!("{} = :reason", attr::DISABLED_REASON));
-            values.insert(":enabled".into(), table::b(false));
-            values.insert(":reason".into(), s(DISABLED_BY_TENANT));
+            assign(attr::ENABLED, table::b(false), &mut set);
+            assign(attr::DISABLED_REASON, s(DISABLED_BY_TENANT), &mut set);
         }
         None => {}
     }
+    for name in &remove {
+        names.insert(format!("#{name}"), (*name).to_owned());
+    }
+    let remove: Vec<String> = remove.iter().map(|name| format!("#{name}")).collect();
     let mut expression = format!("SET {}", set.join(", "));
     if !remove.is_empty() {
         expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
@@ -332,7 +340,7 @@ pub async fn update(
         .set_key(Some(endpoint_key(&tenant_id, &id)))
         .update_expression(expression)
         .condition_expression("attribute_exists(pk)")
-        .expression_attribute_names("#updated", attr::UPDATED_AT)
+        .set_expression_attribute_names(Some(names))
         .set_expression_attribute_values(Some(values))
         .return_values(ReturnValue::AllNew)
         .send()
