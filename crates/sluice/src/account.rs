@@ -772,7 +772,7 @@ mod tests {
         ));
         let limit = (attr::MONTHLY_BUDGET_MINOR, n(1000));
         assert!(
-            !fast_path_holds(&item(&[limit.clone()]), 100, month),
+            !fast_path_holds(&item(std::slice::from_ref(&limit)), 100, month),
             "headroom unknown"
         );
         let below = item(&[limit.clone(), (BUDGET_WARNING_HEADROOM, n(101))]);

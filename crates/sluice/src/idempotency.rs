@@ -189,7 +189,9 @@ pub fn fingerprint(method: &Method, path: &str, query: Option<&str>, body: &[u8]
 
 /// Which requests share keys: a key is unique within its scope.
 #[derive(Clone)]
-pub struct Scope(Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>);
+pub struct Scope(Arc<ScopeFn>);
+
+type ScopeFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
 
 impl Scope {
     /// A scope computed from the request (e.g. from an authenticated principal in its

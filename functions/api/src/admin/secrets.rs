@@ -105,19 +105,10 @@ async fn rewrap_item(
         let mut secrets = SealedEndpointSecret::list_from_item(item);
         let mut count = 0;
         for secret in &mut secrets {
-            match rewrap_one(
-                sealer,
-                SealContext::endpoint_secret(tenant_id),
-                &secret.ciphertext,
-                report,
-            )
-            .await?
-            {
-                Some(new) => {
-                    secret.ciphertext = new;
-                    count += 1;
-                }
-                None => {}
+            let ctx = SealContext::endpoint_secret(tenant_id);
+            if let Some(new) = rewrap_one(sealer, ctx, &secret.ciphertext, report).await? {
+                secret.ciphertext = new;
+                count += 1;
             }
         }
         if count == 0 {
