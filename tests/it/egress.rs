@@ -1145,3 +1145,152 @@ async fn a_warm_delivery_makes_no_kms_call() {
     assert_eq!(third.verify(&[&rotated]), Verification::Verified);
     assert_eq!(third.verify(&[&secret]), Verification::Verified);
 }
+
+/// Reads lines of a child's stdout until one satisfies `want` (or `secs` pass).
+async fn line_matching(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    secs: u64,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let search = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if want(&line) {
+                return line;
+            }
+        }
+        panic!("the process ended without printing the expected line");
+    };
+    tokio::time::timeout(Duration::from_secs(secs), search)
+        .await
+        .expect("the expected line within the time limit")
+}
+
+#[tokio::test]
+async fn end_to_end_a_signed_stripe_event_in_a_verified_tenant_webhook_out() {
+    use tokio::{io::AsyncBufReadExt, process::Command};
+
+    // GIVEN the local runner (`make dev`) with its own emulator
+    let exe = env!("CARGO_BIN_EXE_sluice-local");
+    let port = sluice_local::emulator::free_port().unwrap();
+    let aws_port = sluice_local::emulator::free_port().unwrap();
+    let receiver_port = sluice_local::emulator::free_port().unwrap();
+    let admin_key = "local-admin-key-for-the-egress-test";
+    let stripe_secret = sluice_local::dev::generate_stripe_secret();
+    let mut dev = Command::new(exe)
+        .arg("dev")
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_AWS_PORT", aws_port.to_string())
+        .env("SLUICE_ADMIN_KEY", admin_key)
+        .env("STRIPE_WEBHOOK_SECRETS", &stripe_secret)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut dev_out = tokio::io::BufReader::new(dev.stdout.take().unwrap()).lines();
+    line_matching(&mut dev_out, 120, |l| l.starts_with("Ctrl-C")).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = crate::support::http_client();
+
+    // … a tenant with an endpoint pointing at `sluice-local receive` (`make receive`)
+    let tenant: Value = http
+        .post(format!("{base}/admin/tenants"))
+        .header("x-admin-key", admin_key)
+        .json(&json!({"name": "End to end"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (tenant_id, key) = (
+        tenant["id"].as_str().unwrap().to_owned(),
+        tenant["api_key"].as_str().unwrap().to_owned(),
+    );
+    let created = http
+        .post(format!("{base}/v1/endpoints"))
+        .bearer_auth(&key)
+        .json(&json!({"url": format!("http://127.0.0.1:{receiver_port}/hook")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let endpoint: Value = created.json().await.unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let mut receiver = Command::new(exe)
+        .args([
+            "receive",
+            "--port",
+            &receiver_port.to_string(),
+            "--secret",
+            &secret,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut received = tokio::io::BufReader::new(receiver.stdout.take().unwrap()).lines();
+    line_matching(&mut received, 30, |l| l.starts_with("Receiving")).await;
+
+    // WHEN a signed Stripe checkout for that tenant comes in (`make trigger`)
+    let fixture = sluice_local::repo_root()
+        .join("tests/fixtures/stripe/checkout.session.completed.payment.json");
+    let out = Command::new(exe)
+        .args(["trigger", "--fresh", "--tenant", &tenant_id])
+        .arg(&fixture)
+        .env("STRIPE_WEBHOOK_SECRETS", &stripe_secret)
+        .env("SLUICE_PORT", port.to_string())
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("200 ") && printed.contains("processed"),
+        "{printed}"
+    );
+
+    // THEN the receiver gets the tenant's `credits.added` webhook and its signature verifies …
+    let line = line_matching(&mut received, 60, |l| l.contains("credits.added")).await;
+    assert!(line.ends_with("signature verified"), "{line}");
+    let event_id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(event_id.starts_with("msg_"), "{line}");
+
+    // … and the attempt is visible through the API.
+    let mut shown = Value::Null;
+    for _ in 0..50 {
+        shown = http
+            .get(format!("{base}/v1/events/{event_id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if shown["deliveries"][0]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown["type"], "credits.added", "{shown}");
+    let delivery = &shown["deliveries"][0];
+    assert_eq!(delivery["status"], "succeeded", "{shown}");
+    assert_eq!(delivery["endpoint_id"], endpoint["id"]);
+    let attempt = &delivery["attempts"][0];
+    assert_eq!(attempt["status_code"], 204, "{shown}");
+    assert!(attempt["duration_ms"].is_number());
+
+    // The runner stops cleanly on SIGTERM, as on Ctrl-C.
+    let _ = receiver.kill().await;
+    let pid = dev.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    assert!(dev.wait().await.unwrap().success());
+}
