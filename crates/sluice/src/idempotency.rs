@@ -32,6 +32,9 @@
 //!   which appends the record's completion to the handler's own `TransactWriteItems`. Effect and
 //!   stored answer then commit together, and a first request costs two DynamoDB requests in all
 //!   (lock, then effect + completion) instead of three.
+//! - **Secrets in answers**: a response that issues a secret (an API key, a signing secret) is
+//!   marked [`SealStoredBody`]; its stored copy is encrypted by the layer's [`BodySealer`] (Sluice
+//!   uses KMS), and without a sealer it is not stored at all.
 //!
 //! The scope keeps callers apart: Sluice scopes tenant routes by the authenticated tenant id
 //! ([`Scope::tenant`]) and operator routes by a constant ([`Scope::fixed`]), so two tenants using
@@ -40,15 +43,16 @@
 //! # Example
 //!
 //! `crates/sluice/examples/idempotency.rs` wraps a small axum service of its own (a counter whose
-//! `POST /increment` must not count twice). With the local emulator running (`make dev`, or
-//! `infra/emulator.sh`), run:
+//! `POST /increment` must not count twice). With the local emulator running (`make dev` serves it
+//! on port 4566), run:
 //!
 //! ```text
 //! AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1 \
 //! AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 //!   cargo run -p sluice --example idempotency
-//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # count 1
-//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # replayed: count 1
+//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # 201 {"count":1}
+//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc'   # the same, replayed
+//! curl -si -X POST localhost:3001/increment -H 'Idempotency-Key: abc' -d x   # 422
 //! ```
 //!
 //! In a service of your own:

@@ -7,6 +7,9 @@
 //! - [`table`]: the single-table layout (key shapes, attribute helpers).
 //! - [`ids`], [`clock`]: prefixed opaque ids and time.
 //! - [`auth`], [`tenants`]: API keys, the admin key, tenant records.
+//! - [`idempotency`]: the idempotency `tower` layer (DynamoDB conditional writes).
+//! - [`account`]: credits, usage debits, the ledger and monthly budget alerts.
+//! - [`sealing`], [`ssrf`]: KMS-sealed secrets at rest, endpoint URL checks.
 //! - [`telemetry`]: `tracing` set-up (JSON in Lambda) and CloudWatch EMF metric lines.
 #![forbid(unsafe_code)]
 

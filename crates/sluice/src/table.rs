@@ -6,13 +6,13 @@
 //!
 //! | item | pk | sk | notes |
 //! |---|---|---|---|
-//! | tenant | `TENANT#{tnt}` | `PROFILE` | balance, budget, subscription summary |
+//! | tenant | `TENANT#{tnt}` | `PROFILE` | balance, budget, subscription summary; `budget_warning_headroom_minor`/`budget_exceeded_headroom_minor` (see `account`) |
 //! | api key (lookup) | `APIKEY#{sha256 hex}` | `APIKEY` | `tenant_id`, `key_id` |
 //! | api key (owner ref) | `TENANT#{tnt}` | `APIKEY#{key}` | `digest`, to revoke |
-//! | idempotency record | `IDEM#{scope}#{key}` | `IDEM` | see `idempotency` |
-//! | webhook endpoint | `TENANT#{tnt}` | `ENDPOINT#{ep}` | `url`, `event_types` (L of S, empty = all), `enabled`, `secrets` (L of M `{ciphertext: B, created_at: N, expires_at?: N}`, newest first), `failing_since?`, `disabled_reason?` |
-//! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `ciphertext` (B), `hint`, `created_at` |
-//! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at` |
+//! | idempotency record | `IDEM#{scope}#{key}` | `IDEM` | `status` (`in_progress`/`completed`), `fingerprint`, `lock_token`, `lock_expires_at` (ms), `response_*` (`response_sealed` when the body is KMS-sealed), `ttl`; see `idempotency` |
+//! | webhook endpoint | `TENANT#{tnt}` | `ENDPOINT#{ep}` | `url`, `event_types` (L of S, empty = all), `enabled`, `secrets` (L of M `{ciphertext: B, created_at: N, expires_at?: N}`, newest first), `secrets_version` (N, conditions every rewrite of `secrets`), `failing_since?`, `disabled_reason?`, `description?`, `created_at`, `updated_at` |
+//! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `provider`, `ciphertext` (B), `hint`, `created_at`, `updated_at` |
+//! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at`; API debits carry no `currency` (the tenant's) |
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
 //! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d) |
 //! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `delivery_log`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
