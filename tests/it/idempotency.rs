@@ -637,3 +637,43 @@ async fn answers_carrying_secrets_are_replayed_but_stored_only_sealed() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[tokio::test]
+async fn with_idempotency_required_every_write_needs_a_key() {
+    let stack = Stack::with_settings(&[("IDEMPOTENCY_REQUIRED", "true")]).await;
+    let create = |key: Option<&str>| {
+        let req = Req::post("/admin/tenants")
+            .admin(&stack.admin_key)
+            .json(&json!({"name": "Acme"}));
+        match key {
+            Some(k) => req.idempotency_key(k),
+            None => req,
+        }
+    };
+    stack.send(create(None)).await.assert_problem(400);
+    let created = stack.send(create(Some("t-1"))).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let api_key = created.json()["api_key"].as_str().unwrap().to_owned();
+
+    stack
+        .send(
+            Req::post("/v1/usage")
+                .bearer(&api_key)
+                .json(&json!({"amount_minor": 1})),
+        )
+        .await
+        .assert_problem(400);
+    // Reads are not writes.
+    let account = stack.send(Req::get("/v1/account").bearer(&api_key)).await;
+    assert_eq!(account.status, 200);
+    // A malformed key is refused before anything runs, required or not.
+    stack
+        .send(
+            Req::post("/v1/usage")
+                .bearer(&api_key)
+                .header("idempotency-key", "two words")
+                .json(&json!({"amount_minor": 1})),
+        )
+        .await
+        .assert_problem(400);
+}
