@@ -110,6 +110,48 @@ fn service(
         }
     };
     let reject = || async { (StatusCode::CONFLICT, "no") };
+    // An effect that is a DynamoDB write, committed with the stored answer in one transaction.
+    let (p, db, table_name) = (
+        probe.clone(),
+        stack.aws.dynamodb.clone(),
+        stack.resources.table_name.clone(),
+    );
+    let commit =
+        move |headers: http::HeaderMap,
+              lock: Option<axum::Extension<sluice::idempotency::IdempotencyLock>>| {
+            let (p, db, table_name) = (p.clone(), db.clone(), table_name.clone());
+            async move {
+                p.calls.fetch_add(1, Ordering::SeqCst);
+                p.entered.notify_one();
+                if headers.get("x-gate").is_some_and(|v| v == "second") {
+                    p.second_gate.acquire().await.unwrap().forget();
+                } else {
+                    p.gate.acquire().await.unwrap().forget();
+                }
+                let effect = sluice::ids::new_id("eff");
+                let put = aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&table_name)
+                    .set_item(Some(table::key("EFFECT", &effect)))
+                    .build()
+                    .unwrap();
+                let items = vec![
+                    aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                        .put(put)
+                        .build(),
+                ];
+                let answer = sluice::idempotency::StoredResponse::json(
+                    StatusCode::CREATED,
+                    &json!({ "effect": effect }),
+                );
+                let lock = lock.as_ref().map(|axum::Extension(l)| l);
+                match sluice::idempotency::commit_with_response(&db, items, lock, answer).await {
+                    Ok(res) => res,
+                    Err(err) => {
+                        axum::response::IntoResponse::into_response(sluice::ApiError::from(err))
+                    }
+                }
+            }
+        };
     let base = IdempotencyLayer::new(
         stack.aws.dynamodb.clone(),
         &stack.resources.table_name,
@@ -121,6 +163,7 @@ fn service(
         .route("/panic", post(panics))
         .route("/slow", post(slow))
         .route("/reject", post(reject))
+        .route("/commit", post(commit))
         .layer(layer(base))
 }
 
@@ -676,4 +719,50 @@ async fn with_idempotency_required_every_write_needs_a_key() {
         )
         .await
         .assert_problem(400);
+}
+
+#[tokio::test]
+async fn an_effect_committed_after_its_lock_was_lost_is_not_written() {
+    let stack = Stack::new().await;
+    let probe = Probe::default();
+    let app = service(&stack, &probe, |l| l.lock_timeout(Duration::from_secs(1)));
+
+    // GIVEN request A hangs past its lock, and its retry B takes the key over and commits
+    let a = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "/commit", Some("k"), "{}").await }
+    });
+    probe.entered.notified().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let b = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let req = http::Request::post("/commit").header("x-gate", "second");
+            call_with(&app, req, Some("k"), "{}").await
+        }
+    });
+    probe.entered.notified().await;
+    probe.second_gate.add_permits(1);
+    let b = b.await.unwrap();
+    assert_eq!(b.status, 201);
+
+    // WHEN A finally commits THEN its transaction fails as a whole: 409, no second effect
+    probe.gate.add_permits(1);
+    let a = a.await.unwrap();
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let effects = stack
+        .aws
+        .dynamodb
+        .query()
+        .table_name(&stack.resources.table_name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s("EFFECT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(effects.count(), 1);
+    // … and a further retry replays B's answer.
+    let c = call(&app, "/commit", Some("k"), "{}").await;
+    assert!(replayed(&c));
+    assert_eq!(c.body, b.body);
 }
