@@ -409,3 +409,76 @@ async fn aws_requests_are_counted_per_service_and_operation() {
         ]
     );
 }
+
+/// Sends `req` to one long-lived instance of the functions (as a warm Lambda keeps its state).
+async fn invoke(functions: &sluice_local::server::HttpFunctions, req: Req) -> StatusCode {
+    let mut builder = http::Request::builder().method(req.method).uri(req.path);
+    for (k, v) in &req.headers {
+        builder = builder.header(k, v);
+    }
+    let (parts, ()) = builder.body(()).unwrap().into_parts();
+    functions
+        .invoke(sluice_local::server::lambda_request(parts, req.body))
+        .await
+        .status()
+}
+
+/// `POST /admin/tenants/{id}/api-keys` → (key, key id).
+async fn add_key(stack: &Stack, tenant: &str) -> (String, String) {
+    let added = stack
+        .send(Req::post(&format!("/admin/tenants/{tenant}/api-keys")).admin(&stack.admin_key))
+        .await
+        .json();
+    (
+        added["api_key"].as_str().unwrap().to_owned(),
+        added["key_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_warm_instance_remembers_api_keys_and_forgets_the_ones_it_revokes() {
+    let counter = sluice_local::counting::CallCounter::new();
+    let stack = Stack::with_clients(counter.clients(&emulator().sdk_config().await), &[]).await;
+    let (tenant, _) = stack.create_tenant("Cached").await;
+    let (key, key_id) = add_key(&stack, &tenant).await;
+    let warm = stack.functions();
+    let account = || Req::get("/v1/account").bearer(&key);
+
+    // GIVEN a warm instance: the first request looks the key up, the next ones do not.
+    counter.reset();
+    assert_eq!(invoke(&warm, account()).await, 200);
+    let cold = counter.count("DynamoDB");
+    counter.reset();
+    assert_eq!(invoke(&warm, account()).await, 200);
+    assert_eq!(counter.count("DynamoDB"), cold - 1, "{:?}", counter.calls());
+
+    // WHEN this instance revokes the key THEN it refuses it at once.
+    let revoke =
+        Req::delete(&format!("/admin/tenants/{tenant}/api-keys/{key_id}")).admin(&stack.admin_key);
+    assert_eq!(invoke(&warm, revoke).await, 204);
+    assert_eq!(invoke(&warm, account()).await, 401);
+}
+
+#[tokio::test]
+async fn without_the_key_cache_a_key_revoked_elsewhere_is_refused_at_once() {
+    let stack = Stack::with_settings(&[("API_KEY_CACHE_SECS", "0")]).await;
+    let (tenant, _) = stack.create_tenant("Uncached").await;
+    let (key, key_id) = add_key(&stack, &tenant).await;
+    let warm = stack.functions();
+    assert_eq!(
+        invoke(&warm, Req::get("/v1/account").bearer(&key)).await,
+        200
+    );
+    // Revoked through another instance.
+    let res = stack
+        .send(
+            Req::delete(&format!("/admin/tenants/{tenant}/api-keys/{key_id}"))
+                .admin(&stack.admin_key),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        invoke(&warm, Req::get("/v1/account").bearer(&key)).await,
+        401
+    );
+}

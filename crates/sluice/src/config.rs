@@ -45,6 +45,9 @@ pub struct Config {
     pub egress_timeout: Duration,
     /// `EGRESS_DISABLE_AFTER_HOURS` (default 72): failing this long without a success disables.
     pub egress_disable_after_hours: u32,
+    /// `API_KEY_CACHE_SECS` (default 60, 0 = off): how long a warm API function trusts an API key
+    /// it has looked up — a revoked key stops working within this time.
+    pub api_key_cache: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -170,6 +173,11 @@ impl Config {
             egress_allow_http: parsed("EGRESS_ALLOW_HTTP", get("EGRESS_ALLOW_HTTP"), false)?,
             egress_timeout: Duration::from_secs(positive("EGRESS_TIMEOUT_SECS", 15)?),
             egress_disable_after_hours: positive("EGRESS_DISABLE_AFTER_HOURS", 72)? as u32,
+            api_key_cache: Duration::from_secs(parsed(
+                "API_KEY_CACHE_SECS",
+                get("API_KEY_CACHE_SECS"),
+                60,
+            )?),
         })
     }
 

@@ -246,13 +246,14 @@ pub async fn add_api_key(
     }
 }
 
-/// Revokes one API key of a tenant (`404` if the tenant has no such key).
+/// Revokes one API key of a tenant (`404` if the tenant has no such key); returns the key's
+/// SHA-256 digest (hex), so the caller can forget it in its [`auth::ApiKeyCache`].
 pub async fn revoke_api_key(
     db: &Client,
     table_name: &str,
     tenant_id: &str,
     key_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let owner_key = table::key(
         table::tenant_pk(tenant_id),
         table::tenant_api_key_sk(key_id),
@@ -288,7 +289,7 @@ pub async fn revoke_api_key(
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(digest_hex),
         // Revoked concurrently by someone else: the key is gone either way.
         Err(err) if is_condition_failure_at(&err, 0) => Err(ApiError::not_found("api key")),
         Err(err) => Err(err.into()),

@@ -19,7 +19,9 @@ pub async fn require_tenant(
     let key = auth::bearer_token(req.headers()).ok_or_else(|| {
         ApiError::unauthorized("missing or malformed Authorization: Bearer header")
     })?;
-    let tenant = auth::tenant_for_api_key(&state.aws.dynamodb, state.table(), key)
+    let tenant = state
+        .api_keys
+        .tenant_for(&state.aws.dynamodb, state.table(), key)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
     tracing::Span::current().record("tenant_id", tenant.0.as_str());

@@ -28,6 +28,8 @@ pub struct AppState {
     pub aws: AwsClients,
     /// SHA-256 of the admin key (required by this function).
     pub admin_key_sha256: [u8; 32],
+    /// Tenant API keys this instance looked up recently.
+    pub api_keys: Arc<sluice::auth::ApiKeyCache>,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
     pub fn new(config: Config, aws: AwsClients) -> Result<Self, ConfigError> {
         let admin_key_sha256 = config.require_admin_key()?;
         Ok(AppState {
+            api_keys: Arc::new(sluice::auth::ApiKeyCache::new(config.api_key_cache)),
             config: Arc::new(config),
             aws,
             admin_key_sha256,

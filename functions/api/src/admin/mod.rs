@@ -112,6 +112,7 @@ async fn revoke_api_key(
     if !ids::has_prefix(&id, "tnt") || !ids::has_prefix(&key_id, "key") {
         return Err(ApiError::not_found("api key"));
     }
-    tenants::revoke_api_key(&state.aws.dynamodb, state.table(), &id, &key_id).await?;
+    let digest = tenants::revoke_api_key(&state.aws.dynamodb, state.table(), &id, &key_id).await?;
+    state.api_keys.forget(&digest);
     Ok(StatusCode::NO_CONTENT)
 }
