@@ -1,8 +1,9 @@
 //! In-process figures: handler CPU per request (SDK work included) and AWS requests per
 //! operation, through the very routers and batch handler the Lambda binaries run, against moto.
 //!
-//! CPU is this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`, every thread: the handler, the
-//! SDK's request building, signing and parsing, hyper) summed over the handler calls only —
+//! CPU is this process's CPU time (`getrusage`, every thread: the handler, the SDK's request
+//! building, signing and parsing, hyper), split into user-space and kernel time, summed over the
+//! handler calls only —
 //! preparing requests (signing Stripe events, …) happens outside the measured windows, and
 //! moto runs in its own process. Requests are counted with an SDK interceptor. Every scenario
 //! provisions its own small table, since moto's transactions slow down as a table grows.
@@ -16,7 +17,6 @@ use std::{
 use anyhow::{Context, ensure};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bytes::Bytes;
-use cpu_time::ProcessTime;
 use serde_json::{Value, json};
 use sluice::aws::AwsClients;
 use sluice_local::{
@@ -32,6 +32,8 @@ use crate::events;
 pub struct Cost {
     pub n: usize,
     pub cpu_per_call: Duration,
+    /// Of which in user space (our code, the SDK, hyper, rustls); the rest is kernel time.
+    pub user_per_call: Duration,
     /// Requests per call, by service.
     pub requests: BTreeMap<String, f64>,
     /// Operations of the first measured call, e.g. `DynamoDB:TransactWriteItems`.
@@ -59,7 +61,9 @@ impl Scenario {
     pub async fn new(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<Scenario> {
         let counter = CallCounter::new();
         let aws = counter.clients(sdk);
-        let stack = LocalStack::provision(&aws, &format!("bench-{name}"), &[]).await?;
+        // Requests are signed before the measured runs, which can take minutes on moto.
+        let settings = [("STRIPE_TOLERANCE_SECS", "7200")];
+        let stack = LocalStack::provision(&aws, &format!("bench-{name}"), &settings).await?;
         let functions = stack.functions(&aws)?;
         let mut scenario = Scenario {
             counter,
@@ -128,12 +132,14 @@ impl Scenario {
         let n = inputs.len();
         ensure!(n > 0, "nothing to measure");
         self.counter.reset();
-        let mut cpu = Duration::ZERO;
+        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
         let mut first_call = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
-            let start = ProcessTime::now();
+            let start = cpu_times()?;
             run(input).await?;
-            cpu += start.elapsed();
+            let end = cpu_times()?;
+            user += end.0.saturating_sub(start.0);
+            system += end.1.saturating_sub(start.1);
             if i == 0 {
                 first_call = self
                     .counter
@@ -149,7 +155,8 @@ impl Scenario {
         }
         Ok(Cost {
             n,
-            cpu_per_call: cpu / n as u32,
+            cpu_per_call: (user + system) / n as u32,
+            user_per_call: user / n as u32,
             requests,
             first_call,
         })
@@ -244,4 +251,13 @@ fn raw_request(
     }
     let (parts, ()) = builder.body(()).expect("valid request").into_parts();
     lambda_request(parts, body)
+}
+
+/// (user, system) CPU time of this process so far.
+fn cpu_times() -> anyhow::Result<(Duration, Duration)> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    Ok((d(usage.user_time()), d(usage.system_time())))
 }

@@ -172,3 +172,26 @@ pub async fn egress_concurrency(sdk: &SdkConfig) -> anyhow::Result<Concurrency> 
         sum: Duration::from_millis(delays.iter().sum()),
     })
 }
+
+/// The floor under every figure: one bare SDK `GetItem` (request building, SigV4 signing, HTTP,
+/// JSON parsing) with nothing of Sluice around it.
+pub async fn sdk_floor(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
+    let s = Scenario::new(sdk, "floor").await?;
+    let key = sluice::table::key(
+        sluice::table::tenant_pk(&s.tenant_id),
+        sluice::table::TENANT_PROFILE_SK,
+    );
+    let get = |_: usize| {
+        let (db, table, key) = (&s.aws.dynamodb, &s.stack.config.table_name, key.clone());
+        async move {
+            db.get_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .send()
+                .await?;
+            Ok(())
+        }
+    };
+    s.measure((0..WARM_UP).collect(), get).await?;
+    s.measure((0..n).collect(), get).await
+}
