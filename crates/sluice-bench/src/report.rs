@@ -95,9 +95,7 @@ impl Row {
         let user_ms = cost.user_per_call.as_secs_f64() * 1000.0;
         Row {
             what: format!("handler CPU, {op}"),
-            measured: format!(
-                "{user_ms:.3} ms user ({total_ms:.3} ms with kernel)"
-            ),
+            measured: format!("{user_ms:.3} ms user ({total_ms:.3} ms with kernel)"),
             target: peer_ms.map_or("–".into(), |p| {
                 format!("≤ {:.3} ms (peer {p} ms / 10)", p / 10.0)
             }),
