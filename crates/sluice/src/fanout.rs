@@ -406,35 +406,22 @@ pub async fn matching_endpoints(
     tenant_id: &str,
     event_type: &str,
 ) -> Result<Vec<String>, ApiError> {
-    let mut ids = Vec::new();
-    let mut start: Option<Item> = None;
-    loop {
-        let out = db
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(table::tenant_pk(tenant_id)))
-            .expression_attribute_values(":prefix", s(table::endpoint_sk("")))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        for item in out.items() {
-            let enabled = item.get_bool("enabled").unwrap_or(false);
+    let endpoints = table::query_prefix(
+        db,
+        table,
+        &table::tenant_pk(tenant_id),
+        &table::endpoint_sk(""),
+    )
+    .await?;
+    Ok(endpoints
+        .iter()
+        .filter(|item| {
             let types = item.get_string_list("event_types");
-            let subscribed = types.is_empty() || types.iter().any(|t| t == event_type);
-            if enabled
-                && subscribed
-                && let Some(id) = item.get_s("id")
-            {
-                ids.push(id.to_owned());
-            }
-        }
-        match out.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
-            _ => return Ok(ids),
-        }
-    }
+            item.get_bool("enabled").unwrap_or(false)
+                && (types.is_empty() || types.iter().any(|t| t == event_type))
+        })
+        .filter_map(|item| item.get_s("id").map(str::to_owned))
+        .collect())
 }
 
 async fn endpoint_exists(
@@ -647,29 +634,17 @@ pub async fn deliveries_of(
     tenant_id: &str,
     event_id: &str,
 ) -> Result<HashMap<String, Item>, ApiError> {
-    let mut found = HashMap::new();
-    let mut start: Option<Item> = None;
-    loop {
-        let out = db
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(table::tenant_pk(tenant_id)))
-            .expression_attribute_values(":prefix", s(table::delivery_sk(event_id, "")))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        for item in out.items() {
-            if let Some(ep) = item.get_s(attr::ENDPOINT_ID) {
-                found.insert(ep.to_owned(), item.clone());
-            }
-        }
-        match out.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
-            _ => return Ok(found),
-        }
-    }
+    let deliveries = table::query_prefix(
+        db,
+        table,
+        &table::tenant_pk(tenant_id),
+        &table::delivery_sk(event_id, ""),
+    )
+    .await?;
+    Ok(deliveries
+        .into_iter()
+        .filter_map(|item| Some((item.get_s(attr::ENDPOINT_ID)?.to_owned(), item)))
+        .collect())
 }
 
 #[cfg(test)]

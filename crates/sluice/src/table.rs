@@ -177,6 +177,35 @@ impl ItemExt for Item {
     }
 }
 
+/// Every item of partition `pk` whose sort key starts with `sk_prefix`, all pages, strongly
+/// consistent (a tenant's endpoints, an event's deliveries, …).
+pub async fn query_prefix(
+    db: &aws_sdk_dynamodb::Client,
+    table_name: &str,
+    pk: &str,
+    sk_prefix: &str,
+) -> Result<Vec<Item>, crate::ApiError> {
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = db
+            .query()
+            .table_name(table_name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(sk_prefix))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// True if the item's `ttl` has passed: DynamoDB may keep expired items for days.
 pub fn is_expired(item: &Item, now_epoch: i64) -> bool {
     item.get_i64(TTL).is_some_and(|ttl| ttl <= now_epoch)

@@ -213,27 +213,14 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
 ) -> ApiResult<Json<Value>> {
-    let mut data = Vec::new();
-    let mut start = None;
-    loop {
-        let out = state
-            .aws
-            .dynamodb
-            .query()
-            .table_name(state.table())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(table::tenant_pk(&tenant_id)))
-            .expression_attribute_values(":prefix", s(table::endpoint_sk("")))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        data.extend(out.items().iter().map(view));
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => break,
-        }
-    }
+    let items = table::query_prefix(
+        &state.aws.dynamodb,
+        state.table(),
+        &table::tenant_pk(&tenant_id),
+        &table::endpoint_sk(""),
+    )
+    .await?;
+    let data: Vec<Value> = items.iter().map(view).collect();
     Ok(Json(json!({ "data": data })))
 }
 

@@ -12,7 +12,7 @@ use sluice::{
     auth::TenantId,
     fanout::{self, attr},
     ids,
-    table::{self, Item, ItemExt, s},
+    table::{self, Item, ItemExt},
 };
 
 use super::{attr_to_json, invalid, parse_optional_json};
@@ -105,25 +105,16 @@ pub async fn show(
     let event = fanout::get_event(db, state.table(), &tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
-    let mut deliveries = Vec::new();
-    let mut start = None;
-    loop {
-        let out = db
-            .query()
-            .table_name(state.table())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(table::tenant_pk(&tenant_id)))
-            .expression_attribute_values(":prefix", s(table::delivery_sk(&id, "")))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        deliveries.extend(out.items().iter().map(delivery_view));
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => break,
-        }
-    }
+    let deliveries: Vec<Value> = table::query_prefix(
+        db,
+        state.table(),
+        &table::tenant_pk(&tenant_id),
+        &table::delivery_sk(&id, ""),
+    )
+    .await?
+    .iter()
+    .map(delivery_view)
+    .collect();
     Ok(Json(json!({
         "id": event.id,
         "type": event.event_type,
