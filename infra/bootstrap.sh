@@ -3,7 +3,7 @@
 #
 #   infra/bootstrap.sh [moto|lambda|sam|all|rust-components]...   (no argument = all)
 #
-#   moto             moto[server]            -> .venv/bin/moto_server (the local AWS emulator, infra/emulator.py)
+#   moto             moto[server] + waitress -> the local AWS emulator, infra/emulator.py
 #   lambda           cargo-lambda (+ ziglang) -> .venv/bin/cargo-lambda ("cargo lambda" once .venv/bin is on PATH)
 #   sam              aws-sam-cli + cfn-lint  -> .venv/bin/sam, .venv/bin/cfn-lint
 #   all              the three above
@@ -24,6 +24,8 @@
 set -euo pipefail
 
 MOTO_VERSION=5.2.5
+# moto is served by waitress (keep-alive HTTP/1.1), see infra/emulator.py.
+WAITRESS_VERSION=3.0.2
 CARGO_LAMBDA_VERSION=1.9.2
 # cargo-lambda only asks for ziglang>=0.10; pin the zig it was verified with (cross builds via zig).
 ZIGLANG_VERSION=0.15.2
@@ -91,7 +93,7 @@ EOF
 
 compute_todo() {
     local args=()
-    [ "$want_moto" = 1 ] && args+=("moto[server]==$MOTO_VERSION" moto_server "flask-cors==*" "")
+    [ "$want_moto" = 1 ] && args+=("moto[server]==$MOTO_VERSION" moto_server "flask-cors==*" "" "waitress==$WAITRESS_VERSION" waitress-serve)
     [ "$want_lambda" = 1 ] && args+=("cargo-lambda==$CARGO_LAMBDA_VERSION" cargo-lambda "ziglang==$ZIGLANG_VERSION" "")
     [ "$want_sam" = 1 ] && args+=("aws-sam-cli==$SAM_CLI_VERSION" sam "cfn-lint==$CFN_LINT_VERSION" cfn-lint)
     [ "${#args[@]}" -eq 0 ] && return 0

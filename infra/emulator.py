@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Local AWS emulator: moto's server (DynamoDB, SQS, KMS, ...) in this process.
+"""Local AWS emulator: moto (DynamoDB, SQS, KMS, ...) served by waitress in this process.
 
     .venv/bin/python infra/emulator.py [--host 127.0.0.1] [--port 4566] [--exit-on-stdin-eof] [--verbose]
 
@@ -18,20 +18,51 @@ import socket
 import sys
 import threading
 
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress.server import create_server
+
+# Worker threads: SQS long polls (up to 20 s each) hold one, so keep plenty for parallel tests.
+THREADS = 64
+# Parallel test stacks each keep a pool of idle keep-alive connections.
+CONNECTION_LIMIT = 2000
 
 
-class _Server(ThreadedMotoServer):
-    """ThreadedMotoServer whose start() fails instead of hanging when the port cannot be bound."""
+def log_requests(app):
+    """WSGI middleware: one stderr line per request (--verbose; waitress keeps no access log)."""
 
-    error = None
+    def logged(environ, start_response):
+        def start(status, headers, exc_info=None):
+            target = environ.get("HTTP_X_AMZ_TARGET") or environ.get("PATH_INFO", "")
+            print(f"emulator: {environ['REQUEST_METHOD']} {target} -> {status}", file=sys.stderr)
+            return start_response(status, headers, exc_info)
 
-    def _server_entry(self):
-        try:
-            super()._server_entry()
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self.error = exc
-            self._server_ready_event.set()
+        return app(environ, start)
+
+    return logged
+
+
+def serve(host: str, port: int, verbose: bool):
+    """moto's WSGI application under waitress, which keeps HTTP/1.1 connections alive.
+
+    moto's own ThreadedMotoServer runs werkzeug's development server, which answers every request
+    with `Connection: close`: each SDK call would then pay a new TCP connection (and, in hyper, an
+    address lookup on a blocking thread) that a deployed function, talking to DynamoDB over kept-alive
+    connections, never pays. With waitress the local stack costs clients what AWS costs them, so the
+    benchmarks (SPEC section 9) measure the handler, not the emulator's connection handling.
+    """
+    app = DomainDispatcherApplication(create_backend_app)
+    if verbose:
+        app = log_requests(app)
+    return create_server(
+        app,
+        host=host,
+        port=port,
+        threads=THREADS,
+        connection_limit=CONNECTION_LIMIT,
+        asyncore_use_poll=True,  # select() cannot watch descriptors above 1024
+        channel_timeout=300,
+        ident="moto",
+    )
 
 
 def serialize_dynamodb() -> None:
@@ -63,21 +94,23 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args()
 
-    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # e.g. "task queue depth" warnings
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
     serialize_dynamodb()
-    server = _Server(args.host, args.port, verbose=False)
-    server.start()
-    if server.error is not None:
-        print(f"emulator: cannot serve on {args.host}:{args.port}: {server.error}", file=sys.stderr)
+    try:
+        server = serve(args.host, args.port, args.verbose)
+    except OSError as exc:
+        print(f"emulator: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    host, port = server.get_host_and_port()
+    host, port = server.socket.getsockname()[:2]
+    # The server thread is a daemon: returning from main() ends it with the process.
+    threading.Thread(target=server.run, name="waitress", daemon=True).start()
 
-    # make_server() has bound and is listening; confirm with a real connection before "ready".
+    # The socket is bound and listening; confirm with a real connection before "ready".
     with socket.create_connection((host, port), timeout=5):
         pass
     url_host = f"[{host}]" if ":" in host else host
@@ -97,7 +130,7 @@ def main() -> int:
 
     while not stop.wait(1.0):
         pass
-    server.stop()
+    server.close()
     return 0
 
 
