@@ -40,6 +40,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
+    if let Some(name) = arg_value("--scenario") {
+        return one_scenario(&name).await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `--in-process`: only the in-process figures and micro-benchmarks (no release binaries).
     let in_process_only = std::env::args().any(|a| a == "--in-process");
@@ -190,6 +193,53 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The value after `flag` on the command line.
+fn arg_value(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// `--scenario floor|stripe|idem|egress [--n N]`: one in-process scenario and nothing else,
+/// printed as measured — for profiling (`perf record -g target/release/sluice-bench --scenario …`).
+async fn one_scenario(name: &str) -> anyhow::Result<()> {
+    let n: usize = arg_value("--n").map_or(Ok(300), |n| n.parse())?;
+    let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
+    let sdk = emulator.sdk_config().await;
+    let costs = match name {
+        "floor" => vec![("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?)],
+        "stripe" => {
+            let (new, duplicate) = scenarios::stripe_events(&sdk, n).await?;
+            vec![
+                ("new Stripe event".to_owned(), new),
+                ("duplicate Stripe event".to_owned(), duplicate),
+            ]
+        }
+        "idem" => {
+            let (first, replay) = scenarios::idempotent_writes(&sdk, n).await?;
+            vec![
+                ("first idempotent write".to_owned(), first),
+                ("idempotent replay".to_owned(), replay),
+            ]
+        }
+        "egress" => vec![(
+            "egress delivery".to_owned(),
+            scenarios::egress_deliveries(&sdk, n).await?,
+        )],
+        other => anyhow::bail!("unknown scenario {other} (floor, stripe, idem, egress)"),
+    };
+    for (what, cost) in costs {
+        println!(
+            "{what}: {:.3} ms user, {:.3} ms with kernel, requests {:?}",
+            cost.user_per_call.as_secs_f64() * 1e3,
+            cost.cpu_per_call.as_secs_f64() * 1e3,
+            cost.requests
+        );
+    }
+    Ok(())
+}
+
 /// The peer's figures on this machine (SPEC §9): Python, Powertools idempotency, stripe-python,
 /// boto3, on the same local stack.
 const PEER_STRIPE_EVENT_MS: f64 = 2.7;
@@ -197,10 +247,22 @@ const PEER_FIRST_IDEMPOTENT_MS: f64 = 4.4;
 const PEER_REPLAY_MS: f64 = 1.7;
 
 async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n: usize) {
-    match scenarios::sdk_floor(sdk, n).await {
-        Ok(floor) => report.push(Row::cpu("one bare SDK GetItem (the floor)", &floor, None)),
-        Err(err) => report.failed("SDK floor", err),
-    }
+    let floor = match scenarios::sdk_floor(sdk, n).await {
+        Ok(floor) => {
+            report.push(Row::cpu(
+                "one bare SDK GetItem (the floor)",
+                &floor,
+                None,
+                None,
+            ));
+            Some(floor)
+        }
+        Err(err) => {
+            report.failed("SDK floor", err);
+            None
+        }
+    };
+    let floor = floor.as_ref();
     match scenarios::stripe_events(sdk, n).await {
         Ok((new, duplicate)) => {
             report.push(Row::requests(
@@ -221,11 +283,13 @@ async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n:
                 "new Stripe event",
                 &new,
                 Some(PEER_STRIPE_EVENT_MS),
+                floor,
             ));
             report.push(Row::cpu(
                 "duplicate Stripe event",
                 &duplicate,
                 Some(PEER_STRIPE_EVENT_MS),
+                floor,
             ));
         }
         Err(err) => report.failed("Stripe events", err),
@@ -241,8 +305,13 @@ async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n:
                 1.0,
                 "= 1",
             ));
-            report.push(Row::cpu(op, &first, Some(PEER_FIRST_IDEMPOTENT_MS)));
-            report.push(Row::cpu("idempotent replay", &replay, Some(PEER_REPLAY_MS)));
+            report.push(Row::cpu(op, &first, Some(PEER_FIRST_IDEMPOTENT_MS), floor));
+            report.push(Row::cpu(
+                "idempotent replay",
+                &replay,
+                Some(PEER_REPLAY_MS),
+                floor,
+            ));
         }
         Err(err) => report.failed("idempotent writes", err),
     }
@@ -255,7 +324,7 @@ async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n:
                 0.0,
                 "= 0",
             ));
-            report.push(Row::cpu("egress delivery, warm", &delivery, None));
+            report.push(Row::cpu("egress delivery, warm", &delivery, None, floor));
         }
         Err(err) => report.failed("egress deliveries", err),
     }

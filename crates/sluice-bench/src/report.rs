@@ -90,20 +90,30 @@ impl Row {
     /// there is one. The comparison uses user-space CPU: the kernel part here is mostly one TCP
     /// connection per AWS request, because moto's server answers every request with
     /// `Connection: close` (AWS keeps connections alive).
-    pub fn cpu(op: &str, cost: &Cost, peer_ms: Option<f64>) -> Row {
+    /// Handler CPU of one operation; with `floor` (the bare SDK GetItem's cost), the share that
+    /// the operation's AWS calls would cost at that floor is shown beside it.
+    pub fn cpu(op: &str, cost: &Cost, peer_ms: Option<f64>, floor: Option<&Cost>) -> Row {
         let total_ms = cost.cpu_per_call.as_secs_f64() * 1000.0;
         let user_ms = cost.user_per_call.as_secs_f64() * 1000.0;
+        let mut measured = format!("{user_ms:.3} ms user ({total_ms:.3} ms with kernel)");
+        if let Some(floor) = floor {
+            let calls: f64 = cost.requests.values().sum();
+            let floor_ms = floor.user_per_call.as_secs_f64() * 1000.0;
+            measured.push_str(&format!(
+                "; its {calls:.0} AWS call(s) × the bare-call floor = {:.3} ms user",
+                calls * floor_ms
+            ));
+        }
         Row {
             what: format!("handler CPU, {op}"),
-            measured: format!("{user_ms:.3} ms user ({total_ms:.3} ms with kernel)"),
+            measured,
             target: peer_ms.map_or("–".into(), |p| {
                 format!("≤ {:.3} ms (peer {p} ms / 10)", p / 10.0)
             }),
             meets: peer_ms.map(|p| user_ms <= p / 10.0),
             how: format!(
                 "getrusage of the whole process around {} in-process handler calls (all threads, SDK \
-                 work included, moto excluded); kernel time is mostly the TCP connection moto forces \
-                 per request",
+                 work included, moto excluded; connections kept alive, as in Lambda)",
                 cost.n
             ),
         }
