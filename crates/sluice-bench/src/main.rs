@@ -208,7 +208,13 @@ async fn one_scenario(name: &str) -> anyhow::Result<()> {
     let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
     let sdk = emulator.sdk_config().await;
     let costs = match name {
-        "floor" => vec![("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?)],
+        "floor" => vec![
+            ("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?),
+            (
+                "PutItem + TransactWriteItems".to_owned(),
+                scenarios::sdk_floor_write(&sdk, n).await?,
+            ),
+        ],
         "stripe" => {
             let (new, duplicate) = scenarios::stripe_events(&sdk, n).await?;
             vec![
@@ -263,6 +269,15 @@ async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n:
         }
     };
     let floor = floor.as_ref();
+    match scenarios::sdk_floor_write(sdk, n).await {
+        Ok(cost) => report.push(Row::cpu(
+            "bare SDK PutItem + 3-item TransactWriteItems (the calls of a first idempotent write)",
+            &cost,
+            None,
+            floor,
+        )),
+        Err(err) => report.failed("SDK write floor", err),
+    }
     match scenarios::stripe_events(sdk, n).await {
         Ok((new, duplicate)) => {
             report.push(Row::requests(

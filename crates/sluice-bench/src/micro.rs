@@ -73,6 +73,21 @@ pub fn run() -> Vec<(&'static str, f64)> {
             ),
         ),
         (
+            "idempotency fingerprint (POST /v1/usage, 1 KiB body)",
+            ns_per_call(
+                || {
+                    black_box(sluice::idempotency::fingerprint(
+                        &http::Method::POST,
+                        black_box("/v1/usage"),
+                        None,
+                        black_box(&payload[..1024]),
+                    ));
+                },
+                15,
+                2000,
+            ),
+        ),
+        (
             "Standard Webhooks signing (2 KiB body)",
             ns_per_call(
                 || {

@@ -195,3 +195,64 @@ pub async fn sdk_floor(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
     s.measure((0..WARM_UP).collect(), get).await?;
     s.measure((0..n).collect(), get).await
 }
+
+/// The floor under a first idempotent write: the same shape of AWS calls as `POST /v1/usage`
+/// (a conditional PutItem, then a three-item TransactWriteItems: a conditional update, a put and
+/// an update carrying a ~300-byte answer), sent with the bare SDK and nothing of Sluice around
+/// them.
+pub async fn sdk_floor_write(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
+    use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+    let s = Scenario::new(sdk, "floor-write").await?;
+    let table = s.stack.config.table_name.clone();
+    let s_val = |v: &str| AttributeValue::S(v.to_owned());
+    let answer = "x".repeat(300);
+    let write = |i: usize| {
+        let (db, table, answer) = (&s.aws.dynamodb, &table, &answer);
+        async move {
+            let pk = format!("FLOOR#{i}");
+            db.put_item()
+                .table_name(table)
+                .item("pk", s_val(&pk))
+                .item("sk", s_val("LOCK"))
+                .item("status", s_val("in_progress"))
+                .item("fingerprint", s_val(&"f".repeat(64)))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await?;
+            let balance = Update::builder()
+                .table_name(table)
+                .key("pk", s_val("FLOOR"))
+                .key("sk", s_val("BALANCE"))
+                .update_expression("ADD balance :a")
+                .condition_expression("attribute_not_exists(balance) OR balance >= :z")
+                .expression_attribute_values(":a", AttributeValue::N("-1".into()))
+                .expression_attribute_values(":z", AttributeValue::N("0".into()))
+                .build()?;
+            let entry = Put::builder()
+                .table_name(table)
+                .item("pk", s_val("FLOOR"))
+                .item("sk", s_val(&format!("LEDGER#{i:08}")))
+                .item("amount_minor", AttributeValue::N("-1".into()))
+                .item("description", s_val("bench"))
+                .build()?;
+            let done = Update::builder()
+                .table_name(table)
+                .key("pk", s_val(&pk))
+                .key("sk", s_val("LOCK"))
+                .update_expression("SET #s = :done, answer = :r")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":done", s_val("completed"))
+                .expression_attribute_values(":r", s_val(answer))
+                .build()?;
+            db.transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(balance).build())
+                .transact_items(TransactWriteItem::builder().put(entry).build())
+                .transact_items(TransactWriteItem::builder().update(done).build())
+                .send()
+                .await?;
+            Ok(())
+        }
+    };
+    s.measure((0..WARM_UP).collect(), write).await?;
+    s.measure((WARM_UP..WARM_UP + n).collect(), write).await
+}
