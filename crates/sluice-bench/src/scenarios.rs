@@ -225,7 +225,8 @@ pub async fn sdk_floor_write(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> 
                 .key("sk", s_val("BALANCE"))
                 .update_expression("ADD balance :a")
                 .condition_expression("attribute_not_exists(balance) OR balance >= :z")
-                .expression_attribute_values(":a", AttributeValue::N("-1".into()))
+                // A credit, so the condition (a debit's, in shape) always holds.
+                .expression_attribute_values(":a", AttributeValue::N("1".into()))
                 .expression_attribute_values(":z", AttributeValue::N("0".into()))
                 .build()?;
             let entry = Put::builder()
