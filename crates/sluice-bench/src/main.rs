@@ -202,7 +202,7 @@ fn arg_value(flag: &str) -> Option<String> {
 }
 
 /// `--scenario floor|stripe|idem|egress [--n N]`: one in-process scenario and nothing else,
-/// printed as measured — for profiling (`perf record -g target/release/sluice-bench --scenario …`).
+/// printed as measured — for profiling (`perf record -g target/profiling/sluice-bench --scenario …`).
 async fn one_scenario(name: &str) -> anyhow::Result<()> {
     let n: usize = arg_value("--n").map_or(Ok(300), |n| n.parse())?;
     let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
@@ -235,14 +235,12 @@ async fn one_scenario(name: &str) -> anyhow::Result<()> {
         )],
         other => anyhow::bail!("unknown scenario {other} (floor, stripe, idem, egress)"),
     };
+    // The same rows `make bench` prints, without targets.
+    let mut report = Report::default();
     for (what, cost) in costs {
-        println!(
-            "{what}: {:.3} ms user, {:.3} ms with kernel, requests {:?}",
-            cost.user_per_call.as_secs_f64() * 1e3,
-            cost.cpu_per_call.as_secs_f64() * 1e3,
-            cost.requests
-        );
+        report.push(Row::cpu(&what, &cost, None, None));
     }
+    report.print();
     Ok(())
 }
 
