@@ -30,29 +30,6 @@ async fn put_endpoint(stack: &Stack, tenant: &str, id: &str, enabled: bool, type
         .unwrap();
 }
 
-/// Every message on the queue right now (received once, left in flight).
-async fn drain(stack: &Stack) -> Vec<DeliveryMessage> {
-    let mut found = Vec::new();
-    loop {
-        let out = stack
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&stack.resources.queue_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(600)
-            .send()
-            .await
-            .unwrap();
-        if out.messages().is_empty() {
-            return found;
-        }
-        for m in out.messages() {
-            found.push(DeliveryMessage::from_body(m.body().unwrap()).unwrap());
-        }
-    }
-}
-
 fn deliver(tenant: &str, event: &str, endpoint: &str, generation: u32) -> DeliveryMessage {
     DeliveryMessage::Deliver {
         tenant_id: tenant.into(),
@@ -79,7 +56,7 @@ async fn publish_reaches_enabled_subscribed_endpoints_only() {
     endpoints.sort();
     assert_eq!(endpoints, ["ep_all", "ep_match"]);
 
-    let mut messages = drain(&stack).await;
+    let mut messages = stack.queued_messages().await;
     messages.sort_by_key(|m| format!("{m:?}"));
     assert_eq!(
         messages,
@@ -141,7 +118,7 @@ async fn a_deferred_event_is_expanded_once_after_its_transaction_commits() {
         .await
         .unwrap();
     assert_eq!(again, ["ep_1"]);
-    let messages = drain(&stack).await;
+    let messages = stack.queued_messages().await;
     assert_eq!(
         messages,
         [
@@ -162,7 +139,7 @@ async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
     let (event, _) = fanout::publish(&stack.aws, t, r, "tnt_a", "x.y", json!({}))
         .await
         .unwrap();
-    drain(&stack).await;
+    stack.queued_messages().await;
 
     let replayed = fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, None)
         .await
@@ -173,7 +150,7 @@ async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
         .await
         .unwrap();
     assert_eq!(
-        drain(&stack).await,
+        stack.queued_messages().await,
         [
             deliver("tnt_a", &event.id, "ep_1", 2),
             deliver("tnt_a", &event.id, "ep_2", 1)

@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use sluice::{
     clock,
+    fanout::DeliveryMessage,
     stripe::signature,
     table::{self, Item, ItemExt},
     tenants::{self, Tenant},
@@ -395,6 +396,33 @@ async fn twenty_concurrent_deliveries_of_one_event_have_one_effect() {
         count(&notifications(&stack, &tnt).await, "credits.added"),
         1
     );
+    // Every delivery announced its notification before its transaction; the 19 duplicates'
+    // messages name the one notification that committed, none points at nothing.
+    let committed: Vec<String> = partition(&stack, &table::tenant_pk(&tnt), "EVENT#")
+        .await
+        .iter()
+        .map(|i| i.get_s("id").unwrap().to_owned())
+        .collect();
+    let messages = stack.queued_messages().await;
+    assert_eq!(
+        messages.len(),
+        20 * committed.len(),
+        "one Fanout per delivery and notification"
+    );
+    for message in messages {
+        let DeliveryMessage::Fanout {
+            tenant_id,
+            event_id,
+        } = message
+        else {
+            panic!("only Fanout messages before egress runs: {message:?}")
+        };
+        assert_eq!(tenant_id, tnt);
+        assert!(
+            committed.contains(&event_id),
+            "{event_id} points at nothing"
+        );
+    }
     assert_eq!(
         stored_event(&stack, "evt_fixture0002")
             .await

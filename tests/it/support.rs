@@ -119,6 +119,29 @@ impl Stack {
         }
     }
 
+    /// Every message on the delivery queue right now (received once, left in flight).
+    pub async fn queued_messages(&self) -> Vec<sluice::fanout::DeliveryMessage> {
+        let mut found = Vec::new();
+        loop {
+            let out = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.resources.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .send()
+                .await
+                .unwrap();
+            if out.messages().is_empty() {
+                return found;
+            }
+            for m in out.messages() {
+                found.push(sluice::fanout::DeliveryMessage::from_body(m.body().unwrap()).unwrap());
+            }
+        }
+    }
+
     /// `POST /admin/tenants` → (tenant id, api key).
     pub async fn create_tenant(&self, name: &str) -> (String, String) {
         let res = self

@@ -204,6 +204,22 @@ impl Deferred {
         }
     }
 
+    /// The event derived from `source` (e.g. a Stripe event id): its id is a function of
+    /// (tenant, source, type), so every delivery of the source names the same outbound event.
+    /// A redelivered source's `Fanout` message then points at the event its first delivery
+    /// committed (egress sees it expanded and is done) instead of at nothing, and the event's
+    /// `webhook-id` is stable for receivers that deduplicate.
+    pub fn derived(
+        tenant_id: &str,
+        event_type: &str,
+        data: serde_json::Value,
+        source: &str,
+    ) -> Deferred {
+        let mut event = OutboundEvent::new(tenant_id, event_type, data);
+        event.id = ids::derived_id("msg", &[tenant_id, source, event_type]);
+        Deferred { event }
+    }
+
     /// The `Put` of the event item, for the writer's transaction.
     pub fn transact_item(&self, table: &str) -> TransactWriteItem {
         let put = Put::builder()

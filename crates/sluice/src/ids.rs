@@ -17,6 +17,19 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// An id that is a function of `parts`: `prefix_` + 32 hex digits of SHA-256 over the parts
+/// (NUL-separated, 128 bits). For records derived from an input that may arrive more than once,
+/// so that every arrival names the same record.
+pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    format!("{prefix}_{}", &hex::encode(hash.finalize())[..32])
+}
+
 /// `n` bytes from the OS-seeded CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -49,6 +62,23 @@ mod tests {
         assert_ne!(a, new_id("tnt"));
         assert!(!has_prefix("ep_abc", "tnt"));
         assert!(!has_prefix("tnt_a#b", "tnt"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_valid_and_part_sensitive() {
+        let a = derived_id("msg", &["tnt_a", "evt_1", "credits.added"]);
+        assert_eq!(a, derived_id("msg", &["tnt_a", "evt_1", "credits.added"]));
+        assert!(has_prefix(&a, "msg"));
+        assert_ne!(
+            a,
+            derived_id("msg", &["tnt_a", "evt_1", "payment.succeeded"])
+        );
+        assert_ne!(a, derived_id("msg", &["tnt_b", "evt_1", "credits.added"]));
+        // Separators keep part boundaries: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            derived_id("msg", &["ab", "c"]),
+            derived_id("msg", &["a", "bc"])
+        );
     }
 
     #[test]

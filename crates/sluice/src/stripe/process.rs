@@ -669,13 +669,15 @@ impl<'a> Processor<'a> {
                 (Handling::Handled(_), None) => unreachable!("a handled event is resolved"),
             };
 
-            // Notifications: the Fanout message is sent before the transaction (a cancelled
-            // transaction leaves it pointing at nothing, and egress drops it).
+            // Notifications: the Fanout message is sent before the transaction. Their ids derive
+            // from the Stripe event, so a redelivery's message names the notification the first
+            // delivery committed; only a transaction that never commits leaves a message pointing
+            // at nothing (egress drops it after a grace period).
             let mut notification_ids = Vec::new();
             if let Some(tenant) = &tenant_id {
                 for notice in notices {
                     let d = deferred.entry(notice.event_type).or_insert_with(|| {
-                        Deferred::new(tenant, notice.event_type, notice.data.clone())
+                        Deferred::derived(tenant, notice.event_type, notice.data.clone(), &event.id)
                     });
                     tx.push(d.transact_item(self.table), OnFail::Reresolve);
                     if !enqueued.contains(&d.event.id) {
