@@ -124,42 +124,27 @@ impl Scenario {
     }
 
     /// Measures `run` over each input: CPU time of the calls only, AWS requests per call.
-    pub async fn measure<I, F, Fut>(&self, inputs: Vec<I>, mut run: F) -> anyhow::Result<Cost>
+    pub async fn measure<I, F, Fut>(&self, inputs: Vec<I>, run: F) -> anyhow::Result<Cost>
     where
         F: FnMut(I) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let n = inputs.len();
-        ensure!(n > 0, "nothing to measure");
         self.counter.reset();
-        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
         let mut first_call = Vec::new();
-        for (i, input) in inputs.into_iter().enumerate() {
-            let start = cpu_times()?;
-            run(input).await?;
-            let end = cpu_times()?;
-            user += end.0.saturating_sub(start.0);
-            system += end.1.saturating_sub(start.1);
-            if i == 0 {
-                first_call = self
-                    .counter
-                    .calls()
-                    .into_iter()
-                    .map(|(s, op)| format!("{s}:{op}"))
-                    .collect();
-            }
-        }
-        let mut requests = BTreeMap::new();
-        for (service, _) in self.counter.calls() {
-            *requests.entry(service).or_insert(0.0) += 1.0 / n as f64;
-        }
-        Ok(Cost {
-            n,
-            cpu_per_call: (user + system) / n as u32,
-            user_per_call: user / n as u32,
-            requests,
-            first_call,
+        let mut cost = measure_cpu(inputs, run, || {
+            first_call = self
+                .counter
+                .calls()
+                .into_iter()
+                .map(|(s, op)| format!("{s}:{op}"))
+                .collect();
         })
+        .await?;
+        for (service, _) in self.counter.calls() {
+            *cost.requests.entry(service).or_insert(0.0) += 1.0 / cost.n as f64;
+        }
+        cost.first_call = first_call;
+        Ok(cost)
     }
 
     /// A signed Stripe webhook request.
@@ -254,6 +239,39 @@ fn raw_request(
 }
 
 /// (user, system) CPU time of this process so far.
+/// CPU time of `run` over each input, taken around each call only; `after_first` runs once the
+/// first call is done (outside the measurement). No AWS requests are counted here.
+pub async fn measure_cpu<I, F, Fut>(
+    inputs: Vec<I>,
+    mut run: F,
+    mut after_first: impl FnMut(),
+) -> anyhow::Result<Cost>
+where
+    F: FnMut(I) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let n = inputs.len();
+    ensure!(n > 0, "nothing to measure");
+    let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
+    for (i, input) in inputs.into_iter().enumerate() {
+        let start = cpu_times()?;
+        run(input).await?;
+        let end = cpu_times()?;
+        user += end.0.saturating_sub(start.0);
+        system += end.1.saturating_sub(start.1);
+        if i == 0 {
+            after_first();
+        }
+    }
+    Ok(Cost {
+        n,
+        cpu_per_call: (user + system) / n as u32,
+        user_per_call: user / n as u32,
+        requests: BTreeMap::new(),
+        first_call: Vec::new(),
+    })
+}
+
 fn cpu_times() -> anyhow::Result<(Duration, Duration)> {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
     let d = |t: nix::sys::time::TimeVal| {

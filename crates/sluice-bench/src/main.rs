@@ -193,6 +193,28 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The GetItem floor's two halves: the SDK's own work, and one HTTP round trip without it.
+fn floor_part_rows(sdk_alone: &in_process::Cost, http_alone: &in_process::Cost) -> [Row; 2] {
+    let mut sdk = Row::cpu("floor part: the SDK alone", sdk_alone, None, None);
+    sdk.how = format!(
+        "the floor's GetItem {} times, same SDK configuration, through an in-memory HTTP client \
+         answering the emulator's own bytes at once (no socket)",
+        sdk_alone.n
+    );
+    let mut http = Row::cpu(
+        "floor part: the HTTP round trip alone",
+        http_alone,
+        None,
+        None,
+    );
+    http.how = format!(
+        "the floor's GetItem body POSTed {} times by a bare hyper client to the emulator on a \
+         kept-alive connection (no SDK, unsigned)",
+        http_alone.n
+    );
+    [sdk, http]
+}
+
 /// The value after `flag` on the command line.
 fn arg_value(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -201,20 +223,39 @@ fn arg_value(flag: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// `--scenario floor|stripe|idem|egress [--n N]`: one in-process scenario and nothing else,
-/// printed as measured — for profiling (`perf record -g target/profiling/sluice-bench --scenario …`).
+/// `--scenario get|floor|stripe|idem|egress|micro [--n N]`: one in-process scenario and nothing
+/// else, printed as measured — for profiling (`perf record -g target/profiling/sluice-bench
+/// --scenario …`) and for checking how fast the machine is today (`micro`). `get` is the GetItem
+/// floor alone; `floor` adds its parts and the write floor.
 async fn one_scenario(name: &str) -> anyhow::Result<()> {
     let n: usize = arg_value("--n").map_or(Ok(300), |n| n.parse())?;
+    if name == "micro" {
+        let mut report = Report::default();
+        for (name, ns) in micro::run() {
+            report.push(Row::micro(name, ns));
+        }
+        report.print();
+        return Ok(());
+    }
     let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
     let sdk = emulator.sdk_config().await;
     let costs = match name {
-        "floor" => vec![
-            ("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?),
-            (
-                "PutItem + TransactWriteItems".to_owned(),
-                scenarios::sdk_floor_write(&sdk, n).await?,
-            ),
-        ],
+        "get" => vec![("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?)],
+        "floor" => {
+            let (sdk_alone, http_alone) = scenarios::sdk_floor_parts(&sdk, n).await?;
+            vec![
+                ("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?),
+                ("GetItem, the SDK alone (no network)".to_owned(), sdk_alone),
+                (
+                    "GetItem, the HTTP round trip alone (no SDK)".to_owned(),
+                    http_alone,
+                ),
+                (
+                    "PutItem + TransactWriteItems".to_owned(),
+                    scenarios::sdk_floor_write(&sdk, n).await?,
+                ),
+            ]
+        }
         "stripe" => {
             let (new, duplicate) = scenarios::stripe_events(&sdk, n).await?;
             vec![
@@ -233,7 +274,9 @@ async fn one_scenario(name: &str) -> anyhow::Result<()> {
             "egress delivery".to_owned(),
             scenarios::egress_deliveries(&sdk, n).await?,
         )],
-        other => anyhow::bail!("unknown scenario {other} (floor, stripe, idem, egress)"),
+        other => {
+            anyhow::bail!("unknown scenario {other} (get, floor, stripe, idem, egress, micro)")
+        }
     };
     // The same rows `make bench` prints, without targets.
     let mut report = Report::default();
@@ -267,6 +310,14 @@ async fn in_process_figures(report: &mut Report, sdk: &aws_config::SdkConfig, n:
         }
     };
     let floor = floor.as_ref();
+    match scenarios::sdk_floor_parts(sdk, n).await {
+        Ok((sdk_alone, http_alone)) => {
+            for row in floor_part_rows(&sdk_alone, &http_alone) {
+                report.push(row);
+            }
+        }
+        Err(err) => report.failed("SDK floor, taken apart", err),
+    }
     match scenarios::sdk_floor_write(sdk, n).await {
         Ok(cost) => report.push(Row::cpu(
             "bare SDK PutItem + 3-item TransactWriteItems (the calls of a first idempotent write)",

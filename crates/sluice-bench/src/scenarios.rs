@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     events,
-    in_process::{Cost, Scenario},
+    in_process::{Cost, Scenario, measure_cpu},
 };
 
 /// Warm-up calls before each measured run (first connections, lazy initialisation).
@@ -194,6 +194,129 @@ pub async fn sdk_floor(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
     };
     s.measure((0..WARM_UP).collect(), get).await?;
     s.measure((0..n).collect(), get).await
+}
+
+/// The GetItem floor taken apart, on the same table and item as [`sdk_floor`]:
+/// - `sdk_alone`: the same SDK call (same configuration chain: credentials, signing, retries,
+///   timeouts, interceptors) with the network taken away: an in-memory HTTP client answers at
+///   once with the emulator's own answer bytes;
+/// - `http_alone`: the HTTP round trip without the SDK: a hyper client POSTs the same GetItem
+///   body to the emulator on a kept-alive connection and reads the answer.
+pub async fn sdk_floor_parts(sdk: &SdkConfig, n: usize) -> anyhow::Result<(Cost, Cost)> {
+    use http_body_util::{BodyExt, Full};
+    let s = Scenario::new(sdk, "floor-parts").await?;
+    let endpoint = sdk.endpoint_url().context("the emulator's endpoint")?;
+    let body = json!({
+        "TableName": s.stack.config.table_name,
+        "Key": {
+            "pk": {"S": sluice::table::tenant_pk(&s.tenant_id)},
+            "sk": {"S": sluice::table::TENANT_PROFILE_SK},
+        },
+    })
+    .to_string();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let post = |_: usize| {
+        let request = http::Request::post(endpoint)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "DynamoDB_20120810.GetItem")
+            // moto routes by the credential scope; it does not check the signature.
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/dynamodb/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .body(Full::new(bytes::Bytes::from(body.clone())))
+            .expect("a valid request");
+        let client = &client;
+        async move {
+            let res = client.request(request).await?;
+            let status = res.status();
+            let answer = res.into_body().collect().await?.to_bytes();
+            ensure!(
+                status.is_success() && answer.starts_with(b"{\"Item\""),
+                "GetItem answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            Ok(answer)
+        }
+    };
+    let answer = post(0).await?;
+    let round_trip = |i| {
+        let sent = post(i);
+        async move { sent.await.map(drop) }
+    };
+    measure_cpu((0..WARM_UP).collect(), round_trip, || {}).await?;
+    let http_alone = measure_cpu((0..n).collect(), round_trip, || {}).await?;
+
+    let offline = sdk
+        .to_builder()
+        .http_client(canned::Client::answering(answer))
+        .build();
+    let db = aws_sdk_dynamodb::Client::new(&offline);
+    let key = sluice::table::key(
+        sluice::table::tenant_pk(&s.tenant_id),
+        sluice::table::TENANT_PROFILE_SK,
+    );
+    let get = |_: usize| {
+        let sent = db
+            .get_item()
+            .table_name(&s.stack.config.table_name)
+            .set_key(Some(key.clone()))
+            .send();
+        async move {
+            let item = sent.await?.item;
+            ensure!(item.is_some(), "the canned answer carries the item");
+            Ok(())
+        }
+    };
+    measure_cpu((0..WARM_UP).collect(), get, || {}).await?;
+    let sdk_alone = measure_cpu((0..n).collect(), get, || {}).await?;
+    Ok((sdk_alone, http_alone))
+}
+
+/// An SDK HTTP client that never touches the network: every request gets the same answer.
+mod canned {
+    use aws_smithy_runtime_api::client::{
+        http::{
+            HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
+            SharedHttpClient, SharedHttpConnector,
+        },
+        orchestrator::HttpRequest,
+        runtime_components::RuntimeComponents,
+    };
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    #[derive(Clone, Debug)]
+    pub struct Client {
+        answer: bytes::Bytes,
+    }
+
+    impl Client {
+        /// `200` with `answer` as the body, to every request.
+        pub fn answering(answer: bytes::Bytes) -> SharedHttpClient {
+            SharedHttpClient::new(Client { answer })
+        }
+    }
+
+    impl HttpConnector for Client {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            let status = StatusCode::try_from(200).expect("200 is a status");
+            let response = Response::new(status, SdkBody::from(self.answer.clone()));
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl HttpClient for Client {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
 }
 
 /// The floor under a first idempotent write: the same shape of AWS calls as `POST /v1/usage`
