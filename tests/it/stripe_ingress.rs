@@ -448,6 +448,26 @@ async fn two_events_about_one_payment_delivered_concurrently_credit_it_once() {
 }
 
 #[tokio::test]
+async fn an_invoice_of_a_subscription_made_without_checkout_finds_its_tenant_in_the_subscription_metadata()
+ {
+    let stack = Stack::new().await;
+    let (tnt, _) = stack.create_tenant("Api Subscriber Co").await;
+    // GIVEN a subscription created through Stripe's API with metadata.tenant_id (no checkout, so
+    // no customer link), WHEN its invoice is paid, THEN the invoice is processed, not unmatched.
+    let mut invoice: Value = serde_json::from_str(&fixture("invoice.paid", &tnt)).unwrap();
+    invoice["data"]["object"]["parent"]["subscription_details"]["metadata"] =
+        json!({"tenant_id": tnt});
+    deliver_ok(&stack, invoice.to_string(), "processed").await;
+    let payments: Vec<Item> = ledger(&stack, &tnt)
+        .await
+        .into_iter()
+        .filter(|i| i.get_s("kind") == Some("payment"))
+        .collect();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].get_i64("amount_minor"), Some(8900));
+}
+
+#[tokio::test]
 async fn events_before_the_customer_link_wait_and_are_processed_in_arrival_order() {
     let stack = Stack::new().await;
     let (tnt, _) = stack.create_tenant("Early Co").await;

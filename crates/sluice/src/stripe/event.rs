@@ -127,12 +127,28 @@ impl StripeEvent {
 
     /// The tenant reference, in the order of SPEC §4.3.
     pub fn tenant_ref(&self) -> TenantRef {
-        let meta = self
-            .object
-            .get("metadata")
-            .and_then(|m| m.get("tenant_id"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
+        fn tenant_in(metadata: Option<&Value>) -> Option<&str> {
+            metadata
+                .and_then(|m| m.get("tenant_id"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        }
+        fn details(details: Option<&Value>) -> Option<&str> {
+            tenant_in(details.and_then(|d| d.get("metadata")))
+        }
+        // The object's own metadata; an invoice also carries its subscription's metadata (under
+        // `parent.subscription_details` in newer API versions, `subscription_details` in older
+        // ones), so invoices of a subscription created with `metadata.tenant_id` find the tenant
+        // without a checkout having linked the customer.
+        let meta = tenant_in(self.object.get("metadata"))
+            .or_else(|| {
+                details(
+                    self.object
+                        .get("parent")
+                        .and_then(|p| p.get("subscription_details")),
+                )
+            })
+            .or_else(|| details(self.object.get("subscription_details")));
         let reference = (self.object.get("object").and_then(Value::as_str)
             == Some("checkout.session"))
         .then(|| str_of(&self.object, "client_reference_id"))
@@ -538,6 +554,47 @@ mod tests {
             TenantRef::Customer(CUS.into())
         );
         assert_eq!(fixture("plan.created").tenant_ref(), TenantRef::Unknown);
+    }
+
+    #[test]
+    fn an_invoice_finds_the_tenant_in_its_subscriptions_metadata_in_both_api_shapes() {
+        let with = |edit: fn(&mut Value)| {
+            let path = format!(
+                "{}/../../tests/fixtures/stripe/invoice.paid.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            edit(&mut v["data"]["object"]);
+            decode(&serde_json::to_vec(&v).unwrap())
+                .unwrap()
+                .tenant_ref()
+        };
+        let tenant = TenantRef::Tenant("tnt_sub0001".into());
+        // Newer API versions: parent.subscription_details.metadata.
+        assert_eq!(
+            with(
+                |o| o["parent"]["subscription_details"]["metadata"]["tenant_id"] =
+                    "tnt_sub0001".into()
+            ),
+            tenant
+        );
+        // Older ones: subscription_details.metadata.
+        assert_eq!(
+            with(|o| {
+                o["parent"] = Value::Null;
+                o["subscription_details"] =
+                    serde_json::json!({"metadata": {"tenant_id": "tnt_sub0001"}});
+            }),
+            tenant
+        );
+        // The invoice's own metadata comes first.
+        assert_eq!(
+            with(|o| {
+                o["metadata"]["tenant_id"] = "tnt_own0001".into();
+                o["parent"]["subscription_details"]["metadata"]["tenant_id"] = "tnt_sub0001".into();
+            }),
+            TenantRef::Tenant("tnt_own0001".into())
+        );
     }
 
     #[test]
