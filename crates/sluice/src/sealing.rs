@@ -10,9 +10,7 @@
 //! an older key keep opening until [`Sealer::rewrap`] has moved them to the current one.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kms::{
-    operation::decrypt::DecryptError, operation::re_encrypt::ReEncryptError, primitives::Blob,
-};
+use aws_sdk_kms::{error::ProvideErrorMetadata, primitives::Blob};
 
 use crate::{
     ApiError,
@@ -140,11 +138,18 @@ pub struct Sealer {
     pub key_id: String,
 }
 
+/// A KMS failure: a ciphertext that does not open under its key and context (tampered, or moved to
+/// another tenant's item) is `InvalidCiphertext`; anything else is a KMS error (retryable).
 fn kms_error<E>(err: aws_sdk_kms::error::SdkError<E>) -> SealError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    SealError::Kms(aws_sdk_kms::error::DisplayErrorContext(err).to_string())
+    match err.code() {
+        Some("InvalidCiphertextException" | "IncorrectKeyException") => {
+            SealError::InvalidCiphertext
+        }
+        _ => SealError::Kms(aws_sdk_kms::error::DisplayErrorContext(err).to_string()),
+    }
 }
 
 impl Sealer {
@@ -179,27 +184,18 @@ impl Sealer {
         ctx: SealContext<'_>,
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let result = self
+        let out = self
             .kms
             .decrypt()
             .ciphertext_blob(Blob::new(ciphertext))
             .encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
             .encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
             .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .plaintext
-                .map(Blob::into_inner)
-                .ok_or_else(|| SealError::Kms("Decrypt returned no plaintext".into())),
-            Err(err) => match err.as_service_error() {
-                Some(
-                    DecryptError::InvalidCiphertextException(_)
-                    | DecryptError::IncorrectKeyException(_),
-                ) => Err(SealError::InvalidCiphertext),
-                _ => Err(kms_error(err)),
-            },
-        }
+            .await
+            .map_err(kms_error)?;
+        out.plaintext
+            .map(Blob::into_inner)
+            .ok_or_else(|| SealError::Kms("Decrypt returned no plaintext".into()))
     }
 
     /// Seals a text secret.
@@ -230,7 +226,7 @@ impl Sealer {
         ctx: SealContext<'_>,
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let result = self
+        let out = self
             .kms
             .re_encrypt()
             .ciphertext_blob(Blob::new(ciphertext))
@@ -240,20 +236,11 @@ impl Sealer {
             .destination_encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
             .destination_encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
             .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .ciphertext_blob
-                .map(Blob::into_inner)
-                .ok_or_else(|| SealError::Kms("ReEncrypt returned no ciphertext".into())),
-            Err(err) => match err.as_service_error() {
-                Some(
-                    ReEncryptError::InvalidCiphertextException(_)
-                    | ReEncryptError::IncorrectKeyException(_),
-                ) => Err(SealError::InvalidCiphertext),
-                _ => Err(kms_error(err)),
-            },
-        }
+            .await
+            .map_err(kms_error)?;
+        out.ciphertext_blob
+            .map(Blob::into_inner)
+            .ok_or_else(|| SealError::Kms("ReEncrypt returned no ciphertext".into()))
     }
 }
 
