@@ -139,6 +139,15 @@ async fn ledger(stack: &Stack, tenant: &str) -> Vec<Item> {
     partition(stack, &table::tenant_pk(tenant), "LEDGER#").await
 }
 
+/// The tenant's ledger entries that record a payment (not credit).
+async fn payments(stack: &Stack, tenant: &str) -> Vec<Item> {
+    ledger(stack, tenant)
+        .await
+        .into_iter()
+        .filter(|i| i.get_s("kind") == Some("payment"))
+        .collect()
+}
+
 /// Types of the outbound events (notifications) published to the tenant.
 async fn notifications(stack: &Stack, tenant: &str) -> Vec<String> {
     partition(stack, &table::tenant_pk(tenant), "EVENT#")
@@ -257,11 +266,7 @@ async fn the_fixture_story_gives_every_effect_once() {
     // The renewal invoice arrives twice (new and old shapes): recorded once.
     deliver_ok(&stack, f("invoice.paid"), "processed").await;
     deliver_ok(&stack, f("invoice.payment_succeeded"), "processed").await;
-    let payments: Vec<Item> = ledger(&stack, &tnt)
-        .await
-        .into_iter()
-        .filter(|i| i.get_s("kind") == Some("payment"))
-        .collect();
+    let payments = payments(&stack, &tnt).await;
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].get_i64("amount_minor"), Some(8900));
     assert_eq!(
@@ -458,11 +463,7 @@ async fn an_invoice_of_a_subscription_made_without_checkout_finds_its_tenant_in_
     invoice["data"]["object"]["parent"]["subscription_details"]["metadata"] =
         json!({"tenant_id": tnt});
     deliver_ok(&stack, invoice.to_string(), "processed").await;
-    let payments: Vec<Item> = ledger(&stack, &tnt)
-        .await
-        .into_iter()
-        .filter(|i| i.get_s("kind") == Some("payment"))
-        .collect();
+    let payments = payments(&stack, &tnt).await;
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].get_i64("amount_minor"), Some(8900));
 }

@@ -117,31 +117,6 @@ async fn events_of_type(stack: &Stack, tenant_id: &str, event_type: &str) -> usi
         .count()
 }
 
-/// Drains the delivery queue.
-async fn queued_messages(stack: &Stack) -> Vec<DeliveryMessage> {
-    let mut all = Vec::new();
-    loop {
-        let out = stack
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&stack.resources.queue_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(300)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages();
-        if msgs.is_empty() {
-            return all;
-        }
-        all.extend(
-            msgs.iter()
-                .filter_map(|m| DeliveryMessage::from_body(m.body()?).ok()),
-        );
-    }
-}
-
 // ---- account, usage, ledger, budget ----
 
 #[tokio::test]
@@ -420,7 +395,8 @@ async fn budget_alerts_are_published_once_a_month_and_rearmed_by_a_top_up() {
     assert_eq!(events_of_type(&stack, &tenant, "budget.exceeded").await, 1);
 
     // Each alert's Fanout message was queued for the egress function to expand.
-    let fanouts = queued_messages(&stack)
+    let fanouts = stack
+        .queued_messages()
         .await
         .into_iter()
         .filter(|m| matches!(m, DeliveryMessage::Fanout { .. }))
@@ -727,7 +703,7 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
     expected.sort();
     assert_eq!(endpoints, expected);
     assert!(!endpoints.contains(&other["id"].as_str().unwrap()));
-    let delivers = queued_messages(&stack).await;
+    let delivers = stack.queued_messages().await;
     assert_eq!(delivers.len(), 2, "one message per delivery");
 
     let shown = stack
@@ -754,7 +730,7 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
         .await;
     assert_eq!(res.status, 202, "{}", res.text());
     assert_eq!(res.json()["endpoints"], json!([paid["id"]]));
-    let again = queued_messages(&stack).await;
+    let again = stack.queued_messages().await;
     assert!(matches!(
         again.as_slice(),
         [DeliveryMessage::Deliver { generation: 2, .. }]

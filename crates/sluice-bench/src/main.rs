@@ -178,8 +178,8 @@ async fn run() -> anyhow::Result<()> {
         if quick { 50 } else { 300 },
     )
     .await;
-    for (name, ns) in micro::run() {
-        report.push(Row::micro(name, ns));
+    for row in micro_rows() {
+        report.push(row);
     }
 
     report.print();
@@ -215,6 +215,13 @@ fn floor_part_rows(sdk_alone: &in_process::Cost, http_alone: &in_process::Cost) 
     [sdk, http]
 }
 
+/// The micro-benchmarks' rows.
+fn micro_rows() -> impl Iterator<Item = Row> {
+    micro::run()
+        .into_iter()
+        .map(|(name, ns)| Row::micro(name, ns))
+}
+
 /// The value after `flag` on the command line.
 fn arg_value(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -231,57 +238,53 @@ async fn one_scenario(name: &str) -> anyhow::Result<()> {
     let n: usize = arg_value("--n").map_or(Ok(300), |n| n.parse())?;
     if name == "micro" {
         let mut report = Report::default();
-        for (name, ns) in micro::run() {
-            report.push(Row::micro(name, ns));
+        for row in micro_rows() {
+            report.push(row);
         }
         report.print();
         return Ok(());
     }
     let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
     let sdk = emulator.sdk_config().await;
-    let costs = match name {
-        "get" => vec![("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?)],
+    // The same rows `make bench` prints, without targets.
+    let cpu = |what: &str, cost: &in_process::Cost| Row::cpu(what, cost, None, None);
+    let rows = match name {
+        "get" => vec![cpu("GetItem", &scenarios::sdk_floor(&sdk, n).await?)],
         "floor" => {
             let (sdk_alone, http_alone) = scenarios::sdk_floor_parts(&sdk, n).await?;
-            vec![
-                ("GetItem".to_owned(), scenarios::sdk_floor(&sdk, n).await?),
-                ("GetItem, the SDK alone (no network)".to_owned(), sdk_alone),
-                (
-                    "GetItem, the HTTP round trip alone (no SDK)".to_owned(),
-                    http_alone,
-                ),
-                (
-                    "PutItem + TransactWriteItems".to_owned(),
-                    scenarios::sdk_floor_write(&sdk, n).await?,
-                ),
-            ]
+            let mut rows = vec![cpu("GetItem", &scenarios::sdk_floor(&sdk, n).await?)];
+            rows.extend(floor_part_rows(&sdk_alone, &http_alone));
+            rows.push(cpu(
+                "PutItem + TransactWriteItems",
+                &scenarios::sdk_floor_write(&sdk, n).await?,
+            ));
+            rows
         }
         "stripe" => {
             let (new, duplicate) = scenarios::stripe_events(&sdk, n).await?;
             vec![
-                ("new Stripe event".to_owned(), new),
-                ("duplicate Stripe event".to_owned(), duplicate),
+                cpu("new Stripe event", &new),
+                cpu("duplicate Stripe event", &duplicate),
             ]
         }
         "idem" => {
             let (first, replay) = scenarios::idempotent_writes(&sdk, n).await?;
             vec![
-                ("first idempotent write".to_owned(), first),
-                ("idempotent replay".to_owned(), replay),
+                cpu("first idempotent write", &first),
+                cpu("idempotent replay", &replay),
             ]
         }
-        "egress" => vec![(
-            "egress delivery".to_owned(),
-            scenarios::egress_deliveries(&sdk, n).await?,
+        "egress" => vec![cpu(
+            "egress delivery",
+            &scenarios::egress_deliveries(&sdk, n).await?,
         )],
         other => {
             anyhow::bail!("unknown scenario {other} (get, floor, stripe, idem, egress, micro)")
         }
     };
-    // The same rows `make bench` prints, without targets.
     let mut report = Report::default();
-    for (what, cost) in costs {
-        report.push(Row::cpu(&what, &cost, None, None));
+    for row in rows {
+        report.push(row);
     }
     report.print();
     Ok(())

@@ -100,8 +100,13 @@ pub struct OutboundEvent {
 impl OutboundEvent {
     /// A new event with a fresh id, created now.
     pub fn new(tenant_id: &str, event_type: &str, data: serde_json::Value) -> Self {
+        Self::with_id(ids::new_id("msg"), tenant_id, event_type, data)
+    }
+
+    /// A new event with the given id, created now.
+    fn with_id(id: String, tenant_id: &str, event_type: &str, data: serde_json::Value) -> Self {
         OutboundEvent {
-            id: ids::new_id("msg"),
+            id,
             tenant_id: tenant_id.to_owned(),
             event_type: event_type.to_owned(),
             data,
@@ -215,9 +220,10 @@ impl Deferred {
         data: serde_json::Value,
         source: &str,
     ) -> Deferred {
-        let mut event = OutboundEvent::new(tenant_id, event_type, data);
-        event.id = ids::derived_id("msg", &[tenant_id, source, event_type]);
-        Deferred { event }
+        let id = ids::derived_id("msg", &[tenant_id, source, event_type]);
+        Deferred {
+            event: OutboundEvent::with_id(id, tenant_id, event_type, data),
+        }
     }
 
     /// The `Put` of the event item, for the writer's transaction.

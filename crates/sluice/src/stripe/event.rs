@@ -501,12 +501,16 @@ pub fn plan(event: &StripeEvent) -> Result<Handling, String> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> StripeEvent {
+    fn fixture_bytes(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/../../tests/fixtures/stripe/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        decode(&std::fs::read(&path).unwrap()).unwrap()
+        std::fs::read(&path).unwrap()
+    }
+
+    fn fixture(name: &str) -> StripeEvent {
+        decode(&fixture_bytes(name)).unwrap()
     }
 
     fn handled(name: &str) -> Plan {
@@ -559,11 +563,7 @@ mod tests {
     #[test]
     fn an_invoice_finds_the_tenant_in_its_subscriptions_metadata_in_both_api_shapes() {
         let with = |edit: fn(&mut Value)| {
-            let path = format!(
-                "{}/../../tests/fixtures/stripe/invoice.paid.json",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            let mut v: Value = serde_json::from_slice(&fixture_bytes("invoice.paid")).unwrap();
             edit(&mut v["data"]["object"]);
             decode(&serde_json::to_vec(&v).unwrap())
                 .unwrap()
