@@ -459,6 +459,69 @@ fn the_retry_budget_matches_the_queue_redrive_policy_and_the_policy_allows_what_
     }
 }
 
+#[test]
+fn the_egress_timeout_parameter_lease_function_timeout_and_visibility_are_consistent() {
+    use sluice::config::{EGRESS_BOOKKEEPING, EGRESS_FUNCTION_TIMEOUT, EGRESS_TIMEOUT_MAX};
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(sluice_local::provision::TEMPLATE_YAML).unwrap();
+    let int = |path: &[&str]| {
+        let mut v = &doc;
+        for p in path {
+            v = &v[*p];
+        }
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{} is an integer", path.join(".")))
+    };
+    let max_timeout = int(&["Parameters", "EgressTimeoutSecs", "MaxValue"]);
+    let function_timeout = int(&[
+        "Resources",
+        "WebhookEgressFunction",
+        "Properties",
+        "Timeout",
+    ]);
+    let visibility = int(&[
+        "Resources",
+        "DeliveryQueue",
+        "Properties",
+        "VisibilityTimeout",
+    ]);
+    // The parameter can only hold what start-up accepts …
+    assert_eq!(max_timeout, EGRESS_TIMEOUT_MAX.as_secs());
+    assert!(int(&["Parameters", "EgressTimeoutSecs", "Default"]) <= max_timeout);
+    // … which leaves the bookkeeping within the function's timeout, so the longest lease ends
+    // with the invocation, before the message can come back.
+    assert_eq!(function_timeout, EGRESS_FUNCTION_TIMEOUT.as_secs());
+    assert!(max_timeout + EGRESS_BOOKKEEPING.as_secs() <= function_timeout);
+    assert!(function_timeout <= visibility);
+}
+
+#[tokio::test]
+async fn an_invocation_without_time_left_sends_nothing_and_leaves_the_message_for_later() {
+    // GIVEN a pending delivery and an invocation whose deadline is 2 s away (less than the
+    // time kept to record an attempt)
+    let world = World::new().await;
+    let receiver = Receiver::start(|_, _| async { StatusCode::OK.into_response() }).await;
+    let (ep, _) = world.endpoint(&receiver.url("/")).await;
+    let (event_id, _) = world.publish("invoice.paid").await;
+    let event = world.receive(1).await;
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = (clock::now_epoch_millis() + 2_000) as u64;
+
+    // WHEN the function handles it
+    let response = webhook_egress::handle_invocation(
+        &world.egress,
+        lambda_runtime::LambdaEvent::new(event, context),
+    )
+    .await;
+
+    // THEN nothing was sent, no attempt is logged and the message is reported to come back
+    assert_eq!(failures(&response).len(), 1);
+    assert!(receiver.requests().is_empty());
+    let delivery = world.delivery(&event_id, &ep).await;
+    assert_eq!(status(&delivery), "pending");
+    assert!(attempts(&delivery).is_empty());
+}
+
 #[tokio::test]
 async fn deliveries_follow_standard_webhooks_and_verify_with_every_active_secret() {
     // GIVEN an endpoint mid-rotation: a new secret, the old one still inside its 24 h, and an
@@ -691,8 +754,18 @@ async fn a_500_is_retried_after_the_scheduled_delay_and_the_success_ends_the_str
 }
 
 #[tokio::test]
-async fn retry_after_on_429_and_503_sets_the_delay_within_the_clamp() {
-    let world = World::new().await;
+async fn retry_after_on_429_and_503_lengthens_the_delay_but_never_below_the_schedule() {
+    // GIVEN an endpoint answering 429 `Retry-After: 1`, then 503 with an absurd Retry-After,
+    // and an egress function with a seeded jitter source
+    let mut world = World::new().await;
+    world.egress = world
+        .egress
+        .clone()
+        .with_retry_policy(retry::RetryPolicy::seeded(9));
+    let scheduled = match retry::RetryPolicy::seeded(9).after_failure(1, None) {
+        retry::Next::RetryAfter(d) => d,
+        other => panic!("{other:?}"),
+    };
     let receiver = Receiver::start(|nth, _| async move {
         match nth {
             1 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
@@ -707,16 +780,26 @@ async fn retry_after_on_429_and_503_sets_the_delay_within_the_clamp() {
     let (ep, _) = world.endpoint(&receiver.url("/")).await;
     let (event_id, _) = world.publish("invoice.uncollectible").await;
 
-    // 429 with Retry-After: 1 → due one second later, and back after about that long.
+    // WHEN the 429 asks to come back after 1 s
     let response = world.run(1).await;
+
+    // THEN the schedule's first step (5 s ± jitter) still applies: 1 s would let an endpoint
+    // burn all nine attempts within seconds
     assert_eq!(failures(&response).len(), 1);
     let delivery = world.delivery(&event_id, &ep).await;
     let at = attempts(&delivery)[0].at;
     assert_eq!(attempts(&delivery)[0].status_code, Some(429));
-    assert_eq!(delivery.get_i64("next_attempt_at"), Some(at + 1));
+    assert!(scheduled >= Duration::from_secs(4));
+    assert_eq!(
+        delivery.get_i64("next_attempt_at"),
+        Some(at + scheduled.as_secs() as i64)
+    );
 
-    // 503 with an absurd Retry-After → clamped to what SQS can hold.
+    // WHEN the message comes back (after those few seconds) and the 503 asks for more than SQS
+    // can hold
     let response = world.run(1).await;
+
+    // THEN it is honoured up to the cap
     assert_eq!(failures(&response).len(), 1);
     let delivery = world.delivery(&event_id, &ep).await;
     let last = attempts(&delivery).pop().unwrap();

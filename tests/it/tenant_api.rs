@@ -1158,3 +1158,136 @@ async fn another_tenants_ids_answer_404_on_every_route() {
         .await;
     assert_eq!(res.status, 404, "{}", res.text());
 }
+
+// ---- bounds (issue 12 item 6) ----
+
+#[tokio::test]
+async fn rotations_beyond_three_active_secrets_answer_409_until_the_oldest_expires() {
+    // GIVEN an endpoint rotated twice within the overlap: three secrets sign
+    let stack = Stack::new().await;
+    let (tenant, key) = stack.create_tenant("Acme").await;
+    let id =
+        create_endpoint(&stack, &key, json!({"url": "http://127.0.0.1:9000/hook"})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let rotate =
+        || stack.send(Req::post(&format!("/v1/endpoints/{id}/rotate-secret")).bearer(&key));
+    for _ in 0..2 {
+        let res = rotate().await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+
+    // WHEN it is rotated a third time
+    let res = rotate().await;
+
+    // THEN 409, naming the limit and when the oldest rotated-out secret expires
+    let problem = res.assert_problem(409);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("3 active signing secrets"), "{detail}");
+    assert!(detail.contains("expires at"), "{detail}");
+    let retry_after: i64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after > 0 && retry_after <= 24 * 3600, "{retry_after}");
+    // … and nothing changed: still three secrets
+    let endpoint_key = table::key(table::tenant_pk(&tenant), table::endpoint_sk(&id));
+    let item = stack
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&stack.resources.table_name)
+        .set_key(Some(endpoint_key.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        sealing::SealedEndpointSecret::list_from_item(&item).len(),
+        3
+    );
+
+    // WHEN the oldest has expired (its expiry moved into the past, as time would)
+    stack
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(&stack.resources.table_name)
+        .set_key(Some(endpoint_key))
+        .update_expression("SET secrets[2].expires_at = :past")
+        .expression_attribute_values(":past", table::n(clock::now_epoch() - 1))
+        .send()
+        .await
+        .unwrap();
+
+    // THEN a rotation is accepted again
+    let res = rotate().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
+#[tokio::test]
+async fn a_monthly_budget_above_the_bound_is_refused_naming_the_field() {
+    let stack = Stack::new().await;
+    let create = |budget: Value| {
+        stack.send(
+            Req::post("/admin/tenants")
+                .admin(&stack.admin_key)
+                .json(&json!({"name": "Acme", "monthly_budget_minor": budget})),
+        )
+    };
+    for too_much in [
+        json!(sluice::tenants::MAX_MONTHLY_BUDGET_MINOR + 1),
+        json!(i64::MAX),
+    ] {
+        let problem = create(too_much).await.assert_problem(422);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("`monthly_budget_minor`"),
+            "{problem}"
+        );
+    }
+    let res = create(json!(sluice::tenants::MAX_MONTHLY_BUDGET_MINOR)).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+}
+
+#[tokio::test]
+async fn a_stored_budget_beyond_the_bound_still_debits_without_overflowing() {
+    // GIVEN a tenant whose stored budget predates the bound (written directly)
+    let stack = Stack::new().await;
+    let (tenant, key) = stack.create_tenant("Acme").await;
+    stack
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(&stack.resources.table_name)
+        .set_key(Some(table::key(
+            table::tenant_pk(&tenant),
+            table::TENANT_PROFILE_SK,
+        )))
+        .update_expression("SET monthly_budget_minor = :b")
+        .expression_attribute_values(":b", table::n(i64::MAX))
+        .send()
+        .await
+        .unwrap();
+    credit(&stack, &tenant, 5_000).await;
+
+    // WHEN it records usage
+    let res = stack
+        .send(
+            Req::post("/v1/usage")
+                .bearer(&key)
+                .json(&json!({"amount_minor": 1_000})),
+        )
+        .await;
+
+    // THEN the debit succeeds, the budget is `ok` and no alert went out
+    assert_eq!(res.status, 201, "{}", res.text());
+    let account = stack
+        .send(Req::get("/v1/account").bearer(&key))
+        .await
+        .json();
+    assert_eq!(account["budget"]["status"], "ok", "{account}");
+    assert_eq!(events_of_type(&stack, &tenant, "budget.warning").await, 0);
+}

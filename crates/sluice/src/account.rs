@@ -253,9 +253,11 @@ pub enum BudgetStatus {
     Exceeded,
 }
 
-/// The smallest usage at which the warning is due: ⌈80 % of `limit`⌉, in integers.
+/// The smallest usage at which the warning is due: ⌈80 % of `limit`⌉, in integers. Written as
+/// `limit − ⌊limit / 5⌋` (equal for `limit ≥ 0`) so no intermediate can overflow, whatever a
+/// stored item holds (`limit * 4` wrapped for limits above `i64::MAX / 4`).
 pub fn warning_threshold(limit: i64) -> i64 {
-    (limit * 4 + 4) / 5
+    limit - limit.div_euclid(5)
 }
 
 /// `ok` below 80 % of the limit, `warning` from 80 %, `exceeded` from 100 %.
@@ -316,7 +318,7 @@ fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
     } else {
         0
     };
-    let used_after = used_before + amount;
+    let used_after = used_before.saturating_add(amount);
     let flag = |name: &str| item.get_s(name) == Some(month);
     let limit = item
         .get_i64(attr::MONTHLY_BUDGET_MINOR)
@@ -338,7 +340,12 @@ fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
         exceeded_due,
         warning_flag: warning_sent || warning_due,
         exceeded_flag: exceeded_sent || exceeded_due,
-        headrooms: limit.map(|limit| (warning_threshold(limit) - used_after, limit - used_after)),
+        headrooms: limit.map(|limit| {
+            (
+                warning_threshold(limit).saturating_sub(used_after),
+                limit.saturating_sub(used_after),
+            )
+        }),
         limit,
     })
 }
@@ -684,6 +691,34 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn thresholds_never_overflow_whatever_the_stored_limit() {
+        // `limit * 4` wrapped here: a huge stored limit made the warning due at once.
+        assert_eq!(warning_threshold(i64::MAX), i64::MAX - i64::MAX / 5);
+        assert_eq!(
+            warning_threshold(i64::MAX / 4 + 1),
+            1_844_674_407_370_955_162
+        );
+        assert_eq!(budget_status(Some(i64::MAX), 1_000_000), BudgetStatus::Ok);
+        for limit in [1, 2, 3, 4, 5, 999, 1000, 1001, 1_000_000_000_000] {
+            let exact = (limit as i128 * 4 + 4) / 5;
+            assert_eq!(warning_threshold(limit) as i128, exact, "{limit}");
+        }
+        let item = tenant_item(&[
+            (attr::BALANCE_MINOR, n(i64::MAX)),
+            (attr::MONTHLY_BUDGET_MINOR, n(i64::MAX)),
+            (attr::USED_THIS_MONTH_MINOR, n(i64::MAX - 1)),
+            (attr::BUDGET_MONTH, s("2026-01")),
+        ]);
+        let p = plan(&item, 10, "2026-01").unwrap();
+        assert_eq!(p.used_after, i64::MAX);
+        assert!(p.exceeded_due && p.warning_due);
+        assert_eq!(
+            p.headrooms,
+            Some((warning_threshold(i64::MAX) - i64::MAX, 0))
+        );
     }
 
     #[test]

@@ -1,10 +1,30 @@
 //! Configuration, read once at cold start into a typed struct.
 //!
 //! A missing or invalid setting fails start-up with a message naming the variable.
+//!
+//! # The egress time budget
+//!
+//! One number, `EGRESS_TIMEOUT_SECS`, bounds a delivery request; the rest follows from it:
+//! request ≤ `EGRESS_TIMEOUT_SECS` ≤ [`EGRESS_TIMEOUT_MAX`] = [`EGRESS_FUNCTION_TIMEOUT`] −
+//! [`EGRESS_BOOKKEEPING`]; the delivery's lease (its claim) lasts `EGRESS_TIMEOUT_SECS` +
+//! [`EGRESS_BOOKKEEPING`] ([`Config::egress_lease`]), so at most the function's timeout, which is
+//! below the delivery queue's visibility timeout (a test checks `template.yaml` agrees). A message
+//! that comes back after a crashed or timed-out invocation therefore finds the lease expired.
+//! A setting above the maximum fails start-up (rather than being clamped): the template's
+//! parameter bounds already refuse it, so only a hand-edited environment gets here.
 
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+/// The egress function's `Timeout` in `template.yaml`.
+pub const EGRESS_FUNCTION_TIMEOUT: Duration = Duration::from_secs(45);
+/// What an egress invocation needs beside the request itself: claiming and reading (with SDK
+/// retries), unsealing the signing keys, then recording the attempt.
+pub const EGRESS_BOOKKEEPING: Duration = Duration::from_secs(15);
+/// The longest `EGRESS_TIMEOUT_SECS` (the template parameter's `MaxValue`).
+pub const EGRESS_TIMEOUT_MAX: Duration =
+    Duration::from_secs(EGRESS_FUNCTION_TIMEOUT.as_secs() - EGRESS_BOOKKEEPING.as_secs());
 
 /// Why the configuration could not be read; always names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +61,7 @@ pub struct Config {
     pub egress_allow_cidrs: Vec<IpNet>,
     /// `EGRESS_ALLOW_HTTP` (default false): accept `http://` endpoint URLs.
     pub egress_allow_http: bool,
-    /// `EGRESS_TIMEOUT_SECS` (default 15): per delivery request.
+    /// `EGRESS_TIMEOUT_SECS` (default 15, at most [`EGRESS_TIMEOUT_MAX`]): per delivery request.
     pub egress_timeout: Duration,
     /// `EGRESS_DISABLE_AFTER_HOURS` (default 72): failing this long without a success disables.
     pub egress_disable_after_hours: u32,
@@ -155,6 +175,20 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let egress_timeout = Duration::from_secs(positive("EGRESS_TIMEOUT_SECS", 15)?);
+        if egress_timeout > EGRESS_TIMEOUT_MAX {
+            return Err(ConfigError {
+                name: "EGRESS_TIMEOUT_SECS",
+                reason: format!(
+                    "must be at most {} (the egress function's {} s timeout less {} s to claim, \
+                     sign and record a delivery)",
+                    EGRESS_TIMEOUT_MAX.as_secs(),
+                    EGRESS_FUNCTION_TIMEOUT.as_secs(),
+                    EGRESS_BOOKKEEPING.as_secs()
+                ),
+            });
+        }
+
         Ok(Config {
             table_name: required("TABLE_NAME")?,
             queue_url: required("QUEUE_URL")?,
@@ -171,7 +205,7 @@ impl Config {
             admin_key_sha256,
             egress_allow_cidrs,
             egress_allow_http: parsed("EGRESS_ALLOW_HTTP", get("EGRESS_ALLOW_HTTP"), false)?,
-            egress_timeout: Duration::from_secs(positive("EGRESS_TIMEOUT_SECS", 15)?),
+            egress_timeout,
             egress_disable_after_hours: positive("EGRESS_DISABLE_AFTER_HOURS", 72)? as u32,
             api_key_cache: Duration::from_secs(parsed(
                 "API_KEY_CACHE_SECS",
@@ -179,6 +213,12 @@ impl Config {
                 60,
             )?),
         })
+    }
+
+    /// How long a delivery's claim lasts: the request timeout plus the bookkeeping around it,
+    /// so never longer than the egress function's timeout (see the module docs).
+    pub fn egress_lease(&self) -> Duration {
+        self.egress_timeout + EGRESS_BOOKKEEPING
     }
 
     /// The API function cannot run without the admin key digest.
@@ -246,6 +286,22 @@ mod tests {
             base(&[]).unwrap().require_admin_key().unwrap_err().name,
             "ADMIN_KEY_SHA256"
         );
+    }
+
+    #[test]
+    fn the_egress_timeout_must_leave_room_for_the_bookkeeping_within_the_function_timeout() {
+        let max = EGRESS_TIMEOUT_MAX.as_secs();
+        assert_eq!(max, 30);
+        let c = base(&[("EGRESS_TIMEOUT_SECS", &max.to_string())]).unwrap();
+        assert_eq!(c.egress_timeout, EGRESS_TIMEOUT_MAX);
+        assert_eq!(c.egress_lease(), EGRESS_FUNCTION_TIMEOUT);
+        // 50 was the template's old MaxValue: above the function's own 45 s timeout.
+        for too_long in [max + 1, 50] {
+            let err = base(&[("EGRESS_TIMEOUT_SECS", &too_long.to_string())]).unwrap_err();
+            assert_eq!(err.name, "EGRESS_TIMEOUT_SECS");
+            assert!(err.to_string().contains("at most 30"), "{err}");
+        }
+        assert_eq!(base(&[]).unwrap().egress_lease(), Duration::from_secs(30));
     }
 
     #[test]

@@ -104,6 +104,26 @@ impl Tenant {
     }
 }
 
+/// The largest `monthly_budget_minor`: 10^12 minor units (ten billion in a two-decimal
+/// currency), the same bound as one usage debit. Far beyond any real budget, and small enough
+/// that the threshold arithmetic ([`crate::account::warning_threshold`]) and DynamoDB's numbers
+/// never come near `i64`'s limits.
+pub const MAX_MONTHLY_BUDGET_MINOR: i64 = 1_000_000_000_000;
+
+/// Checks a requested `monthly_budget_minor` (every entry point that sets one calls this):
+/// absent, or 1 ..= [`MAX_MONTHLY_BUDGET_MINOR`]; otherwise a `422` naming the field.
+pub fn validate_monthly_budget(budget: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match budget {
+        Some(b) if !(1..=MAX_MONTHLY_BUDGET_MINOR).contains(&b) => {
+            Err(ApiError::invalid_field(format!(
+                "`monthly_budget_minor` must be a positive integer (minor units) of at most \
+                 {MAX_MONTHLY_BUDGET_MINOR}"
+            )))
+        }
+        _ => Ok(budget),
+    }
+}
+
 /// What `POST /admin/tenants` asks for.
 #[derive(Clone, Debug)]
 pub struct NewTenant {
@@ -161,6 +181,7 @@ pub async fn create_tenant(
     table_name: &str,
     new: NewTenant,
 ) -> Result<(Tenant, IssuedKey), ApiError> {
+    let monthly_budget_minor = validate_monthly_budget(new.monthly_budget_minor)?;
     let id = ids::new_id("tnt");
     let now = clock::now_epoch();
     let mut item = Item::from([
@@ -173,7 +194,7 @@ pub async fn create_tenant(
         (attr::BALANCE_MINOR.into(), n(0)),
         (attr::USED_THIS_MONTH_MINOR.into(), n(0)),
     ]);
-    if let Some(budget) = new.monthly_budget_minor {
+    if let Some(budget) = monthly_budget_minor {
         item.insert(attr::MONTHLY_BUDGET_MINOR.into(), n(budget));
     }
     let tenant = Tenant::from_item(&item).expect("complete tenant item");
@@ -322,5 +343,27 @@ pub fn cancellation_codes(
             .map(|r| r.code().map(String::from))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_monthly_budget_is_positive_and_bounded() {
+        assert_eq!(validate_monthly_budget(None).unwrap(), None);
+        assert_eq!(validate_monthly_budget(Some(1)).unwrap(), Some(1));
+        assert_eq!(
+            validate_monthly_budget(Some(MAX_MONTHLY_BUDGET_MINOR)).unwrap(),
+            Some(MAX_MONTHLY_BUDGET_MINOR)
+        );
+        for bad in [0, -5, MAX_MONTHLY_BUDGET_MINOR + 1, i64::MAX] {
+            let err = validate_monthly_budget(Some(bad)).unwrap_err();
+            assert!(
+                format!("{err:?}").contains("monthly_budget_minor"),
+                "{bad}: {err:?}"
+            );
+        }
     }
 }

@@ -9,8 +9,12 @@
 //! The claim is what makes a redelivered message send at most once successfully: it succeeds only
 //! for the message's generation, while the delivery has not succeeded, and while no other
 //! receiver holds an unexpired lease on it — so neither a late redelivery nor a concurrent
-//! duplicate (SQS is at-least-once) sends again. The lease outlives the request timeout, so a
-//! receiver that crashed mid-request blocks the delivery only until it expires.
+//! duplicate (SQS is at-least-once) sends again. The lease lasts the request timeout plus the
+//! bookkeeping around it ([`sluice::Config::egress_lease`]), never longer than the function's
+//! timeout, which is below the queue's visibility timeout: a receiver that crashed or timed out
+//! mid-request blocks the delivery only until its message would come back anyway. No request
+//! outlives its lease or the invocation ([`request_timeout`]); without time left, nothing is
+//! sent and the message comes back after the queue's visibility timeout.
 
 use std::time::{Duration, SystemTime};
 
@@ -52,8 +56,10 @@ pub const UNCOMMITTED_RETRIES: [Duration; 8] = [
     Duration::from_secs(30),
     Duration::from_secs(30),
 ];
-/// A lease outlives the request timeout by this much (signing, bookkeeping).
-const LEASE_MARGIN_SECS: i64 = 30;
+/// Kept after a request, before the lease or the invocation ends, to record its outcome.
+pub const AFTER_SEND_RESERVE: Duration = Duration::from_secs(5);
+/// With less time than this left for the request, it is not sent.
+pub const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
 /// Attempts kept per delivery item: 400 KB is DynamoDB's item limit and each entry may carry a
 /// 4 KiB response; older entries are dropped first (only many replays can get here).
 pub const MAX_LOGGED_ATTEMPTS: usize = 50;
@@ -86,6 +92,28 @@ pub struct MessageMeta {
     pub receive_count: u32,
     /// `SentTimestamp`, epoch milliseconds.
     pub sent_at_ms: Option<i64>,
+    /// The invocation's deadline (Lambda's context), epoch milliseconds, if known.
+    pub deadline_ms: Option<i64>,
+}
+
+/// How long the request may take, sent at `now_ms`: the configured timeout, shortened so that
+/// [`AFTER_SEND_RESERVE`] is left before the invocation's deadline and before the lease ends.
+/// `None` when less than [`MIN_REQUEST_TIME`] would be left: then it is not sent at all.
+pub fn request_timeout(
+    configured: Duration,
+    now_ms: i64,
+    deadline_ms: Option<i64>,
+    lease_until_ms: i64,
+) -> Option<Duration> {
+    let reserve = AFTER_SEND_RESERVE.as_millis() as i64;
+    let timeout = deadline_ms
+        .into_iter()
+        .chain([lease_until_ms])
+        .map(|end| end.saturating_sub(now_ms).saturating_sub(reserve).max(0))
+        .fold(configured, |timeout, left| {
+            timeout.min(Duration::from_millis(left as u64))
+        });
+    (timeout >= MIN_REQUEST_TIME).then_some(timeout)
 }
 
 impl MessageMeta {
@@ -164,8 +192,12 @@ impl Target<'_> {
 }
 
 enum Claim {
-    /// We hold the lease; the delivery item as it is now.
-    Held { lease_id: String, delivery: Item },
+    /// We hold the lease (until `lease_until`, epoch seconds); the delivery item as it is now.
+    Held {
+        lease_id: String,
+        lease_until: i64,
+        delivery: Item,
+    },
     /// Someone else decided the outcome, or must first.
     Declined(Disposition),
 }
@@ -178,8 +210,12 @@ pub async fn deliver(
     target: Target<'_>,
 ) -> anyhow::Result<Disposition> {
     let (claim, reads) = tokio::join!(claim(state, meta, target), read(state, target));
-    let (lease_id, delivery) = match claim? {
-        Claim::Held { lease_id, delivery } => (lease_id, delivery),
+    let (lease_id, lease_until, delivery) = match claim? {
+        Claim::Held {
+            lease_id,
+            lease_until,
+            delivery,
+        } => (lease_id, lease_until, delivery),
         Claim::Declined(disposition) => return Ok(disposition),
     };
     let (endpoint, event) = reads?;
@@ -234,7 +270,20 @@ pub async fn deliver(
         HeaderValue::from_str(&signature)?,
     );
 
-    let exchange = state.http.post(url, headers, body.into()).await;
+    let Some(timeout) = request_timeout(
+        state.config.egress_timeout,
+        clock::now_epoch_millis(),
+        meta.deadline_ms,
+        lease_until.saturating_mul(1000),
+    ) else {
+        // Not sent, so not an attempt: the lease expires before the message comes back.
+        tracing::warn!("too little time left in the invocation or the lease to send");
+        return Ok(Disposition::Retry {
+            delay: None,
+            outcome: "out_of_time",
+        });
+    };
+    let exchange = state.http.post(url, headers, body.into(), timeout).await;
     telemetry::emit_metric(
         "DeliveryLatency",
         "Milliseconds",
@@ -357,7 +406,7 @@ async fn claim(
 ) -> anyhow::Result<Claim> {
     let now = clock::now_epoch();
     let lease_id = ids::new_id("lease");
-    let lease_until = now + state.config.egress_timeout.as_secs() as i64 + LEASE_MARGIN_SECS;
+    let lease_until = now + state.config.egress_lease().as_secs() as i64;
     let result = state
         .aws
         .dynamodb
@@ -386,6 +435,7 @@ async fn claim(
         Ok(out) => {
             return Ok(Claim::Held {
                 lease_id,
+                lease_until,
                 delivery: out.attributes.unwrap_or_default(),
             });
         }
@@ -681,6 +731,7 @@ mod tests {
         let meta = |receive_count, age_ms| MessageMeta {
             receive_count,
             sent_at_ms: Some(now - age_ms),
+            deadline_ms: None,
         };
         assert_eq!(
             meta(1, 10).uncommitted("event"),
@@ -698,5 +749,63 @@ mod tests {
             meta(2, late).uncommitted("event"),
             Disposition::Done("orphaned")
         );
+    }
+
+    #[test]
+    fn no_request_outlives_the_invocation_or_the_lease() {
+        let configured = Duration::from_secs(15);
+        let now = 1_000_000_i64;
+        let secs = |s: i64| now + s * 1000;
+        // Plenty of time: the configured timeout.
+        assert_eq!(
+            request_timeout(configured, now, Some(secs(40)), secs(30)),
+            Some(configured)
+        );
+        // No deadline known (local runner): only the lease bounds it.
+        assert_eq!(
+            request_timeout(configured, now, None, secs(30)),
+            Some(configured)
+        );
+        // 12 s left in the invocation: 7 s for the request, 5 s to record it.
+        assert_eq!(
+            request_timeout(configured, now, Some(secs(12)), secs(30)),
+            Some(Duration::from_secs(7))
+        );
+        // The lease (claimed earlier, slow KMS meanwhile) ends first.
+        assert_eq!(
+            request_timeout(configured, now, Some(secs(40)), secs(9)),
+            Some(Duration::from_secs(4))
+        );
+        // Too little left, or already past: not sent.
+        assert_eq!(
+            request_timeout(configured, now, Some(secs(5)), secs(30)),
+            None
+        );
+        assert_eq!(
+            request_timeout(configured, now, Some(secs(-3)), secs(30)),
+            None
+        );
+        assert_eq!(request_timeout(configured, now, None, secs(2)), None);
+    }
+
+    #[test]
+    fn the_lease_ends_within_the_function_timeout_for_every_allowed_setting() {
+        use sluice::config::{EGRESS_FUNCTION_TIMEOUT, EGRESS_TIMEOUT_MAX};
+        for secs in 1..=EGRESS_TIMEOUT_MAX.as_secs() {
+            let config = sluice::Config::from_lookup(|name| match name {
+                "EGRESS_TIMEOUT_SECS" => Some(secs.to_string()),
+                "TABLE_NAME" | "QUEUE_URL" | "KMS_KEY_ID" => Some("x".into()),
+                _ => None,
+            })
+            .unwrap();
+            let lease = config.egress_lease();
+            assert!(lease <= EGRESS_FUNCTION_TIMEOUT, "{lease:?}");
+            // A request sent right after the claim gets its full configured time.
+            let now = 0;
+            assert_eq!(
+                request_timeout(config.egress_timeout, now, None, lease.as_millis() as i64),
+                Some(config.egress_timeout)
+            );
+        }
     }
 }

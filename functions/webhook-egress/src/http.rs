@@ -2,13 +2,16 @@
 //!
 //! - rustls (the bundle's one TLS stack), no proxy (a proxy would resolve names where we cannot
 //!   check them), redirects never followed (a 3xx is a failed attempt), one total timeout per
-//!   request (`EGRESS_TIMEOUT_SECS`).
+//!   request (`EGRESS_TIMEOUT_SECS`, shortened per request by the caller when the invocation or
+//!   the delivery's lease has less time left).
 //! - Every address a name resolves to is checked with [`sluice::ssrf::is_forbidden`] and the
 //!   deployment's allow-list *at connect time*, by the client's own resolver: a name that pointed
 //!   somewhere public at registration and now points at 169.254.169.254 (DNS rebinding) is refused
 //!   before a connection is made. IP-literal URLs never reach a resolver, so they are checked
 //!   before the request is sent.
-//! - Only the first [`RESPONSE_EXCERPT_BYTES`] of a response are read, for the attempt log.
+//! - Only the first [`RESPONSE_EXCERPT_BYTES`] of a response are read, for the attempt log, and
+//!   the excerpt kept is at most that many bytes *after* decoding ([`excerpt`]): invalid bytes
+//!   become U+FFFD (3 bytes each), so cutting before decoding could triple it.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -71,7 +74,7 @@ pub struct Exchange {
     pub error: Option<ErrorClass>,
     /// From sending to the end of the (excerpted) answer.
     pub duration: Duration,
-    /// The first [`RESPONSE_EXCERPT_BYTES`] of the body, lossily decoded as UTF-8.
+    /// The start of the body, lossily decoded as UTF-8, at most [`RESPONSE_EXCERPT_BYTES`].
     pub response_excerpt: String,
     /// The raw `Retry-After` header of the answer, if any.
     pub retry_after: Option<String>,
@@ -153,8 +156,15 @@ impl EndpointClient {
         Ok(EndpointClient { client, policy })
     }
 
-    /// POSTs `body` to `url` with `headers` (plus `content-type: application/json`).
-    pub async fn post(&self, url: &str, headers: HeaderMap, body: Bytes) -> Exchange {
+    /// POSTs `body` to `url` with `headers` (plus `content-type: application/json`), giving up
+    /// after `timeout` (at most the client's own).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Exchange {
         let started = Instant::now();
         let url = match ssrf::parse_endpoint_url(url, &self.policy) {
             Ok(url) => url,
@@ -176,7 +186,8 @@ impl EndpointClient {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )
-            .body(body);
+            .body(body)
+            .timeout(timeout);
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(err) => return Exchange::failed(classify(&err), started),
@@ -196,15 +207,28 @@ impl EndpointClient {
                 Ok(None) | Err(_) => break,
             }
         }
-        excerpt.truncate(RESPONSE_EXCERPT_BYTES);
         Exchange {
             status: Some(status),
             error: None,
             duration: started.elapsed(),
-            response_excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
+            response_excerpt: excerpt_of(&excerpt),
             retry_after,
         }
     }
+}
+
+/// The attempt log's excerpt of a body: decoded first (invalid bytes become U+FFFD), then cut to
+/// at most [`RESPONSE_EXCERPT_BYTES`] bytes on a character boundary.
+pub fn excerpt_of(body: &[u8]) -> String {
+    let raw = &body[..body.len().min(RESPONSE_EXCERPT_BYTES)];
+    let mut text = String::from_utf8_lossy(raw).into_owned();
+    // Hand-written: `str::floor_char_boundary` is not stable yet. A char is at most 4 bytes.
+    let mut end = text.len().min(RESPONSE_EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 fn classify(err: &reqwest::Error) -> ErrorClass {
@@ -245,7 +269,12 @@ mod tests {
 
     async fn post(client: &EndpointClient, url: &str) -> Exchange {
         client
-            .post(url, HeaderMap::new(), Bytes::from_static(b"{}"))
+            .post(
+                url,
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(2),
+            )
             .await
     }
 
@@ -277,6 +306,24 @@ mod tests {
         assert_eq!(ex.error, Some(ErrorClass::Connect));
         assert_eq!(ex.status, None);
         assert!(!ex.is_success());
+    }
+
+    #[test]
+    fn the_excerpt_is_cut_after_decoding_and_never_exceeds_the_limit() {
+        // GIVEN 4 KiB of bytes that are not UTF-8: each becomes U+FFFD (3 bytes)
+        let invalid = vec![0xFFu8; RESPONSE_EXCERPT_BYTES * 2];
+        let excerpt = excerpt_of(&invalid);
+        assert!(excerpt.len() <= RESPONSE_EXCERPT_BYTES, "{}", excerpt.len());
+        assert!(excerpt.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(excerpt.len(), RESPONSE_EXCERPT_BYTES / 3 * 3);
+        // A multi-byte character straddling the limit is dropped, not split.
+        let mut mixed = vec![b'a'; RESPONSE_EXCERPT_BYTES - 1];
+        mixed.extend_from_slice("é and more".as_bytes());
+        let excerpt = excerpt_of(&mixed);
+        assert!(excerpt.len() <= RESPONSE_EXCERPT_BYTES);
+        assert!(excerpt.starts_with("aaa"));
+        // Short valid bodies pass through unchanged.
+        assert_eq!(excerpt_of(b"{\"ok\":true}"), "{\"ok\":true}");
     }
 
     #[tokio::test]

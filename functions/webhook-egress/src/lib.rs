@@ -2,7 +2,9 @@
 //! message.
 //!
 //! - [`handle_batch`] processes every record of a batch concurrently, each under its own span,
-//!   and reports only the records that must come back (`ReportBatchItemFailures`).
+//!   and reports only the records that must come back (`ReportBatchItemFailures`);
+//!   [`handle_invocation`] does the same within the invocation's deadline (no request outlives
+//!   it, see [`delivery::request_timeout`]).
 //! - A `Fanout` message is expanded into `Deliver` messages ([`sluice::fanout::expand`]).
 //! - A `Deliver` message is claimed, signed, sent and recorded ([`delivery`]); a failed attempt
 //!   comes back after the [`retry`] schedule's delay, set as the message's visibility timeout.
@@ -17,6 +19,7 @@
 use std::{sync::Arc, time::Duration};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::LambdaEvent;
 use sluice::{
     Config,
     aws::AwsClients,
@@ -70,10 +73,36 @@ impl EgressState {
     }
 }
 
+/// One Lambda invocation: [`handle_batch`] within the invocation's deadline.
+pub async fn handle_invocation(
+    state: &EgressState,
+    event: LambdaEvent<SqsEvent>,
+) -> SqsBatchResponse {
+    // `Context::default()` (tests, local runners) has no deadline: 0.
+    let deadline_ms = i64::try_from(event.context.deadline)
+        .ok()
+        .filter(|d| *d > 0);
+    handle_batch_until(state, event.payload, deadline_ms).await
+}
+
 /// Processes one batch; only the messages that must come back are reported as failures.
 pub async fn handle_batch(state: &EgressState, event: SqsEvent) -> SqsBatchResponse {
-    let results =
-        futures::future::join_all(event.records.into_iter().map(|r| handle_record(state, r))).await;
+    handle_batch_until(state, event, None).await
+}
+
+/// [`handle_batch`] with the invocation's deadline (epoch milliseconds), if known.
+async fn handle_batch_until(
+    state: &EgressState,
+    event: SqsEvent,
+    deadline_ms: Option<i64>,
+) -> SqsBatchResponse {
+    let results = futures::future::join_all(
+        event
+            .records
+            .into_iter()
+            .map(|r| handle_record(state, r, deadline_ms)),
+    )
+    .await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = results
         .into_iter()
@@ -88,7 +117,11 @@ pub async fn handle_batch(state: &EgressState, event: SqsEvent) -> SqsBatchRespo
 }
 
 /// Handles one record; returns its message id if it must be reported as failed.
-async fn handle_record(state: &EgressState, record: SqsMessage) -> Option<String> {
+async fn handle_record(
+    state: &EgressState,
+    record: SqsMessage,
+    deadline_ms: Option<i64>,
+) -> Option<String> {
     let message_id = record.message_id.clone().unwrap_or_default();
     let span = tracing::info_span!(
         "message",
@@ -99,7 +132,7 @@ async fn handle_record(state: &EgressState, record: SqsMessage) -> Option<String
         outcome = Empty,
     );
     async move {
-        let disposition = process(state, &record).await;
+        let disposition = process(state, &record, deadline_ms).await;
         let outcome = disposition.outcome();
         tracing::Span::current().record("outcome", outcome);
         telemetry::emit_metric("Deliveries", "Count", 1.0, &[("Outcome", outcome)]);
@@ -129,7 +162,11 @@ async fn handle_record(state: &EgressState, record: SqsMessage) -> Option<String
     .await
 }
 
-async fn process(state: &EgressState, record: &SqsMessage) -> Disposition {
+async fn process(
+    state: &EgressState,
+    record: &SqsMessage,
+    deadline_ms: Option<i64>,
+) -> Disposition {
     let message = match record.body.as_deref().map(DeliveryMessage::from_body) {
         Some(Ok(message)) => message,
         _ => {
@@ -140,7 +177,10 @@ async fn process(state: &EgressState, record: &SqsMessage) -> Disposition {
             };
         }
     };
-    let meta = message_meta(record);
+    let meta = MessageMeta {
+        deadline_ms,
+        ..message_meta(record)
+    };
     let span = tracing::Span::current();
     match message {
         DeliveryMessage::Fanout {
@@ -218,6 +258,7 @@ fn message_meta(record: &SqsMessage) -> MessageMeta {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
         sent_at_ms: attr("SentTimestamp").and_then(|v| v.parse().ok()),
+        deadline_ms: None,
     }
 }
 

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let state = webhook_egress::EgressState::new(config, AwsClients::from_env().await)?;
     let state = &state;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(webhook_egress::handle_batch(state, event.payload).await)
+        Ok::<_, lambda_runtime::Error>(webhook_egress::handle_invocation(state, event).await)
     }))
     .await
 }

@@ -10,8 +10,12 @@
 //! maximum jitter), not the "≈ 3 days" the SPEC mentions beside them; the listed delays are the
 //! contract followed here.
 //!
-//! A `Retry-After` header (on 429 and 503) replaces the scheduled delay, clamped to
-//! [`RETRY_AFTER_MIN`, `RETRY_AFTER_MAX`].
+//! A `Retry-After` header (on 429 and 503) can only *lengthen* the wait: the delay is the longer
+//! of what the endpoint asked for and the schedule's own (jittered) step for that attempt, capped
+//! at [`RETRY_AFTER_MAX`]. RFC 9110 §10.2.3 defines `Retry-After` as how long the client ought to
+//! wait, not an invitation to come back sooner; receivers of Svix- or Stripe-style webhooks expect
+//! the published schedule as the floor (a `Retry-After: 1` must not burn all nine attempts within
+//! a minute, turning a short outage into a dead-lettered delivery).
 
 use std::{sync::Mutex, time::Duration};
 
@@ -40,8 +44,6 @@ pub const JITTER: f64 = 0.2;
 /// its receipt, and some of that has passed by the time the attempt is over.
 pub const SQS_MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
 
-/// Shortest honoured `Retry-After` (a `0` would retry in a tight loop and burn the attempts).
-pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 /// Longest honoured `Retry-After`: what a visibility timeout can express.
 pub const RETRY_AFTER_MAX: Duration = SQS_MAX_VISIBILITY;
 
@@ -83,16 +85,23 @@ impl RetryPolicy {
         if attempt >= MAX_ATTEMPTS {
             return Next::GiveUp;
         }
-        if let Some(asked) = retry_after {
-            return Next::RetryAfter(asked.clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX));
-        }
         let base = SCHEDULE[(attempt.max(1) - 1) as usize];
         // The lock guards a few arithmetic operations; poisoning cannot leave the RNG invalid.
         let factor = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             1.0 + rng.random_range(-JITTER..=JITTER)
         };
-        Next::RetryAfter(base.mul_f64(factor).min(SQS_MAX_VISIBILITY))
+        let scheduled = base.mul_f64(factor).min(SQS_MAX_VISIBILITY);
+        Next::RetryAfter(retry_delay(scheduled, retry_after))
+    }
+}
+
+/// The delay before the next attempt: the endpoint's `Retry-After` (if any) may push the
+/// `scheduled` delay later, never sooner, and never past what a visibility timeout can hold.
+pub fn retry_delay(scheduled: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(asked) => asked.max(scheduled).min(RETRY_AFTER_MAX),
+        None => scheduled,
     }
 }
 
@@ -164,12 +173,39 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_replaces_the_schedule_within_the_clamp() {
+    fn retry_after_lengthens_the_wait_but_never_shortens_the_schedule() {
+        let step = Duration::from_secs(300);
+        let delay = |secs| retry_delay(step, Some(Duration::from_secs(secs)));
+        // GIVEN the schedule's step of 5 min: a shorter Retry-After is raised to it …
+        assert_eq!(delay(0), step);
+        assert_eq!(delay(1), step);
+        // … a longer one is honoured, up to what a visibility timeout can hold.
+        assert_eq!(delay(3600), Duration::from_secs(3600));
+        assert_eq!(delay(7 * 86400), RETRY_AFTER_MAX);
+        assert_eq!(retry_delay(step, None), step);
+    }
+
+    #[test]
+    fn a_retry_after_of_one_second_cannot_burn_the_attempts() {
+        // WHEN every attempt answers `Retry-After: 1`
         let policy = RetryPolicy::seeded(1);
-        let next = |secs| policy.after_failure(3, Some(Duration::from_secs(secs)));
-        assert_eq!(next(42), Next::RetryAfter(Duration::from_secs(42)));
-        assert_eq!(next(0), Next::RetryAfter(RETRY_AFTER_MIN));
-        assert_eq!(next(7 * 86400), Next::RetryAfter(RETRY_AFTER_MAX));
+        let waits: Vec<Duration> = (1..MAX_ATTEMPTS)
+            .map(
+                |attempt| match policy.after_failure(attempt, Some(Duration::from_secs(1))) {
+                    Next::RetryAfter(d) => d,
+                    Next::GiveUp => panic!("attempt {attempt} is not the last"),
+                },
+            )
+            .collect();
+        // THEN each wait is at least the schedule's step (less its jitter)
+        for (got, base) in waits.iter().zip(SCHEDULE) {
+            assert!(
+                *got >= base.mul_f64(1.0 - JITTER),
+                "{got:?} < {base:?} − 20 %"
+            );
+        }
+        let total: Duration = waits.iter().sum();
+        assert!(total >= Duration::from_secs(100_000), "{total:?}");
     }
 
     #[test]

@@ -55,11 +55,7 @@ async fn create_tenant(
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::invalid_field("`name` must be 1–200 characters"));
     }
-    if req.monthly_budget_minor.is_some_and(|b| b <= 0) {
-        return Err(ApiError::invalid_field(
-            "`monthly_budget_minor` must be a positive integer (minor units)",
-        ));
-    }
+    let monthly_budget_minor = tenants::validate_monthly_budget(req.monthly_budget_minor)?;
     let currency = req
         .currency
         .unwrap_or_else(|| tenants::DEFAULT_CURRENCY.to_owned())
@@ -71,7 +67,7 @@ async fn create_tenant(
     }
     let new = NewTenant {
         name: name.to_owned(),
-        monthly_budget_minor: req.monthly_budget_minor,
+        monthly_budget_minor,
         currency,
     };
     let (tenant, key) = tenants::create_tenant(&state.aws.dynamodb, state.table(), new).await?;

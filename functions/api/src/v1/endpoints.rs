@@ -33,6 +33,11 @@ use crate::AppState;
 
 /// A rotated-out secret keeps signing beside the new one this long.
 pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
+/// Secrets that may sign at once: the current one and two rotated out. Each active secret is
+/// one KMS `Decrypt` per cold egress cache and one signature in every delivery's header, so
+/// repeated rotations must not pile them up; a third rotation within 24 h waits (`409`) until
+/// the oldest expires.
+pub const MAX_ACTIVE_SECRETS: usize = 3;
 const MAX_EVENT_TYPES: usize = 100;
 const MAX_EVENT_TYPE_LEN: usize = 100;
 const MAX_DESCRIPTION: usize = 500;
@@ -368,8 +373,36 @@ pub async fn delete(
     }
 }
 
+/// The secrets kept beside a new one when rotating at `now`: the active ones, each expiring
+/// within the overlap at the latest (expired ones are dropped). `Err(t)` when the new one would
+/// make more than [`MAX_ACTIVE_SECRETS`] active: `t` is when the oldest rotated-out one expires.
+fn rotation_keeps(
+    existing: Vec<SealedEndpointSecret>,
+    now: i64,
+) -> Result<Vec<SealedEndpointSecret>, i64> {
+    let overlap_until = now + ROTATION_OVERLAP_SECS;
+    let active: Vec<SealedEndpointSecret> = existing
+        .into_iter()
+        .filter(|old| old.is_active(now))
+        .map(|mut old| {
+            old.expires_at = Some(old.expires_at.unwrap_or(overlap_until).min(overlap_until));
+            old
+        })
+        .collect();
+    if active.len() >= MAX_ACTIVE_SECRETS {
+        let oldest = active
+            .iter()
+            .filter_map(|s| s.expires_at)
+            .min()
+            .unwrap_or(overlap_until);
+        return Err(oldest);
+    }
+    Ok(active)
+}
+
 /// `POST /v1/endpoints/{id}/rotate-secret`: a new secret signs first; the previous one keeps
-/// signing beside it for 24 h. Secrets that already expired are dropped.
+/// signing beside it for 24 h. Secrets that already expired are dropped; at most
+/// [`MAX_ACTIVE_SECRETS`] sign at once (`409` with `Retry-After` beyond).
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
@@ -379,6 +412,17 @@ pub async fn rotate_secret(
     let item = get_endpoint(&state, &tenant_id, &id).await?;
     let now = clock::now_epoch();
     let overlap_until = now + ROTATION_OVERLAP_SECS;
+    // Decided before sealing: a refused rotation costs no KMS request.
+    let kept = rotation_keeps(SealedEndpointSecret::list_from_item(&item), now).map_err(
+        |oldest_expires_at| {
+            ApiError::conflict(format!(
+                "the endpoint already has {MAX_ACTIVE_SECRETS} active signing secrets (the limit); \
+                 the oldest rotated-out one expires at {oldest_expires_at} (epoch seconds), \
+                 rotate again after that"
+            ))
+            .with_retry_after(u32::try_from((oldest_expires_at - now).max(1)).unwrap_or(u32::MAX))
+        },
+    )?;
     let secret = sealing::new_endpoint_secret();
     let mut secrets = vec![SealedEndpointSecret {
         ciphertext: state
@@ -388,15 +432,7 @@ pub async fn rotate_secret(
         created_at: now,
         expires_at: None,
     }];
-    secrets.extend(
-        SealedEndpointSecret::list_from_item(&item)
-            .into_iter()
-            .filter(|old| old.is_active(now))
-            .map(|mut old| {
-                old.expires_at = Some(old.expires_at.unwrap_or(overlap_until).min(overlap_until));
-                old
-            }),
-    );
+    secrets.extend(kept);
     let mut update = Update::builder()
         .table_name(state.table())
         .set_key(Some(endpoint_key(&tenant_id, &id)))
@@ -431,5 +467,54 @@ pub async fn rotate_secret(
             "the endpoint changed (deleted or rotated concurrently); retry",
         )),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(created_at: i64, expires_at: Option<i64>) -> SealedEndpointSecret {
+        SealedEndpointSecret {
+            ciphertext: vec![created_at as u8],
+            created_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_active_secrets_within_the_overlap() {
+        let now = 1_000_000;
+        let kept = rotation_keeps(
+            vec![
+                secret(900, None),
+                secret(800, Some(now + 10)),
+                secret(700, Some(now - 1)),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            kept,
+            vec![
+                secret(900, Some(now + ROTATION_OVERLAP_SECS)),
+                secret(800, Some(now + 10))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rotation_beyond_the_active_limit_names_when_the_oldest_expires() {
+        let now = 1_000_000;
+        // GIVEN the current secret and two rotated out, still signing
+        let existing = vec![
+            secret(990, None),
+            secret(980, Some(now + 5_000)),
+            secret(970, Some(now + 100)),
+        ];
+        // THEN a fourth is refused until the oldest expires
+        assert_eq!(rotation_keeps(existing.clone(), now), Err(now + 100));
+        // … and accepted once it has
+        assert_eq!(rotation_keeps(existing, now + 100).unwrap().len(), 2);
     }
 }
