@@ -894,7 +894,10 @@ async fn a_debit_whose_commit_response_is_lost_debits_once_and_its_retry_replays
     assert_eq!(retry.status, 201, "{}", retry.text());
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(retry.json()["amount_minor"], -250);
-    assert_eq!(balance_and_debits(&stack, &key).await, (10_000 - 1 - 250, 2));
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
 }
 
 #[tokio::test]
@@ -914,10 +917,16 @@ async fn a_commit_whose_response_is_lost_once_is_resent_as_the_same_request_and_
     let first = stack.send(usage()).await;
     assert_eq!(first.status, 201, "{}", first.text());
     assert_eq!(first.header("idempotent-replayed"), None);
-    assert_eq!(balance_and_debits(&stack, &key).await, (10_000 - 1 - 250, 2));
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
 
     let retry = stack.send(usage()).await;
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(retry.body, first.body);
-    assert_eq!(balance_and_debits(&stack, &key).await, (10_000 - 1 - 250, 2));
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
 }

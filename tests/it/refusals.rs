@@ -35,7 +35,10 @@ fn problem_type(body: &serde_json::Value) -> &str {
 async fn a_body_over_the_limit_is_a_413_problem() {
     let stack = Stack::new().await;
     let (_, key) = stack.create_tenant("Acme").await;
-    let big = format!(r#"{{"type":"a.b","data":"{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    let big = format!(
+        r#"{{"type":"a.b","data":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
 
     // Over axum's body limit, with and without an Idempotency-Key …
     for req in [
@@ -43,10 +46,16 @@ async fn a_body_over_the_limit_is_a_413_problem() {
         Req::post("/v1/events").bearer(&key).idempotency_key("big"),
     ] {
         let res = stack
-            .send(req.header("content-type", "application/json").body(big.clone()))
+            .send(
+                req.header("content-type", "application/json")
+                    .body(big.clone()),
+            )
             .await;
         let body = res.assert_problem(413);
-        assert_eq!(problem_type(&body), "https://sluice.dev/problems/payload-too-large");
+        assert_eq!(
+            problem_type(&body),
+            "https://sluice.dev/problems/payload-too-large"
+        );
     }
     // … and the replay of the keyed one is the same problem.
     let again = stack
@@ -79,7 +88,10 @@ async fn a_wrong_method_is_a_405_problem_that_still_says_what_is_allowed() {
 
     let res = stack.send(Req::get("/v1/usage").bearer(&key)).await;
     let body = res.assert_problem(405);
-    assert_eq!(problem_type(&body), "https://sluice.dev/problems/method-not-allowed");
+    assert_eq!(
+        problem_type(&body),
+        "https://sluice.dev/problems/method-not-allowed"
+    );
     assert_eq!(res.header("allow"), Some("POST"));
 
     let res = stack
@@ -89,7 +101,10 @@ async fn a_wrong_method_is_a_405_problem_that_still_says_what_is_allowed() {
 
     let res = stack.send(Req::get("/webhooks/stripe")).await;
     let body = res.assert_problem(405);
-    assert_eq!(problem_type(&body), "https://sluice.dev/problems/method-not-allowed");
+    assert_eq!(
+        problem_type(&body),
+        "https://sluice.dev/problems/method-not-allowed"
+    );
     assert_eq!(res.header("allow"), Some("POST"));
 }
 
@@ -115,11 +130,12 @@ async fn a_path_parameter_that_does_not_parse_is_a_400_problem() {
     let stack = Stack::new().await;
     let (_, key) = stack.create_tenant("Acme").await;
     // `%FF` decodes to a byte that is not UTF-8: axum's `Path<String>` rejects it.
-    let res = stack
-        .send(Req::get("/v1/endpoints/%FF").bearer(&key))
-        .await;
+    let res = stack.send(Req::get("/v1/endpoints/%FF").bearer(&key)).await;
     let body = res.assert_problem(400);
-    assert_eq!(problem_type(&body), "https://sluice.dev/problems/bad-request");
+    assert_eq!(
+        problem_type(&body),
+        "https://sluice.dev/problems/bad-request"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +154,11 @@ async fn a_body_that_is_not_json_is_a_400_problem_naming_the_cause() {
     assert!(body["detail"].as_str().unwrap().contains("JSON"));
 
     let res = stack
-        .send(Req::post("/v1/usage").bearer(&key).json(&json!({"amount_minor": "x"})))
+        .send(
+            Req::post("/v1/usage")
+                .bearer(&key)
+                .json(&json!({"amount_minor": "x"})),
+        )
         .await;
     assert!(res.status.is_client_error());
     res.assert_problem(res.status.as_u16());

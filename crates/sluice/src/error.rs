@@ -385,7 +385,12 @@ mod tests {
         (status, headers, bytes.to_vec())
     }
 
-    fn request(method: &str, uri: &str, ct: Option<&str>, body: &str) -> http::Request<axum::body::Body> {
+    fn request(
+        method: &str,
+        uri: &str,
+        ct: Option<&str>,
+        body: &str,
+    ) -> http::Request<axum::body::Body> {
         let mut b = http::Request::builder().method(method).uri(uri);
         if let Some(ct) = ct {
             b = b.header(header::CONTENT_TYPE, ct);
@@ -398,12 +403,36 @@ mod tests {
         let json = Some("application/json");
         let cases = [
             (request("GET", "/nowhere", None, ""), 404, "not-found"),
-            (request("DELETE", "/json", None, ""), 405, "method-not-allowed"),
-            (request("POST", "/bytes", None, &"x".repeat(17)), 413, "payload-too-large"),
-            (request("POST", "/json", Some("text/plain"), "{}"), 415, "unsupported-media-type"),
-            (request("POST", "/json", json, "{not json"), 400, "bad-request"),
-            (request("POST", "/json", json, "{\"amount\":\"x\"}"), 422, "unprocessable-content"),
-            (request("GET", "/query?limit=-1", None, ""), 400, "bad-request"),
+            (
+                request("DELETE", "/json", None, ""),
+                405,
+                "method-not-allowed",
+            ),
+            (
+                request("POST", "/bytes", None, &"x".repeat(17)),
+                413,
+                "payload-too-large",
+            ),
+            (
+                request("POST", "/json", Some("text/plain"), "{}"),
+                415,
+                "unsupported-media-type",
+            ),
+            (
+                request("POST", "/json", json, "{not json"),
+                400,
+                "bad-request",
+            ),
+            (
+                request("POST", "/json", json, "{\"amount\":\"x\"}"),
+                422,
+                "unprocessable-content",
+            ),
+            (
+                request("GET", "/query?limit=-1", None, ""),
+                400,
+                "bad-request",
+            ),
             (request("GET", "/items/abc", None, ""), 400, "bad-request"),
         ];
         for (req, status, slug) in cases {
@@ -412,7 +441,11 @@ mod tests {
             assert_eq!(got, status, "{what}");
             assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON, "{what}");
             let p: Problem = serde_json::from_slice(&body).unwrap();
-            assert_eq!(p.kind, format!("https://sluice.dev/problems/{slug}"), "{what}");
+            assert_eq!(
+                p.kind,
+                format!("https://sluice.dev/problems/{slug}"),
+                "{what}"
+            );
             assert_eq!(p.status, status, "{what}");
             assert!(!p.detail.is_empty(), "{what}");
         }
@@ -439,7 +472,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_5xx_rejection_keeps_its_status_and_never_its_text() {
-        let res = rejection_problem(StatusCode::SERVICE_UNAVAILABLE, "pool exhausted at 10.0.0.7");
+        let res = rejection_problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pool exhausted at 10.0.0.7",
+        );
         let (parts, body) = res.into_parts();
         assert_eq!(parts.status, 503);
         assert!(parts.headers.contains_key(header::RETRY_AFTER));

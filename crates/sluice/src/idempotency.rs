@@ -1086,7 +1086,10 @@ pub async fn commit_with_response(
             .get(count)
             .filter(|r| r.code() == Some("ConditionalCheckFailed"))
     {
-        if reason.item().is_some_and(|record| lock.completed_by_us(record)) {
+        if reason
+            .item()
+            .is_some_and(|record| lock.completed_by_us(record))
+        {
             // An earlier send of this very commit applied (its response was lost); every item
             // of a transaction applies together, so the effect is written, once.
             lock.mark_saved();
@@ -1272,7 +1275,10 @@ mod tests {
         ]);
         let read = StoredResponse::from_item(&item).unwrap();
         assert_eq!(read.retry_after.as_deref(), Some("120"));
-        assert_eq!(read.into_response(true).headers()[header::RETRY_AFTER], "120");
+        assert_eq!(
+            read.into_response(true).headers()[header::RETRY_AFTER],
+            "120"
+        );
     }
 
     #[test]
@@ -1318,7 +1324,10 @@ mod tests {
     #[test]
     fn commit_tokens_are_a_function_of_the_lock_and_the_commit_number() {
         let token = commit_token("lock_abc", 0);
-        assert!(token.len() <= 36, "DynamoDB's ClientRequestToken limit: {token}");
+        assert!(
+            token.len() <= 36,
+            "DynamoDB's ClientRequestToken limit: {token}"
+        );
         assert_eq!(token, commit_token("lock_abc", 0));
         assert_ne!(token, commit_token("lock_abc", 1));
         assert_ne!(token, commit_token("lock_abd", 0));
