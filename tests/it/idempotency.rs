@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use sluice_local::counting::CallCounter;
 
 use crate::{
-    support::{Req, Stack, emulator},
+    support::{FaultInjector, Req, Stack, emulator, instrumented_clients},
     tenant_api::credit,
 };
 
@@ -53,7 +53,9 @@ impl Default for Probe {
 }
 
 /// A service of the test's own: `/count` has an effect, `/flaky` fails once with 500, `/panic`
-/// panics once, `/slow` waits for the test, `/reject` answers 409.
+/// panics once, `/slow` waits for the test, `/reject` answers 409, `/later` asks the client to
+/// come back once (409 with `Retry-After`, then 429) and then has an effect, `/accepted` answers
+/// 202 with `Retry-After`.
 fn service(
     stack: &Stack,
     probe: &Probe,
@@ -110,6 +112,36 @@ fn service(
         }
     };
     let reject = || async { (StatusCode::CONFLICT, "no") };
+    let p = probe.clone();
+    let later = move || {
+        let p = p.clone();
+        async move {
+            match p.calls.fetch_add(1, Ordering::SeqCst) {
+                0 => (
+                    StatusCode::CONFLICT,
+                    [("retry-after", "1")],
+                    "changed concurrently; retry".to_owned(),
+                ),
+                1 => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "1")],
+                    "slow down".to_owned(),
+                ),
+                _ => {
+                    let n = p.effects.fetch_add(1, Ordering::SeqCst) + 1;
+                    (StatusCode::CREATED, [("retry-after", "5")], format!("{n}"))
+                }
+            }
+        }
+    };
+    let p = probe.clone();
+    let accepted = move || {
+        let p = p.clone();
+        async move {
+            p.effects.fetch_add(1, Ordering::SeqCst);
+            (StatusCode::ACCEPTED, [("retry-after", "30")], "queued")
+        }
+    };
     // An effect that is a DynamoDB write, committed with the stored answer in one transaction.
     let (p, db, table_name) = (
         probe.clone(),
@@ -163,6 +195,8 @@ fn service(
         .route("/panic", post(panics))
         .route("/slow", post(slow))
         .route("/reject", post(reject))
+        .route("/later", post(later))
+        .route("/accepted", post(accepted))
         .route("/commit", post(commit))
         .layer(layer(base))
 }
@@ -765,4 +799,134 @@ async fn an_effect_committed_after_its_lock_was_lost_is_not_written() {
     let c = call(&app, "/commit", Some("k"), "{}").await;
     assert!(replayed(&c));
     assert_eq!(c.body, b.body);
+}
+
+#[tokio::test]
+async fn answers_asking_for_a_retry_release_the_key_so_the_retry_can_succeed() {
+    let stack = Stack::new().await;
+    let probe = Probe::default();
+    let app = service(&stack, &probe, |l| l);
+
+    // GIVEN a first answer "409, Retry-After: 1" and then "429"
+    let first = call(&app, "/later", Some("k"), "").await;
+    assert_eq!(first.status, 409);
+    assert!(!replayed(&first));
+    let second = call(&app, "/later", Some("k"), "").await;
+    assert_eq!(second.status, 429, "the 409 was not stored: the retry ran");
+    assert!(!replayed(&second));
+
+    // WHEN the client retries once more THEN it runs and its answer is the one kept
+    let third = call(&app, "/later", Some("k"), "").await;
+    assert_eq!(third.status, 201);
+    assert!(!replayed(&third));
+    let again = call(&app, "/later", Some("k"), "").await;
+    assert!(replayed(&again));
+    assert_eq!(again.body, third.body);
+    assert_eq!(probe.effects.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn retry_after_is_kept_with_a_stored_answer_and_replayed() {
+    let stack = Stack::new().await;
+    let probe = Probe::default();
+    let app = service(&stack, &probe, |l| l);
+    let first = call(&app, "/accepted", Some("k"), "").await;
+    assert_eq!(first.status, 202);
+    let again = call(&app, "/accepted", Some("k"), "").await;
+    assert!(replayed(&again));
+    assert_eq!(again.status, 202);
+    assert_eq!(again.headers["retry-after"], "30");
+    assert_eq!(probe.effects.load(Ordering::SeqCst), 1);
+}
+
+/// A stack whose clients can lose responses, with a tenant holding 10 000 and a first debit
+/// of 1 made (it sets the month's counters, so later debits are one transaction each).
+async fn debit_stack(faults: &FaultInjector) -> (Stack, String) {
+    let counter = CallCounter::default();
+    let stack = Stack::with_clients(instrumented_clients(&counter, faults).await, &[]).await;
+    let (tenant, key) = stack.create_tenant("Acme").await;
+    credit(&stack, &tenant, 10_000).await;
+    let warm = stack
+        .send(
+            Req::post("/v1/usage")
+                .bearer(&key)
+                .json(&json!({"amount_minor": 1})),
+        )
+        .await;
+    assert_eq!(warm.status, 201, "{}", warm.text());
+    (stack, key)
+}
+
+async fn balance_and_debits(stack: &Stack, key: &str) -> (i64, usize) {
+    let account = stack.send(Req::get("/v1/account").bearer(key)).await.json();
+    let ledger = stack.send(Req::get("/v1/ledger").bearer(key)).await.json();
+    let debits = ledger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "debit")
+        .count();
+    (
+        account["credits"]["balance_minor"].as_i64().unwrap(),
+        debits,
+    )
+}
+
+#[tokio::test]
+async fn a_debit_whose_commit_response_is_lost_debits_once_and_its_retry_replays_the_answer() {
+    let faults = FaultInjector::default();
+    let (stack, key) = debit_stack(&faults).await;
+    let usage = || {
+        Req::post("/v1/usage")
+            .bearer(&key)
+            .idempotency_key("lost")
+            .json(&json!({"amount_minor": 250, "description": "tts"}))
+    };
+
+    // GIVEN DynamoDB applies the debit's transaction, and its response is lost, and so is the
+    // response of the resend
+    faults.lose_next_responses("dynamodb", Some("TransactWriteItems"), 2);
+    // WHEN the request answers 500
+    stack.send(usage()).await.assert_problem(500);
+
+    // THEN the completed record was not released: the retry replays the debit, once
+    let retry = stack.send(usage()).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.json()["amount_minor"], -250);
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_commit_whose_response_is_lost_once_is_resent_as_the_same_request_and_answered() {
+    let faults = FaultInjector::default();
+    let (stack, key) = debit_stack(&faults).await;
+    let usage = || {
+        Req::post("/v1/usage")
+            .bearer(&key)
+            .idempotency_key("lost-once")
+            .json(&json!({"amount_minor": 250}))
+    };
+
+    // GIVEN DynamoDB applies the transaction and its response is lost
+    faults.lose_next_responses("dynamodb", Some("TransactWriteItems"), 1);
+    // WHEN the layer resends it THEN the resend finds the record it completed: 201, debited once
+    let first = stack.send(usage()).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
+
+    let retry = stack.send(usage()).await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body, first.body);
+    assert_eq!(
+        balance_and_debits(&stack, &key).await,
+        (10_000 - 1 - 250, 2)
+    );
 }

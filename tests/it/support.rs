@@ -261,21 +261,53 @@ fn operation_of(cfg: &aws_smithy_types::config_bag::ConfigBag) -> Option<(String
         .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
 }
 
-/// Makes chosen AWS SDK calls fail before they are sent, as if the service were unreachable.
+/// Makes chosen AWS SDK calls fail: before they are sent, as if the service were unreachable,
+/// or after the service applied them, as if their response were lost (a timeout, a reset).
 #[derive(Clone, Debug, Default)]
 pub struct FaultInjector(std::sync::Arc<std::sync::Mutex<Vec<FaultRule>>>);
 
-/// (service, operation or any, calls left to fail).
-type FaultRule = (String, Option<String>, usize);
+/// Where a call fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Before it is sent: the service never sees it.
+    Unreachable,
+    /// After the service answered: it applied the call, the SDK sees an error.
+    ResponseLost,
+}
+
+/// (service, operation or any, calls left to fail, how).
+type FaultRule = (String, Option<String>, usize, Fault);
 
 impl FaultInjector {
     /// The next `times` calls of `service` (lowercase match) and, if given, `operation` fail.
     pub fn fail_next(&self, service: &str, operation: Option<&str>, times: usize) {
+        self.push(service, operation, times, Fault::Unreachable);
+    }
+    /// The next `times` calls of `service` and, if given, `operation` reach the service (which
+    /// applies them), then fail as if their response were lost.
+    pub fn lose_next_responses(&self, service: &str, operation: Option<&str>, times: usize) {
+        self.push(service, operation, times, Fault::ResponseLost);
+    }
+    fn push(&self, service: &str, operation: Option<&str>, times: usize, fault: Fault) {
         self.0.lock().unwrap().push((
             service.to_ascii_lowercase(),
             operation.map(String::from),
             times,
+            fault,
         ));
+    }
+    /// Takes one failure of kind `fault` for the operation in `cfg`, if a rule has one left.
+    fn take(&self, cfg: &aws_smithy_types::config_bag::ConfigBag, fault: Fault) -> Option<String> {
+        let (service, op) = operation_of(cfg)?;
+        let mut rules = self.0.lock().unwrap();
+        let rule = rules.iter_mut().find(|rule| {
+            rule.2 > 0
+                && rule.3 == fault
+                && rule.0 == service
+                && rule.1.as_ref().is_none_or(|o| *o == op)
+        })?;
+        rule.2 -= 1;
+        Some(format!("{service} {op}"))
     }
     /// Every call goes through again.
     pub fn clear(&self) {
@@ -294,17 +326,22 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FaultInjector {
         _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let Some((service, op)) = operation_of(cfg) else {
-            return Ok(());
-        };
-        let mut rules = self.0.lock().unwrap();
-        for rule in rules.iter_mut() {
-            if rule.2 > 0 && rule.0 == service && rule.1.as_ref().is_none_or(|o| *o == op) {
-                rule.2 -= 1;
-                return Err(format!("injected fault: {service} {op} unreachable").into());
-            }
+        match self.take(cfg, Fault::Unreachable) {
+            Some(call) => Err(format!("injected fault: {call} unreachable").into()),
+            None => Ok(()),
         }
-        Ok(())
+    }
+    // Once the response has arrived: the service has applied the call.
+    fn read_after_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        match self.take(cfg, Fault::ResponseLost) {
+            Some(call) => Err(format!("injected fault: {call} response lost").into()),
+            None => Ok(()),
+        }
     }
 }
 

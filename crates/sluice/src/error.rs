@@ -2,6 +2,11 @@
 //!
 //! Client errors carry a detail naming the cause. Server errors are logged with their cause and
 //! answered with a generic detail: no internal text, AWS request id or secret ever reaches a client.
+//!
+//! Refusals the framework makes before or instead of a handler (unknown route, wrong method, body
+//! over axum's limit, an extractor's rejection: plain text or empty bodies) are turned into
+//! problems too by [`problem_for_rejection`], a `map_response` layer on each HTTP function's
+//! router, so every refusal a client sees is `application/problem+json`.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -176,22 +181,128 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let problem = Problem {
-            kind: format!("https://sluice.dev/problems/{slug}"),
-            title: title.into(),
-            status: status.as_u16(),
-            detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut res = (status, body).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(secs) = retry_after {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        res
+        problem_response(status, slug, title, detail, retry_after)
     }
+}
+
+fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    title: &str,
+    detail: String,
+    retry_after: Option<u32>,
+) -> Response {
+    let problem = Problem {
+        kind: format!("https://sluice.dev/problems/{slug}"),
+        title: title.into(),
+        status: status.as_u16(),
+        detail,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut res = (status, body).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(secs) = retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// Longest rejection text read from a framework's answer (axum's are one line).
+const MAX_REJECTION_TEXT: usize = 1024;
+
+/// True for an answer the framework made, not a handler: an error status with a plain-text body
+/// or none (axum's 404, 405, 413 and extractor rejections). Handlers answer `ApiError`
+/// (problem+json) or JSON (`/health`'s 503), which pass through untouched.
+pub fn is_rejection(status: StatusCode, headers: &http::HeaderMap) -> bool {
+    (status.is_client_error() || status.is_server_error())
+        && headers
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|ct| ct.as_bytes().starts_with(b"text/plain"))
+}
+
+/// The problem for a framework rejection with `status` and plain-text `text`. A 4xx keeps the
+/// framework's text as its detail (it describes the request, e.g. "Failed to buffer the request
+/// body: length limit exceeded"); a 5xx is logged and answered like [`ApiError::Internal`],
+/// keeping its status.
+pub fn rejection_problem(status: StatusCode, text: &str) -> Response {
+    let text = text.trim();
+    let detail = |default: &str| {
+        if text.is_empty() {
+            default.to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    if status.is_server_error() {
+        tracing::error!(%status, rejection = text, "request rejected by the framework");
+        return problem_response(
+            status,
+            "internal",
+            "Internal error",
+            "the request could not be completed; it is safe to retry".to_owned(),
+            Some(1),
+        );
+    }
+    let (slug, title, default) = match status {
+        StatusCode::BAD_REQUEST => ("bad-request", "Bad request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found", "route not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "Method not allowed",
+            "method not allowed on this path",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload-too-large",
+            "Payload too large",
+            "the request body is too large",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the request body's content-type is not accepted here",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => (
+            "unprocessable-content",
+            "Unprocessable content",
+            "the request body does not have the expected shape",
+        ),
+        _ => (
+            "client-error",
+            status.canonical_reason().unwrap_or("Client error"),
+            "the request was refused",
+        ),
+    };
+    problem_response(status, slug, title, detail(default), None)
+}
+
+/// A `map_response` layer turning framework rejections ([`is_rejection`]) into problem+json,
+/// keeping their other headers (`Allow` on a `405`):
+/// `router.layer(axum::middleware::map_response(problem_for_rejection))`.
+///
+/// One layer at the router rather than custom extractors or per-router fallbacks: it covers
+/// every rejection axum or a tower layer makes (unknown route, wrong method, body limit, `Path`,
+/// `Query` and `Json` rejections), present and future, and handlers keep axum's own extractors.
+pub async fn problem_for_rejection(res: Response) -> Response {
+    if !is_rejection(res.status(), res.headers()) {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut problem = rejection_problem(parts.status, &text);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && !problem.headers().contains_key(name)
+        {
+            problem.headers_mut().append(name, value.clone());
+        }
+    }
+    problem
 }
 
 /// Any AWS SDK failure is ours to retry, never the client's fault.
@@ -229,6 +340,149 @@ mod tests {
         assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(p.status, 400);
         assert!(p.detail.contains("url"));
+    }
+
+    fn rejections_app() -> axum::Router {
+        use axum::{
+            Json,
+            extract::{DefaultBodyLimit, Path, Query},
+            routing::{get, post},
+        };
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[allow(dead_code)]
+            amount: i64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params {
+            #[allow(dead_code)]
+            limit: u32,
+        }
+        axum::Router::new()
+            .route("/json", post(|_: Json<Body>| async { "ok" }))
+            .route("/bytes", post(|_: bytes::Bytes| async { "ok" }))
+            .route("/query", get(|_: Query<Params>| async { "ok" }))
+            .route("/items/{n}", get(|_: Path<u32>| async { "ok" }))
+            .route(
+                "/answers",
+                get(|| async { ApiError::conflict("kept as it is") }).post(|| async {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(serde_json::json!({"status": "unhealthy"})),
+                    )
+                }),
+            )
+            .layer(DefaultBodyLimit::max(16))
+            .layer(axum::middleware::map_response(problem_for_rejection))
+    }
+
+    async fn send(req: http::Request<axum::body::Body>) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+        use tower::ServiceExt;
+        let res = rejections_app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        ct: Option<&str>,
+        body: &str,
+    ) -> http::Request<axum::body::Body> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(axum::body::Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_framework_rejection_is_a_problem_naming_its_cause() {
+        let json = Some("application/json");
+        let cases = [
+            (request("GET", "/nowhere", None, ""), 404, "not-found"),
+            (
+                request("DELETE", "/json", None, ""),
+                405,
+                "method-not-allowed",
+            ),
+            (
+                request("POST", "/bytes", None, &"x".repeat(17)),
+                413,
+                "payload-too-large",
+            ),
+            (
+                request("POST", "/json", Some("text/plain"), "{}"),
+                415,
+                "unsupported-media-type",
+            ),
+            (
+                request("POST", "/json", json, "{not json"),
+                400,
+                "bad-request",
+            ),
+            (
+                request("POST", "/json", json, "{\"amount\":\"x\"}"),
+                422,
+                "unprocessable-content",
+            ),
+            (
+                request("GET", "/query?limit=-1", None, ""),
+                400,
+                "bad-request",
+            ),
+            (request("GET", "/items/abc", None, ""), 400, "bad-request"),
+        ];
+        for (req, status, slug) in cases {
+            let what = format!("{} {}", req.method(), req.uri());
+            let (got, headers, body) = send(req).await;
+            assert_eq!(got, status, "{what}");
+            assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON, "{what}");
+            let p: Problem = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                p.kind,
+                format!("https://sluice.dev/problems/{slug}"),
+                "{what}"
+            );
+            assert_eq!(p.status, status, "{what}");
+            assert!(!p.detail.is_empty(), "{what}");
+        }
+        // The 405 still says which methods are allowed.
+        let (_, headers, _) = send(request("DELETE", "/json", None, "")).await;
+        assert_eq!(headers[header::ALLOW], "POST");
+        // axum's own text names the cause.
+        let (_, _, body) = send(request("POST", "/json", json, "{\"amount\":\"x\"}")).await;
+        let p: Problem = serde_json::from_slice(&body).unwrap();
+        assert!(p.detail.contains("amount"), "{}", p.detail);
+    }
+
+    #[tokio::test]
+    async fn answers_of_handlers_pass_through_untouched() {
+        let (status, headers, body) = send(request("GET", "/answers", None, "")).await;
+        assert_eq!(status, 409);
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(String::from_utf8_lossy(&body).contains("kept as it is"));
+        let (status, headers, body) = send(request("POST", "/answers", None, "")).await;
+        assert_eq!(status, 503);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body, br#"{"status":"unhealthy"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_5xx_rejection_keeps_its_status_and_never_its_text() {
+        let res = rejection_problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pool exhausted at 10.0.0.7",
+        );
+        let (parts, body) = res.into_parts();
+        assert_eq!(parts.status, 503);
+        assert!(parts.headers.contains_key(header::RETRY_AFTER));
+        let body = body.collect().await.unwrap().to_bytes();
+        let p: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(p.status, 503);
+        assert!(!p.detail.contains("10.0.0.7"));
     }
 
     #[tokio::test]

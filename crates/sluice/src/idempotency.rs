@@ -9,11 +9,13 @@
 //! | key of 1–255 visible ASCII characters | used; the record is `IDEM#{scope}#{key}` |
 //! | key malformed (or the two headers disagree) | `400` |
 //! | no key | the request runs normally (`400` when the layer is [`required`](IdempotencyLayer::required)) |
-//! | first request | runs; status, `content-type`, `location` and body are stored |
+//! | first request | runs; status, `content-type`, `location`, `retry-after` and body are stored |
 //! | same key and fingerprint, completed | the stored response with `Idempotent-Replayed: true`: **one** DynamoDB request |
 //! | same key, different fingerprint | `422` |
 //! | same key while the first still runs | `409` with `Retry-After` |
 //! | first answered 5xx, panicked, failed or timed out | record released: the client may retry |
+//! | first answered "retry later" (`408`, `425`, `429`, a 4xx with `Retry-After`) | record released: the retry can succeed |
+//! | first committed, but its answer was lost (timeout, 5xx after DynamoDB applied it) | record kept: the retry replays it |
 //!
 //! How it works, and why it is cheap:
 //! - **Lock** = one conditional `PutItem` of an `in_progress` record holding the request's
@@ -24,14 +26,26 @@
 //!   (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so a replay needs no second read.
 //! - The lock expires at the Lambda deadline (from the `lambda_http` request context; 30 s
 //!   without one), so a crashed or timed-out request never blocks its key for long.
-//! - **Save** (2xx–4xx: a 4xx is an answer, stored and replayed as Stripe does) and **release**
-//!   (5xx, panic, service error) are conditioned on the lock token: a late writer whose lock
-//!   expired and was taken over changes nothing.
+//! - **Save or release** is decided by [`outcome`]: a 2xx–4xx is an answer, stored and replayed
+//!   as Stripe does, except an answer that asks the client to come back (`408`, `425`, `429`, any
+//!   4xx carrying `Retry-After`, such as `409` "changed concurrently"): kept, it would refuse every
+//!   retry with that key for the record's whole life. 5xx, panics and service errors release.
+//! - Save and release are conditioned on the lock token **and** on the record still being
+//!   `in_progress`: a late writer whose lock expired and was taken over changes nothing, and a
+//!   completed record is never deleted, so an answer whose commit DynamoDB applied but whose
+//!   response was lost (the handler then answers 5xx) is replayed to the retry, never run twice.
 //! - **Commit with the effect**: a handler whose effect is a DynamoDB write finds an
 //!   [`IdempotencyLock`] in its request extensions and passes it to [`commit_with_response`],
 //!   which appends the record's completion to the handler's own `TransactWriteItems`. Effect and
 //!   stored answer then commit together, and a first request costs two DynamoDB requests in all
 //!   (lock, then effect + completion) instead of three.
+//! - **Commits survive a lost response**: the transaction carries a `ClientRequestToken` derived
+//!   from the lock token (and the commit's number within the request), so the SDK's own retries
+//!   and our one resend after an ambiguous failure (timeout, transport error, DynamoDB 5xx) are
+//!   the same request to DynamoDB (idempotent for 10 minutes). Should DynamoDB see a resend as new
+//!   anyway (the local emulator ignores the token), the completion's condition fails on the
+//!   record our first attempt completed; its `ALL_OLD` copy shows our lock token, so the commit is
+//!   known to have applied and its answer is given. Either way the effect is written once.
 //! - **Secrets in answers**: a response that issues a secret (an API key, a signing secret) is
 //!   marked [`SealStoredBody`]; its stored copy is encrypted by the layer's [`BodySealer`] (Sluice
 //!   uses KMS), and without a sealer it is not stored at all.
@@ -77,7 +91,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -133,6 +147,7 @@ pub mod attr {
     pub const RESPONSE_STATUS: &str = "response_status";
     pub const RESPONSE_CONTENT_TYPE: &str = "response_content_type";
     pub const RESPONSE_LOCATION: &str = "response_location";
+    pub const RESPONSE_RETRY_AFTER: &str = "response_retry_after";
     pub const RESPONSE_BODY: &str = "response_body";
     /// True when `response_body` is encrypted by the layer's sealer.
     pub const RESPONSE_SEALED: &str = "response_sealed";
@@ -382,6 +397,35 @@ fn covered(method: &Method) -> bool {
     )
 }
 
+/// What becomes of a keyed request's record once its handler has answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer is final: store it and replay it to every retry with this key.
+    Save,
+    /// The answer is not final (a failure, or "come back later"): delete the record, so that a
+    /// retry with the same key runs again.
+    Release,
+}
+
+/// Whether an answer is stored for replay or its key released (see the module documentation).
+///
+/// A 4xx is the client's final answer (as Stripe does), unless it asks the client to retry:
+/// `408`, `425`, `429`, or any 4xx carrying `Retry-After` (`409` "changed concurrently", a lost
+/// lock). Stored, such an answer would be replayed for the record's whole life and the retry it
+/// asks for could never succeed. On a 2xx or 3xx, `Retry-After` does not ask for the same request
+/// again (it times a redirect or a poll), so it is kept with the answer.
+pub fn outcome(status: StatusCode, headers: &HeaderMap) -> Outcome {
+    let retry_later = matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_EARLY | StatusCode::TOO_MANY_REQUESTS
+    ) || (status.is_client_error() && headers.contains_key(header::RETRY_AFTER));
+    if status.is_server_error() || status.is_informational() || retry_later {
+        Outcome::Release
+    } else {
+        Outcome::Save
+    }
+}
+
 async fn handle<S, ReqBody, ResBody>(
     settings: Arc<Settings>,
     mut inner: S,
@@ -442,8 +486,8 @@ where
 
     let mut req = Request::from_parts(parts, ReqBody::from(body.to_vec()));
     req.extensions_mut().insert(lock.clone());
-    let outcome = AssertUnwindSafe(inner.call(req)).catch_unwind().await;
-    let res = match outcome {
+    let answered = AssertUnwindSafe(inner.call(req)).catch_unwind().await;
+    let res = match answered {
         Err(_panic) => {
             lock.release().await;
             return Ok(ApiError::internal(anyhow::anyhow!("handler panicked")).into_response());
@@ -457,7 +501,7 @@ where
     if lock.is_saved() {
         return Ok(res.map(Body::new));
     }
-    if res.status().is_server_error() || res.status().is_informational() {
+    if outcome(res.status(), res.headers()) == Outcome::Release {
         lock.release().await;
         return Ok(res.map(Body::new));
     }
@@ -560,6 +604,7 @@ async fn acquire(
                     pk,
                     token,
                     saved: AtomicBool::new(false),
+                    commits: AtomicU32::new(0),
                 }),
             }));
         }
@@ -603,6 +648,8 @@ pub struct StoredResponse {
     pub status: StatusCode,
     pub content_type: Option<String>,
     pub location: Option<String>,
+    /// `Retry-After`, kept with an answer that is saved (a 2xx or 3xx: see [`outcome`]).
+    pub retry_after: Option<String>,
     pub body: Bytes,
     /// The body carries a secret: stored only sealed (see [`SealStoredBody`]).
     pub sensitive: bool,
@@ -616,6 +663,7 @@ impl StoredResponse {
             status,
             content_type: Some("application/json".to_owned()),
             location: None,
+            retry_after: None,
             body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
             sensitive: false,
         }
@@ -627,6 +675,7 @@ impl StoredResponse {
             status,
             content_type: None,
             location: None,
+            retry_after: None,
             body: Bytes::new(),
             sensitive: false,
         }
@@ -655,6 +704,7 @@ impl StoredResponse {
             status,
             content_type: header(header::CONTENT_TYPE),
             location: header(header::LOCATION),
+            retry_after: header(header::RETRY_AFTER),
             body,
             sensitive: false,
         }
@@ -667,12 +717,26 @@ impl StoredResponse {
             status,
             content_type: item.get_s(attr::RESPONSE_CONTENT_TYPE).map(String::from),
             location: item.get_s(attr::RESPONSE_LOCATION).map(String::from),
+            retry_after: item.get_s(attr::RESPONSE_RETRY_AFTER).map(String::from),
             body: item
                 .get_bin(attr::RESPONSE_BODY)
                 .map(Bytes::copy_from_slice)
                 .unwrap_or_default(),
             sensitive: false,
         })
+    }
+
+    /// Whether this answer is stored or its key released ([`outcome`]).
+    pub fn outcome(&self) -> Outcome {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = self
+            .retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        outcome(self.status, &headers)
     }
 
     /// The HTTP response; `replayed` adds `Idempotent-Replayed: true`.
@@ -683,6 +747,7 @@ impl StoredResponse {
         for (name, value) in [
             (header::CONTENT_TYPE, self.content_type),
             (header::LOCATION, self.location),
+            (header::RETRY_AFTER, self.retry_after),
         ] {
             if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.insert(name, value);
@@ -714,6 +779,7 @@ impl StoredResponse {
         let mut remove = vec!["lock_expires_at"];
         let mut values = Item::from([
             (":completed".to_owned(), s(attr::COMPLETED)),
+            (":in_progress".to_owned(), s(attr::IN_PROGRESS)),
             (":response_status".to_owned(), n(self.status.as_u16())),
             (":token".to_owned(), s(token)),
         ]);
@@ -727,6 +793,11 @@ impl StoredResponse {
                 attr::RESPONSE_LOCATION,
                 ":loc",
                 self.location.clone().map(s),
+            ),
+            (
+                attr::RESPONSE_RETRY_AFTER,
+                ":retry_after",
+                self.retry_after.clone().map(s),
             ),
             (
                 attr::RESPONSE_BODY,
@@ -756,9 +827,12 @@ impl StoredResponse {
                 set_clauses.join(", "),
                 remove.join(", ")
             ))
-            .condition_expression("lock_token = :token")
+            // `in_progress` too: a resent commit that DynamoDB already applied must not apply
+            // again (see `commit_with_response`).
+            .condition_expression("lock_token = :token AND #status = :in_progress")
             .expression_attribute_names("#status", attr::STATUS)
             .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .expect("table, key and expression set")
     }
@@ -770,6 +844,8 @@ struct LockState {
     pk: String,
     token: String,
     saved: AtomicBool,
+    /// Commits attempted under this lock, numbering their `ClientRequestToken`s.
+    commits: AtomicU32,
 }
 
 /// The record a keyed request holds while its handler runs; in the request's extensions.
@@ -836,6 +912,22 @@ impl IdempotencyLock {
         self.state.saved.load(Ordering::Acquire)
     }
 
+    /// The `ClientRequestToken` of this request's next commit: a function of the lock token and
+    /// the commit's number, so a resend of one commit is the same request to DynamoDB, while a
+    /// handler's next attempt (other items, e.g. a debit retried after a conflict) is a new one
+    /// (reusing a token with other items is an `IdempotentParameterMismatch`).
+    fn next_commit_token(&self) -> String {
+        let n = self.state.commits.fetch_add(1, Ordering::Relaxed);
+        commit_token(&self.state.token, n)
+    }
+
+    /// True when `record` (the `ALL_OLD` copy returned by a failed completion) shows this
+    /// request's own completion: an earlier send of the same commit applied.
+    fn completed_by_us(&self, record: &Item) -> bool {
+        record.get_s(attr::LOCK_TOKEN) == Some(self.state.token.as_str())
+            && record.get_s(attr::STATUS) == Some(attr::COMPLETED)
+    }
+
     /// Stores the answer. A failure leaves the record `in_progress` until the lock expires: the
     /// caller already has its answer, so it is logged, not surfaced.
     async fn save(&self, response: &StoredResponse) {
@@ -878,7 +970,9 @@ impl IdempotencyLock {
         }
     }
 
-    /// Deletes the record if this request still holds it, so the client may retry.
+    /// Deletes the record if this request still holds it and it is still `in_progress`, so the
+    /// client may retry. A record this request completed stays: its commit may have applied even
+    /// though the handler saw an error (a lost response), and the retry must get that answer.
     async fn release(&self) {
         let result = self
             .state
@@ -887,8 +981,10 @@ impl IdempotencyLock {
             .delete_item()
             .table_name(&self.state.settings.table)
             .set_key(Some(table::key(&self.state.pk, RECORD_SK)))
-            .condition_expression("lock_token = :token")
+            .condition_expression("lock_token = :token AND #status = :in_progress")
+            .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_values(":token", s(&self.state.token))
+            .expression_attribute_values(":in_progress", s(attr::IN_PROGRESS))
             .send()
             .await;
         if let Err(err) = result
@@ -934,6 +1030,11 @@ impl From<CommitError> for ApiError {
 /// storing `response`, in ONE `TransactWriteItems` (the completion is appended last, so the
 /// indexes of `items` in cancellation reasons are unchanged). Returns `response` as the HTTP
 /// answer on success.
+///
+/// With a lock, the transaction carries a `ClientRequestToken` derived from it, and an ambiguous
+/// failure ([`ambiguous`]: the write may have applied) is resent once as the same request; a
+/// resend that finds the record completed by this request is a success (see the module
+/// documentation). DynamoDB requests: one, two after an ambiguous failure.
 pub async fn commit_with_response(
     db: &Client,
     items: Vec<TransactWriteItem>,
@@ -942,38 +1043,83 @@ pub async fn commit_with_response(
 ) -> Result<Response<Body>, CommitError> {
     let count = items.len();
     let mut request = db.transact_write_items().set_transact_items(Some(items));
+    // An answer that is not stored (see `outcome`) commits its effect alone; the layer then
+    // releases the key.
+    let lock = lock.filter(|_| response.outcome() == Outcome::Save);
     if let Some(lock) = lock {
-        request = request.transact_items(
-            lock.completion_item(&response)
-                .await
-                .map_err(CommitError::Failed)?,
-        );
+        request = request
+            .transact_items(
+                lock.completion_item(&response)
+                    .await
+                    .map_err(CommitError::Failed)?,
+            )
+            .client_request_token(lock.next_commit_token());
     }
-    match request.send().await {
+    let mut result = request.clone().send().await;
+    if lock.is_some()
+        && let Err(err) = &result
+        && ambiguous(err)
+    {
+        tracing::warn!(
+            error = %aws_sdk_dynamodb::error::DisplayErrorContext(err),
+            "commit outcome unknown; resending it with the same ClientRequestToken"
+        );
+        result = request.send().await;
+    }
+    let err = match result {
         Ok(_) => {
             if let Some(lock) = lock {
                 lock.mark_saved();
             }
-            Ok(response.into_response(false))
+            return Ok(response.into_response(false));
         }
-        Err(err) => {
-            let mut reasons = match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                    e.cancellation_reasons().to_vec()
-                }
-                _ => return Err(CommitError::Failed(err.into())),
-            };
-            if lock.is_some()
-                && reasons
-                    .get(count)
-                    .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
-            {
-                return Err(CommitError::LockLost);
-            }
-            reasons.truncate(count);
-            Err(CommitError::Cancelled(reasons))
+        Err(err) => err,
+    };
+    let mut reasons = match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            e.cancellation_reasons().to_vec()
         }
+        _ => return Err(CommitError::Failed(err.into())),
+    };
+    if let Some(lock) = lock
+        && let Some(reason) = reasons
+            .get(count)
+            .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+    {
+        if reason
+            .item()
+            .is_some_and(|record| lock.completed_by_us(record))
+        {
+            // An earlier send of this very commit applied (its response was lost); every item
+            // of a transaction applies together, so the effect is written, once.
+            lock.mark_saved();
+            return Ok(response.into_response(false));
+        }
+        return Err(CommitError::LockLost);
     }
+    reasons.truncate(count);
+    Err(CommitError::Cancelled(reasons))
+}
+
+/// True when a failed `TransactWriteItems` may nevertheless have been applied: no answer came
+/// (timeout, transport or response error), or DynamoDB answered that it failed internally or
+/// that the same token is still running. Resending it with the same `ClientRequestToken` is safe.
+pub fn ambiguous<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match err {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(ctx) => matches!(
+            ctx.err(),
+            TransactWriteItemsError::InternalServerError(_)
+                | TransactWriteItemsError::TransactionInProgressException(_)
+        ),
+        _ => true,
+    }
+}
+
+/// The `ClientRequestToken` of commit number `n` under lock token `lock_token` (36 characters,
+/// DynamoDB's limit).
+fn commit_token(lock_token: &str, n: u32) -> String {
+    ids::derived_id("ctk", &[lock_token, &n.to_string()])
 }
 
 /// The answer for a write whose idempotency completion failed: the key now belongs to a newer
@@ -1081,19 +1227,24 @@ mod tests {
             (attr::RESPONSE_BODY.to_owned(), values[":body"].clone()),
         ]);
         assert_eq!(StoredResponse::from_item(&item), Some(stored.clone()));
-        assert_eq!(update.condition_expression(), Some("lock_token = :token"));
+        assert_eq!(
+            update.condition_expression(),
+            Some("lock_token = :token AND #status = :in_progress")
+        );
 
         // An empty body is not stored and reads back empty.
         let empty = StoredResponse {
             status: StatusCode::NO_CONTENT,
             content_type: None,
             location: None,
+            retry_after: None,
             body: Bytes::new(),
             sensitive: false,
         };
         let update = empty.completion("t", "IDEM#s#k", "lock_1", b"", false);
         assert!(update.update_expression().contains(
-            "REMOVE lock_expires_at, response_content_type, response_location, response_body, response_sealed"
+            "REMOVE lock_expires_at, response_content_type, response_location, response_retry_after, \
+             response_body, response_sealed"
         ));
         item.remove(attr::RESPONSE_BODY);
         item.remove(attr::RESPONSE_CONTENT_TYPE);
@@ -1104,5 +1255,111 @@ mod tests {
         let res = stored.into_response(true);
         assert_eq!(res.headers()[IDEMPOTENT_REPLAYED], "true");
         assert_eq!(res.headers()[header::LOCATION], "/v1/things/x");
+    }
+
+    #[test]
+    fn retry_after_is_stored_with_a_kept_answer_and_replayed() {
+        let headers = headers(&[("retry-after", b"120"), ("content-type", b"text/plain")]);
+        let stored = StoredResponse::from_parts(StatusCode::ACCEPTED, &headers, Bytes::new());
+        assert_eq!(stored.retry_after.as_deref(), Some("120"));
+        assert_eq!(stored.outcome(), Outcome::Save);
+        let update = stored.completion("t", "IDEM#s#k", "lock_1", b"", false);
+        let values = update.expression_attribute_values().unwrap();
+        let item = Item::from([
+            (attr::STATUS.to_owned(), s(attr::COMPLETED)),
+            (attr::RESPONSE_STATUS.to_owned(), n(202)),
+            (
+                attr::RESPONSE_RETRY_AFTER.to_owned(),
+                values[":retry_after"].clone(),
+            ),
+        ]);
+        let read = StoredResponse::from_item(&item).unwrap();
+        assert_eq!(read.retry_after.as_deref(), Some("120"));
+        assert_eq!(
+            read.into_response(true).headers()[header::RETRY_AFTER],
+            "120"
+        );
+    }
+
+    #[test]
+    fn answers_that_ask_for_a_retry_release_the_key_and_final_answers_are_saved() {
+        let none = HeaderMap::new();
+        let retry_after = headers(&[("retry-after", b"1")]);
+        let cases = [
+            (200, &none, Outcome::Save),
+            (201, &none, Outcome::Save),
+            (204, &none, Outcome::Save),
+            // On a success or a redirect, Retry-After times a poll or a redirect: kept.
+            (202, &retry_after, Outcome::Save),
+            (303, &retry_after, Outcome::Save),
+            (400, &none, Outcome::Save),
+            (402, &none, Outcome::Save),
+            (404, &none, Outcome::Save),
+            // A 409 that is final (e.g. "already exists") is an answer…
+            (409, &none, Outcome::Save),
+            (422, &none, Outcome::Save),
+            // … one that asks to come back ("changed concurrently", a lost lock) is not.
+            (409, &retry_after, Outcome::Release),
+            (400, &retry_after, Outcome::Release),
+            (408, &none, Outcome::Release),
+            (425, &none, Outcome::Release),
+            (429, &none, Outcome::Release),
+            (429, &retry_after, Outcome::Release),
+            (500, &none, Outcome::Release),
+            (502, &none, Outcome::Release),
+            (503, &retry_after, Outcome::Release),
+            (101, &none, Outcome::Release),
+        ];
+        for (status, headers, expected) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(outcome(status, headers), expected, "{status} {headers:?}");
+        }
+        // The conflict a cancelled commit answers is released.
+        let res = ApiError::from(CommitError::Cancelled(Vec::new())).into_response();
+        assert_eq!(outcome(res.status(), res.headers()), Outcome::Release);
+        let res = lock_lost().into_response();
+        assert_eq!(outcome(res.status(), res.headers()), Outcome::Release);
+    }
+
+    #[test]
+    fn commit_tokens_are_a_function_of_the_lock_and_the_commit_number() {
+        let token = commit_token("lock_abc", 0);
+        assert!(
+            token.len() <= 36,
+            "DynamoDB's ClientRequestToken limit: {token}"
+        );
+        assert_eq!(token, commit_token("lock_abc", 0));
+        assert_ne!(token, commit_token("lock_abc", 1));
+        assert_ne!(token, commit_token("lock_abd", 0));
+    }
+
+    #[test]
+    fn only_failures_that_may_have_applied_are_resent() {
+        use aws_sdk_dynamodb::types::error::{
+            InternalServerError, TransactionCanceledException, TransactionInProgressException,
+        };
+        type Err = SdkError<TransactWriteItemsError, ()>;
+        let service = |e: TransactWriteItemsError| -> Err { SdkError::service_error(e, ()) };
+        assert!(ambiguous(&Err::timeout_error("attempt timed out")));
+        assert!(ambiguous(&Err::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into())
+        )));
+        assert!(ambiguous(&Err::response_error("truncated", ())));
+        assert!(ambiguous(&service(
+            TransactWriteItemsError::InternalServerError(
+                InternalServerError::builder().message("x").build()
+            )
+        )));
+        assert!(ambiguous(&service(
+            TransactWriteItemsError::TransactionInProgressException(
+                TransactionInProgressException::builder().build()
+            )
+        )));
+        assert!(!ambiguous(&service(
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder().build()
+            )
+        )));
+        assert!(!ambiguous(&Err::construction_failure("bad input")));
     }
 }

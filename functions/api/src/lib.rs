@@ -68,8 +68,12 @@ pub fn router(state: AppState) -> Router {
             .required(state.config.idempotency_required)
             .sealer(state.sealer())
     };
+    // Framework rejections become problems inside the idempotency layer too, so that a stored
+    // refusal is the problem the client saw.
+    let problems = || middleware::map_response(sluice::error::problem_for_rejection);
     let v1 = v1::routes()
         .fallback(not_found)
+        .layer(problems())
         .layer(idempotency(Scope::tenant()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -77,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let admin = admin::routes()
         .fallback(not_found)
+        .layer(problems())
         .layer(idempotency(Scope::fixed(ADMIN_SCOPE)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -87,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .nest("/admin", admin)
         .fallback(not_found)
+        // Every refusal is problem+json, also those axum makes (405, 413, extractor rejections).
+        .layer(problems())
         .layer(middleware::from_fn(request_span))
         .with_state(state)
 }

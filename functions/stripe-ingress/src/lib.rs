@@ -60,6 +60,10 @@ pub fn router(state: IngressState) -> Router {
     Router::new()
         .route("/webhooks/stripe", post(webhook))
         .fallback(|| async { ApiError::not_found("route") })
+        // Every refusal is problem+json, also those axum makes (e.g. `405` for a `GET`).
+        .layer(axum::middleware::map_response(
+            sluice::error::problem_for_rejection,
+        ))
         .with_state(state)
 }
 
