@@ -10,6 +10,7 @@ mod egress;
 mod fanout;
 mod idempotency;
 mod platform;
+mod sealing;
 
 mod stripe_ingress;
 mod tenant_api;
