@@ -279,7 +279,9 @@ impl Sealer {
         };
         let data_key = Zeroizing::new(data_key.into_inner());
         if data_key.len() != envelope::DATA_KEY_LEN {
-            return Err(SealError::Kms("GenerateDataKey returned a short key".into()));
+            return Err(SealError::Kms(
+                "GenerateDataKey returned a short key".into(),
+            ));
         }
         envelope::seal(
             &data_key,
@@ -602,7 +604,11 @@ mod tests {
         let rejected = error_for_code(Some("ValidationException"), text);
         assert!(matches!(rejected, SealError::Rejected(_)));
         assert_eq!(ApiError::from(rejected).status(), 422);
-        for code in [Some("ThrottlingException"), Some("KMSInvalidStateException"), None] {
+        for code in [
+            Some("ThrottlingException"),
+            Some("KMSInvalidStateException"),
+            None,
+        ] {
             let err = error_for_code(code, text);
             assert!(matches!(err, SealError::Kms(_)), "{code:?}");
             assert_eq!(ApiError::from(err).status(), 500);
@@ -612,8 +618,7 @@ mod tests {
     #[test]
     fn the_rewrap_plan_needs_no_kms_call() {
         let ctx = SealContext::provider_key("tnt_a");
-        let blob =
-            envelope::seal(&[1; 32], "arn:key/old", b"wrapped", &ctx.pairs(), b"v").unwrap();
+        let blob = envelope::seal(&[1; 32], "arn:key/old", b"wrapped", &ctx.pairs(), b"v").unwrap();
         assert_eq!(
             rewrap_plan(&blob, "arn:key/old").unwrap(),
             RewrapPlan::AlreadyCurrent

@@ -351,7 +351,11 @@ mod tests {
         let req = parse_request(b"").unwrap();
         assert!(req.cursor.is_none() && req.limit.is_none());
         assert_eq!(parse_request(br#"{"limit": 2}"#).unwrap().limit, Some(2));
-        for bad in [&br#"{"limit": 0}"#[..], br#"{"limit": 1001}"#, br#"{"x": 1}"#] {
+        for bad in [
+            &br#"{"limit": 0}"#[..],
+            br#"{"limit": 1001}"#,
+            br#"{"x": 1}"#,
+        ] {
             assert!(parse_request(bad).unwrap_err().status().is_client_error());
         }
     }
