@@ -11,6 +11,7 @@ mod fanout;
 mod idempotency;
 mod platform;
 mod refusals;
+mod sealing;
 
 mod stripe_ingress;
 mod tenant_api;

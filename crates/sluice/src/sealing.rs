@@ -1,16 +1,35 @@
-//! KMS sealing of secrets at rest: endpoint signing secrets and tenants' provider keys.
+//! Sealing of secrets at rest: endpoint signing secrets, tenants' provider keys and stored
+//! answers that carry a secret.
 //!
-//! Every ciphertext is produced by KMS `Encrypt` under the configured key with an encryption
-//! context `{"tenant_id": …, "purpose": …}`. KMS authenticates the context, so a ciphertext copied
-//! onto another tenant's item (or used for another purpose) fails to decrypt. There is no
+//! Envelope encryption: each value is encrypted with AES-256-GCM under a fresh data key from KMS
+//! `GenerateDataKey` (`AES_256`) and stored with that key, wrapped by KMS, beside it ([`envelope`]
+//! documents the format). KMS's 4 KiB plaintext limit therefore never applies to what a tenant
+//! stores (an 8 KiB provider key, a 15 KiB endpoint answer): KMS only ever sees the data key.
+//!
+//! Both layers are bound to the encryption context `{"tenant_id": …, "purpose": …}`: KMS
+//! authenticates it on the wrapped key, AES-GCM on the payload (as associated data). A ciphertext
+//! copied onto another tenant's item (or used for another purpose) fails to open. There is no
 //! plaintext fallback: a value that does not open is an error, never "maybe it was stored in
-//! clear".
+//! clear". Our copies of data keys are zeroized once used.
 //!
-//! Decrypt does not name a key: symmetric ciphertexts carry their key id, so secrets sealed under
-//! an older key keep opening until [`Sealer::rewrap`] has moved them to the current one.
+//! Blobs written before envelopes (raw KMS `Encrypt` ciphertexts) still open; the envelope's
+//! marker cannot be mistaken for one. [`Sealer::rewrap`] converts them to envelopes.
+//!
+//! Decrypt does not name a key: KMS ciphertexts carry their key id, so secrets sealed under an
+//! older key keep opening until [`Sealer::rewrap`] has moved them to the current one. An envelope
+//! records its wrapping key's ARN, so telling whether it is current needs no KMS call.
+//!
+//! AWS requests: sealing is one KMS `GenerateDataKey`; opening one KMS `Decrypt` (of the data key,
+//! or of a legacy blob); a rewrap none (already current), one `ReEncrypt` (an envelope under an
+//! older key: only its data key is re-wrapped, the payload is kept) or two (a legacy blob:
+//! `Decrypt`, then `GenerateDataKey` for its new envelope).
+
+pub mod envelope;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kms::{error::ProvideErrorMetadata, primitives::Blob};
+use aws_sdk_kms::{error::ProvideErrorMetadata, primitives::Blob, types::DataKeySpec};
+use envelope::{Envelope, Stored};
+use zeroize::Zeroizing;
 
 use crate::{
     ApiError,
@@ -67,6 +86,13 @@ impl<'a> SealContext<'a> {
             purpose: Purpose::ProviderKey,
         }
     }
+    /// The context as pairs, for the envelope's associated data.
+    fn pairs(&self) -> [(&'a str, &'a str); 2] {
+        [
+            (CONTEXT_TENANT_ID, self.tenant_id),
+            (CONTEXT_PURPOSE, self.purpose.as_str()),
+        ]
+    }
 }
 
 /// Why sealing or opening failed. Never carries plaintext.
@@ -79,14 +105,27 @@ pub enum SealError {
     /// The decrypted bytes are not UTF-8 text.
     #[error("decrypted secret is not UTF-8")]
     NotUtf8,
-    /// KMS could not be reached or refused the call.
+    /// KMS refused the request as invalid input (a validation or size limit): retrying the same
+    /// input cannot help. Carries the KMS error code only.
+    #[error("KMS refused the input: {0}")]
+    Rejected(String),
+    /// KMS could not be reached or failed the call (retryable).
     #[error("KMS request failed: {0}")]
     Kms(String),
 }
 
 impl From<SealError> for ApiError {
     fn from(err: SealError) -> Self {
-        ApiError::internal(err)
+        match err {
+            // The input's fault, so a 4xx naming it; never a 5xx the client would retry in vain.
+            SealError::Rejected(_) => ApiError::unprocessable(
+                "unsealable",
+                "Value cannot be sealed",
+                "the value could not be encrypted for storage; it is outside the limits of the \
+                 key service",
+            ),
+            other => ApiError::internal(other),
+        }
     }
 }
 
@@ -138,18 +177,77 @@ pub struct Sealer {
     pub key_id: String,
 }
 
-/// A KMS failure: a ciphertext that does not open under its key and context (tampered, or moved to
-/// another tenant's item) is `InvalidCiphertext`; anything else is a KMS error (retryable).
+/// How a KMS error code is answered: a ciphertext that does not open under its key and context
+/// (tampered, or moved to another tenant's item) is `InvalidCiphertext`; input KMS refuses to
+/// take is `Rejected`; anything else (throttling, an unreachable or disabled key) is a KMS error,
+/// retryable.
+fn error_for_code(code: Option<&str>, describe: impl FnOnce() -> String) -> SealError {
+    match code {
+        Some("InvalidCiphertextException" | "IncorrectKeyException") => {
+            SealError::InvalidCiphertext
+        }
+        Some(code @ "ValidationException") => SealError::Rejected(code.to_owned()),
+        _ => SealError::Kms(describe()),
+    }
+}
+
 fn kms_error<E>(err: aws_sdk_kms::error::SdkError<E>) -> SealError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match err.code() {
-        Some("InvalidCiphertextException" | "IncorrectKeyException") => {
-            SealError::InvalidCiphertext
-        }
-        _ => SealError::Kms(aws_sdk_kms::error::DisplayErrorContext(err).to_string()),
+    let code = err.code().map(str::to_owned);
+    error_for_code(code.as_deref(), || {
+        aws_sdk_kms::error::DisplayErrorContext(err).to_string()
+    })
+}
+
+/// A malformed envelope opens as nothing: it is an invalid ciphertext.
+fn format_error(_: envelope::FormatError) -> SealError {
+    SealError::InvalidCiphertext
+}
+
+/// What [`Sealer::rewrap`] does with one stored blob; decided without KMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewrapPlan {
+    /// An envelope already wrapped by the current key: nothing to do.
+    AlreadyCurrent,
+    /// An envelope under an older key: `ReEncrypt` its data key.
+    RewrapKey,
+    /// A legacy raw KMS blob: open it and seal it as an envelope. Converting (rather than
+    /// `ReEncrypt`ing it as a raw blob again) costs one more KMS call once, and then every later
+    /// rewrap can tell it is current without any call; the raw blob's key is not readable
+    /// without KMS.
+    Convert,
+}
+
+/// The plan for `blob` when the current key's ARN is `current_key_arn`. A marked blob that does
+/// not parse is an invalid ciphertext.
+pub fn rewrap_plan(blob: &[u8], current_key_arn: &str) -> Result<RewrapPlan, SealError> {
+    Ok(match envelope::parse(blob).map_err(format_error)? {
+        Stored::Envelope(env) if env.key_arn == current_key_arn => RewrapPlan::AlreadyCurrent,
+        Stored::Envelope(_) => RewrapPlan::RewrapKey,
+        Stored::Legacy(_) => RewrapPlan::Convert,
+    })
+}
+
+/// The ARN of the key that wraps an envelope's data key; `None` for a legacy KMS blob (or bytes
+/// that are no envelope).
+pub fn wrapping_key_arn(blob: &[u8]) -> Option<&str> {
+    match envelope::parse(blob) {
+        Ok(Stored::Envelope(env)) => Some(env.key_arn),
+        _ => None,
     }
+}
+
+/// What a rewrap of one blob did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rewrapped {
+    /// Already under the current key; no KMS call was made.
+    AlreadyCurrent,
+    /// The new blob: its data key re-wrapped by the current key.
+    Moved(Vec<u8>),
+    /// The new blob: a legacy KMS blob converted to an envelope under the current key.
+    Converted(Vec<u8>),
 }
 
 impl Sealer {
@@ -161,29 +259,64 @@ impl Sealer {
         }
     }
 
-    /// Encrypts `plaintext` under the configured key, bound to `ctx`. One KMS `Encrypt`.
+    /// Encrypts `plaintext` (any size) in an envelope whose data key the configured key wraps,
+    /// bound to `ctx`. One KMS `GenerateDataKey`.
     pub async fn seal(&self, ctx: SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let out = self
             .kms
-            .encrypt()
+            .generate_data_key()
             .key_id(&self.key_id)
-            .plaintext(Blob::new(plaintext))
+            .key_spec(DataKeySpec::Aes256)
             .encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
             .encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
             .send()
             .await
             .map_err(kms_error)?;
-        out.ciphertext_blob
-            .map(Blob::into_inner)
-            .ok_or_else(|| SealError::Kms("Encrypt returned no ciphertext".into()))
+        let (Some(data_key), Some(wrapped), Some(key_arn)) =
+            (out.plaintext, out.ciphertext_blob, out.key_id)
+        else {
+            return Err(SealError::Kms("GenerateDataKey returned no key".into()));
+        };
+        let data_key = Zeroizing::new(data_key.into_inner());
+        if data_key.len() != envelope::DATA_KEY_LEN {
+            return Err(SealError::Kms(
+                "GenerateDataKey returned a short key".into(),
+            ));
+        }
+        envelope::seal(
+            &data_key,
+            &key_arn,
+            wrapped.as_ref(),
+            &ctx.pairs(),
+            plaintext,
+        )
+        .map_err(|e| SealError::Kms(format!("sealing failed: {e}")))
     }
 
-    /// Decrypts a ciphertext sealed under `ctx`. One KMS `Decrypt`.
+    /// Decrypts what [`Sealer::seal`] produced under `ctx`, or a legacy raw KMS ciphertext. One
+    /// KMS `Decrypt`.
     pub async fn open(
         &self,
         ctx: SealContext<'_>,
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
+        match envelope::parse(ciphertext).map_err(format_error)? {
+            Stored::Envelope(env) => {
+                let data_key = self.kms_decrypt(ctx, env.wrapped_key).await?;
+                let mut plaintext =
+                    envelope::open(&env, &data_key, &ctx.pairs()).map_err(format_error)?;
+                Ok(std::mem::take(&mut *plaintext))
+            }
+            Stored::Legacy(blob) => Ok(std::mem::take(&mut *self.kms_decrypt(ctx, blob).await?)),
+        }
+    }
+
+    /// KMS `Decrypt` of a KMS ciphertext under `ctx`.
+    async fn kms_decrypt(
+        &self,
+        ctx: SealContext<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let out = self
             .kms
             .decrypt()
@@ -194,7 +327,7 @@ impl Sealer {
             .await
             .map_err(kms_error)?;
         out.plaintext
-            .map(Blob::into_inner)
+            .map(|p| Zeroizing::new(p.into_inner()))
             .ok_or_else(|| SealError::Kms("Decrypt returned no plaintext".into()))
     }
 
@@ -219,28 +352,64 @@ impl Sealer {
             .map_err(|_| SealError::NotUtf8)
     }
 
-    /// Re-encrypts a ciphertext under the configured (current) key with the same context, without
-    /// the plaintext leaving KMS. One KMS `ReEncrypt`.
+    /// The ARN of the configured key (which may be named by id, ARN or alias). One KMS
+    /// `DescribeKey`.
+    pub async fn current_key_arn(&self) -> Result<String, SealError> {
+        let out = self
+            .kms
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(kms_error)?;
+        out.key_metadata
+            .and_then(|m| m.arn)
+            .ok_or_else(|| SealError::Kms("DescribeKey returned no ARN".into()))
+    }
+
+    /// Moves a stored blob under the configured key (whose ARN is `current_key_arn`), keeping its
+    /// context: nothing if it is already there; else see [`RewrapPlan`] (at most two KMS calls;
+    /// for an envelope the plaintext never leaves KMS).
     pub async fn rewrap(
         &self,
         ctx: SealContext<'_>,
         ciphertext: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
-        let out = self
-            .kms
-            .re_encrypt()
-            .ciphertext_blob(Blob::new(ciphertext))
-            .source_encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
-            .source_encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
-            .destination_key_id(&self.key_id)
-            .destination_encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
-            .destination_encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
-            .send()
-            .await
-            .map_err(kms_error)?;
-        out.ciphertext_blob
-            .map(Blob::into_inner)
-            .ok_or_else(|| SealError::Kms("ReEncrypt returned no ciphertext".into()))
+        current_key_arn: &str,
+    ) -> Result<Rewrapped, SealError> {
+        match rewrap_plan(ciphertext, current_key_arn)? {
+            RewrapPlan::AlreadyCurrent => Ok(Rewrapped::AlreadyCurrent),
+            RewrapPlan::Convert => {
+                let plaintext = Zeroizing::new(self.open(ctx, ciphertext).await?);
+                Ok(Rewrapped::Converted(self.seal(ctx, &plaintext).await?))
+            }
+            RewrapPlan::RewrapKey => {
+                let Ok(Stored::Envelope(env)) = envelope::parse(ciphertext) else {
+                    return Err(SealError::InvalidCiphertext);
+                };
+                let out = self
+                    .kms
+                    .re_encrypt()
+                    .ciphertext_blob(Blob::new(env.wrapped_key))
+                    .source_encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
+                    .source_encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
+                    .destination_key_id(&self.key_id)
+                    .destination_encryption_context(CONTEXT_TENANT_ID, ctx.tenant_id)
+                    .destination_encryption_context(CONTEXT_PURPOSE, ctx.purpose.as_str())
+                    .send()
+                    .await
+                    .map_err(kms_error)?;
+                let (Some(wrapped), Some(key_arn)) = (out.ciphertext_blob, out.key_id) else {
+                    return Err(SealError::Kms("ReEncrypt returned no ciphertext".into()));
+                };
+                let moved = envelope::encode(&Envelope {
+                    key_arn: &key_arn,
+                    wrapped_key: wrapped.as_ref(),
+                    ..env
+                })
+                .map_err(|e| SealError::Kms(format!("sealing failed: {e}")))?;
+                Ok(Rewrapped::Moved(moved))
+            }
+        }
     }
 }
 
@@ -419,6 +588,56 @@ mod tests {
             SealContext::endpoint_secret("tnt_a").purpose.as_str(),
             "webhook-endpoint-secret"
         );
+    }
+
+    #[test]
+    fn kms_errors_map_by_code() {
+        let text = || "details".to_owned();
+        assert!(matches!(
+            error_for_code(Some("InvalidCiphertextException"), text),
+            SealError::InvalidCiphertext
+        ));
+        assert!(matches!(
+            error_for_code(Some("IncorrectKeyException"), text),
+            SealError::InvalidCiphertext
+        ));
+        let rejected = error_for_code(Some("ValidationException"), text);
+        assert!(matches!(rejected, SealError::Rejected(_)));
+        assert_eq!(ApiError::from(rejected).status(), 422);
+        for code in [
+            Some("ThrottlingException"),
+            Some("KMSInvalidStateException"),
+            None,
+        ] {
+            let err = error_for_code(code, text);
+            assert!(matches!(err, SealError::Kms(_)), "{code:?}");
+            assert_eq!(ApiError::from(err).status(), 500);
+        }
+    }
+
+    #[test]
+    fn the_rewrap_plan_needs_no_kms_call() {
+        let ctx = SealContext::provider_key("tnt_a");
+        let blob = envelope::seal(&[1; 32], "arn:key/old", b"wrapped", &ctx.pairs(), b"v").unwrap();
+        assert_eq!(
+            rewrap_plan(&blob, "arn:key/old").unwrap(),
+            RewrapPlan::AlreadyCurrent
+        );
+        assert_eq!(
+            rewrap_plan(&blob, "arn:key/new").unwrap(),
+            RewrapPlan::RewrapKey
+        );
+        assert_eq!(wrapping_key_arn(&blob), Some("arn:key/old"));
+        let legacy = [0x01, 0x02, 0x02, 0x00, 0x78];
+        assert_eq!(
+            rewrap_plan(&legacy, "arn:key/new").unwrap(),
+            RewrapPlan::Convert
+        );
+        assert_eq!(wrapping_key_arn(&legacy), None);
+        assert!(matches!(
+            rewrap_plan(&blob[..8], "arn:key/new"),
+            Err(SealError::InvalidCiphertext)
+        ));
     }
 
     #[test]
