@@ -8,9 +8,14 @@ dev:
 	infra/bootstrap.sh moto
 	$(CARGO) run -p sluice-local --bin sluice-local -- dev
 
+# Every AWS request the functions make in the tests is recorded (SLUICE_AWS_OPS_DIR) and checked
+# against their policies in template.yaml, both ways (crates/sluice-local/src/iam.rs).
+AWS_OPS_DIR := $(CURDIR)/target/aws-ops
 test:
 	infra/bootstrap.sh moto
-	$(CARGO) test --workspace --all-targets
+	rm -rf $(AWS_OPS_DIR)
+	SLUICE_AWS_OPS_DIR=$(AWS_OPS_DIR) $(CARGO) test --workspace --all-targets
+	$(CARGO) run -q -p sluice-local --bin sluice-local -- iam-check $(AWS_OPS_DIR)
 
 lint:
 	$(CARGO) fmt --all -- --check

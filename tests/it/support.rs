@@ -11,6 +11,7 @@ use serde_json::Value;
 use sluice::{Config, aws::AwsClients};
 use sluice_local::{
     emulator::Emulator,
+    iam,
     provision::Resources,
     server::{HttpFunctions, lambda_request},
 };
@@ -40,6 +41,15 @@ pub struct Stack {
     pub config: Config,
     pub admin_key: String,
     pub stripe_secret: String,
+    /// `aws` with each function's IAM recorder (`sluice_local::iam`): what the functions use,
+    /// while the tests' own setup and inspection through `aws` are not attributed to any.
+    function_aws: FunctionClients,
+}
+
+struct FunctionClients {
+    api: AwsClients,
+    ingress: AwsClients,
+    egress: AwsClients,
 }
 
 impl Stack {
@@ -64,7 +74,13 @@ impl Stack {
         } = sluice_local::dev::LocalStack::provision(&aws, &unique("t"), extra)
             .await
             .expect("provisioning succeeds");
+        let function_aws = FunctionClients {
+            api: iam::tag(&aws, "api"),
+            ingress: iam::tag(&aws, "stripe-ingress"),
+            egress: iam::tag(&aws, "webhook-egress"),
+        };
         Stack {
+            function_aws,
             aws,
             resources,
             config,
@@ -76,14 +92,18 @@ impl Stack {
     /// The API function's router.
     pub fn api(&self) -> Router {
         sluice_api::router(
-            sluice_api::AppState::new(self.config.clone(), self.aws.clone()).unwrap(),
+            sluice_api::AppState::new(self.config.clone(), self.function_aws.api.clone()).unwrap(),
         )
     }
 
     /// The ingress function's router.
     pub fn ingress(&self) -> Router {
         stripe_ingress::router(
-            stripe_ingress::IngressState::new(self.config.clone(), self.aws.clone()).unwrap(),
+            stripe_ingress::IngressState::new(
+                self.config.clone(),
+                self.function_aws.ingress.clone(),
+            )
+            .unwrap(),
         )
     }
 
@@ -97,7 +117,8 @@ impl Stack {
 
     /// The egress function's state.
     pub fn egress(&self) -> webhook_egress::EgressState {
-        webhook_egress::EgressState::new(self.config.clone(), self.aws.clone()).unwrap()
+        webhook_egress::EgressState::new(self.config.clone(), self.function_aws.egress.clone())
+            .unwrap()
     }
 
     /// Sends a request through the local API Gateway routing to the functions.

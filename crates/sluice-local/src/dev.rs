@@ -9,7 +9,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     emulator::Emulator,
-    poller,
+    iam, poller,
     provision::{self, Resources, StackDefinition},
     server::{self, HttpFunctions},
 };
@@ -73,14 +73,18 @@ impl LocalStack {
         })
     }
 
-    /// Both HTTP functions, built as their `main`s build them.
+    /// Both HTTP functions, built as their `main`s build them (each with its clients tagged for
+    /// the IAM check).
     pub fn functions(&self, aws: &AwsClients) -> anyhow::Result<HttpFunctions> {
         Ok(HttpFunctions {
             ingress: stripe_ingress::router(stripe_ingress::IngressState::new(
                 self.config.clone(),
-                aws.clone(),
+                iam::tag(aws, "stripe-ingress"),
             )?),
-            api: sluice_api::router(sluice_api::AppState::new(self.config.clone(), aws.clone())?),
+            api: sluice_api::router(sluice_api::AppState::new(
+                self.config.clone(),
+                iam::tag(aws, "api"),
+            )?),
         })
     }
 }
@@ -131,10 +135,13 @@ pub async fn run() -> anyhow::Result<()> {
         stripe_secret: stripe_secrets.clone(),
     };
     let functions = stack.functions(&aws)?;
-    let egress = webhook_egress::EgressState::new(config, aws.clone())?;
+    let egress = webhook_egress::EgressState::new(config, iam::tag(&aws, "webhook-egress"))?;
     let (stop, stopped) = watch::channel(false);
+    // Lambda's event source mapping, not the function: its calls are checked against SAM's
+    // implicit poller policy.
+    let event_source = iam::tag(&aws, &format!("webhook-egress{}", iam::EVENT_SOURCE_SUFFIX));
     let poller = tokio::spawn(poller::run(
-        aws.sqs.clone(),
+        event_source.sqs,
         resources.queue_url.clone(),
         resources.queue_arn.clone(),
         egress,

@@ -1,5 +1,7 @@
 //! The local stack: what `make dev` runs and what the integration tests stand on.
 //!
+//! - [`iam`]: what each function's AWS requests need against what `template.yaml` grants.
+//! - [`monitoring`]: the template's alarms and dashboard against the metrics the code emits.
 //! - [`emulator`]: moto's server as a child process on 127.0.0.1, installed on first use.
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
@@ -11,6 +13,8 @@
 pub mod counting;
 pub mod dev;
 pub mod emulator;
+pub mod iam;
+pub mod monitoring;
 pub mod poller;
 pub mod provision;
 pub mod receiver;

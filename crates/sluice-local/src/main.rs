@@ -6,9 +6,12 @@
 //!                         sign a Stripe event with STRIPE_WEBHOOK_SECRETS and POST it to the stack
 //! sluice-local receive [--port 4000] [--secret whsec_…]…
 //!                         a webhook endpoint that prints each delivery and checks its signature
+//! sluice-local iam-check <dir>
+//!                         the AWS actions recorded in <dir> (SLUICE_AWS_OPS_DIR) against the
+//!                         policies in template.yaml
 //! ```
 
-const USAGE: &str = "usage: sluice-local [dev]\n       sluice-local trigger [--fresh] [--tenant tnt_…] <event.json>\n       sluice-local receive [--port 4000] [--secret whsec_…]…";
+const USAGE: &str = "usage: sluice-local [dev]\n       sluice-local trigger [--fresh] [--tenant tnt_…] <event.json>\n       sluice-local receive [--port 4000] [--secret whsec_…]…\n       sluice-local iam-check <dir>";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e:#}\n{USAGE}"))?;
             sluice_local::receiver::run(options).await
         }
+        Some("iam-check") => sluice_local::iam::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -479,8 +479,23 @@ where
 
     let lock = match acquire(&settings, scope, &key, &fp, lock_expires_at_ms).await {
         Ok(Acquired::Locked(lock)) => lock,
-        Ok(Acquired::Replay(stored)) => return Ok(stored.into_response(true)),
-        Ok(Acquired::Refused(problem)) => return Ok(problem.into_response()),
+        Ok(Acquired::Replay(stored)) => {
+            crate::telemetry::emit(
+                &crate::telemetry::IDEMPOTENCY,
+                1.0,
+                &[("Outcome", "replayed")],
+            );
+            return Ok(stored.into_response(true));
+        }
+        Ok(Acquired::Refused(problem)) => {
+            let outcome = if problem.status() == http::StatusCode::CONFLICT {
+                "conflict"
+            } else {
+                "mismatch"
+            };
+            crate::telemetry::emit(&crate::telemetry::IDEMPOTENCY, 1.0, &[("Outcome", outcome)]);
+            return Ok(problem.into_response());
+        }
         Err(err) => return Ok(err.into_response()),
     };
 

@@ -123,11 +123,10 @@ async fn handle(
     let status = match &outcome {
         Outcome::Done { status, .. } => status,
         Outcome::Duplicate { .. } => "duplicate",
-        Outcome::Failed { .. } => "failed",
+        Outcome::Failed { .. } => sluice::stripe::store::status::FAILED,
     };
-    telemetry::emit_metric(
-        "StripeEvents",
-        "Count",
+    telemetry::emit(
+        &telemetry::STRIPE_EVENTS,
         1.0,
         &[("EventType", &event.event_type), ("Status", status)],
     );

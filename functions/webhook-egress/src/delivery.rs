@@ -284,9 +284,8 @@ pub async fn deliver(
         });
     };
     let exchange = state.http.post(url, headers, body.into(), timeout).await;
-    telemetry::emit_metric(
-        "DeliveryLatency",
-        "Milliseconds",
+    telemetry::emit(
+        &telemetry::DELIVERY_LATENCY,
         exchange.duration.as_secs_f64() * 1000.0,
         &[],
     );
@@ -354,13 +353,16 @@ pub async fn deliver(
         ),
         // The message goes to the DLQ (visible at once, so the next receive moves it) unless
         // the endpoint was just disabled: then there is nothing to keep it for.
-        Next::GiveUp if disable.is_some() => (status::FAILED, None, Disposition::Done("failed")),
+        // Outcome `failed` (the `Deliveries` metric) is what the exhausted-deliveries alarm sees.
+        Next::GiveUp if disable.is_some() => {
+            (status::FAILED, None, Disposition::Done(status::FAILED))
+        }
         Next::GiveUp => (
             status::FAILED,
             None,
             Disposition::Retry {
                 delay: Some(Duration::ZERO),
-                outcome: "failed",
+                outcome: status::FAILED,
             },
         ),
     };

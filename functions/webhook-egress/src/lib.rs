@@ -135,7 +135,7 @@ async fn handle_record(
         let disposition = process(state, &record, deadline_ms).await;
         let outcome = disposition.outcome();
         tracing::Span::current().record("outcome", outcome);
-        telemetry::emit_metric("Deliveries", "Count", 1.0, &[("Outcome", outcome)]);
+        telemetry::emit(&telemetry::DELIVERIES, 1.0, &[("Outcome", outcome)]);
         match disposition {
             Disposition::Done(_) => {
                 tracing::info!("message done");
