@@ -17,6 +17,9 @@
 //! - the tenant item: must exist (else the event is `failed`: "tenant not found"), must be in the
 //!   payment's currency for a credit, and its subscription summary follows one subscription
 //!   (the current one, or a new one once the current is canceled).
+//! - a notification's derived id (`fanout::Deferred::derived`) already stored: an earlier
+//!   delivery of this event published it and its event item was removed since (cleanup,
+//!   retention); the event is processed without publishing it again.
 //! - `CUSTOMER#{cus}`: linked to one tenant only. An unmatched event's transaction marks the
 //!   not-yet-linked customer as awaited (`waiting`, conditioned on no link), so an event can never
 //!   wait for a link that already exists, and the checkout whose link finds the mark (its first
@@ -150,6 +153,9 @@ enum OnFail {
     /// The customer link: linked to another tenant → failed; events waiting for it → link
     /// anyway, then process them.
     Link(String),
+    /// A notification whose derived id exists: an earlier delivery of this event published it
+    /// (its event item was removed since, by cleanup or retention). Leave it out and send again.
+    Published(&'static str),
 }
 
 /// Names and values of one expression.
@@ -546,6 +552,8 @@ impl<'a> Processor<'a> {
         let mut read: Option<PreRead> = None;
         // Outbound events already announced on the queue: a later round reuses them.
         let mut enqueued: Vec<String> = Vec::new();
+        // Notifications found already stored: published by an earlier delivery of this event.
+        let mut published: Vec<&'static str> = Vec::new();
 
         for _round in 0..MAX_ROUNDS {
             let customer_to_read = match (&tenant_ref, plan) {
@@ -673,18 +681,29 @@ impl<'a> Processor<'a> {
             // from the Stripe event, so a redelivery's message names the notification the first
             // delivery committed; only a transaction that never commits leaves a message pointing
             // at nothing (egress drops it after a grace period).
-            let mut notification_ids = Vec::new();
+            // Those found already stored are named on the event item, not written again.
+            let mut notification_ids: Vec<String> = published
+                .iter()
+                .filter_map(|t| deferred.get(t))
+                .map(|d| d.event.id.clone())
+                .collect();
             if let Some(tenant) = &tenant_id {
                 for notice in notices {
+                    if published.contains(&notice.event_type) {
+                        continue;
+                    }
                     let d = deferred.entry(notice.event_type).or_insert_with(|| {
                         Deferred::derived(tenant, notice.event_type, notice.data.clone(), &event.id)
                     });
-                    tx.push(d.transact_item(self.table), OnFail::Reresolve);
+                    notification_ids.push(d.event.id.clone());
+                    tx.push(
+                        d.transact_item(self.table),
+                        OnFail::Published(notice.event_type),
+                    );
                     if !enqueued.contains(&d.event.id) {
                         d.enqueue(&self.aws.sqs, self.queue_url).await?;
                         enqueued.push(d.event.id.clone());
                     }
-                    notification_ids.push(d.event.id.clone());
                 }
             }
 
@@ -803,6 +822,7 @@ impl<'a> Processor<'a> {
                                 Flag::CheckoutSubKnown => flags.checkout_sub_known = true,
                             },
                             OnFail::Reresolve => read = None,
+                            OnFail::Published(event_type) => published.push(event_type),
                             OnFail::Link(customer) => match old.get_s("tenant_id") {
                                 Some(other) if Some(other) != tenant_id.as_deref() => {
                                     fatal = Some(format!(
