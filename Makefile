@@ -1,5 +1,5 @@
 # The two commands of a fresh machine: `make dev` runs the whole stack on 127.0.0.1,
-# `make test` runs every test. Both install what they need (moto into .venv) on first use.
+# `make test` runs every test. Both install what they need (moto, and localstripe for the tests, into .venv) on first use.
 .PHONY: dev test lint ci trigger receive bench
 
 CARGO ?= cargo
@@ -9,7 +9,7 @@ dev:
 	$(CARGO) run -p sluice-local --bin sluice-local -- dev
 
 test:
-	infra/bootstrap.sh moto
+	infra/bootstrap.sh moto localstripe
 	$(CARGO) test --workspace --all-targets
 
 lint:

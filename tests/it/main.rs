@@ -9,6 +9,7 @@ mod support;
 mod egress;
 mod fanout;
 mod idempotency;
+mod localstripe;
 mod platform;
 
 mod stripe_ingress;

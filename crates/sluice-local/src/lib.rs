@@ -1,6 +1,7 @@
 //! The local stack: what `make dev` runs and what the integration tests stand on.
 //!
 //! - [`emulator`]: moto's server as a child process on 127.0.0.1, installed on first use.
+//! - [`localstripe`]: a stateful fake Stripe as a child process, for the tests.
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
@@ -11,6 +12,7 @@
 pub mod counting;
 pub mod dev;
 pub mod emulator;
+pub mod localstripe;
 pub mod poller;
 pub mod provision;
 pub mod receiver;

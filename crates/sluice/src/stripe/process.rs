@@ -46,10 +46,11 @@ use serde_json::json;
 
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
-    store::{self, attr, status},
+    store::{self, EventStatus, attr},
 };
 use crate::{
     ApiError,
+    account::{self, LedgerEntry, LedgerKind, Placeholders, TenantClauses},
     aws::AwsClients,
     clock,
     fanout::Deferred,
@@ -70,11 +71,11 @@ const MAX_ROUNDS: usize = 8;
 pub enum Outcome {
     /// Stored (or moved) with `status` by this call.
     Done {
-        status: &'static str,
+        status: EventStatus,
         note: Option<String>,
     },
     /// Already stored with a final status; nothing changed.
-    Duplicate { status: String },
+    Duplicate { status: EventStatus },
     /// Processing failed: stored `failed` with `error` (Stripe's retry, or an operator's, runs it
     /// again).
     Failed { error: String },
@@ -93,7 +94,7 @@ pub struct Processor<'a> {
 /// The stored state of an event being processed again.
 #[derive(Clone, Debug)]
 struct Prior {
-    status: String,
+    status: EventStatus,
     attempts: i64,
     received_ms: i64,
     waiting: Option<(String, String)>,
@@ -102,10 +103,7 @@ struct Prior {
 impl Prior {
     fn from_item(item: &Item) -> Prior {
         Prior {
-            status: item
-                .get_s(attr::STATUS)
-                .unwrap_or(status::RECEIVED)
-                .to_owned(),
+            status: EventStatus::of_item(item),
             attempts: item.get_i64(attr::ATTEMPTS).unwrap_or(0),
             received_ms: item
                 .get_i64(attr::RECEIVED_MS)
@@ -165,7 +163,7 @@ struct Expr {
     values: HashMap<String, AttributeValue>,
 }
 
-impl Expr {
+impl Placeholders for Expr {
     fn name(&mut self, attribute: &str) -> String {
         let key = format!(
             "#{}",
@@ -208,6 +206,12 @@ impl UpdateBuilder {
     }
     fn is_empty(&self) -> bool {
         self.sets.is_empty() && self.removes.is_empty()
+    }
+    /// Adds clauses whose placeholders came from this builder's `expr`.
+    fn merge(&mut self, clauses: TenantClauses) {
+        self.sets.extend(clauses.set);
+        self.removes.extend(clauses.remove);
+        self.conditions.extend(clauses.conditions);
     }
     fn build(self, table_name: &str, key: Item) -> TransactWriteItem {
         let mut expression = String::new();
@@ -381,8 +385,8 @@ impl<'a> Processor<'a> {
         let Some(item) = store::get_item(&self.aws.dynamodb, self.table, event_id).await? else {
             return Ok(None);
         };
-        let current = item.get_s(attr::STATUS).unwrap_or_default().to_owned();
-        if status::is_final(&current) {
+        let current = EventStatus::of_item(&item);
+        if current.is_final() {
             if let Some(customer) = item.get_s(attr::LINKED_CUSTOMER) {
                 self.drain(customer).await?;
             }
@@ -428,7 +432,7 @@ impl<'a> Processor<'a> {
                 let stored = store::get_item(db, self.table, event_id).await?;
                 let still_waiting = stored.as_ref().and_then(|item| {
                     let prior = Prior::from_item(item);
-                    (prior.status == status::UNMATCHED).then_some((item, prior))
+                    (prior.status == EventStatus::Unmatched).then_some((item, prior))
                 });
                 match still_waiting {
                     Some((item, prior)) => {
@@ -615,11 +619,11 @@ impl<'a> Processor<'a> {
             let new_status = match (&handling, resolved) {
                 (Handling::Ignored(reason), _) => {
                     notes.push((*reason).to_owned());
-                    status::IGNORED
+                    EventStatus::Ignored
                 }
                 (_, Some(Resolved::Nobody)) => {
                     notes.push("the event names no tenant and no customer".to_owned());
-                    status::UNMATCHED
+                    EventStatus::Unmatched
                 }
                 (_, Some(Resolved::Waiting(customer))) => {
                     let sk = prior
@@ -658,7 +662,7 @@ impl<'a> Processor<'a> {
                     notes.push(format!(
                         "waiting for customer {customer} to be linked to a tenant"
                     ));
-                    status::UNMATCHED
+                    EventStatus::Unmatched
                 }
                 (Handling::Handled(plan), Some(Resolved::Tenant(tenant))) => {
                     linked = self.effects(
@@ -672,7 +676,7 @@ impl<'a> Processor<'a> {
                         &mut notices,
                     );
                     tenant_id = Some(tenant);
-                    status::PROCESSED
+                    EventStatus::Processed
                 }
                 (Handling::Handled(_), None) => unreachable!("a handled event is resolved"),
             };
@@ -719,8 +723,8 @@ impl<'a> Processor<'a> {
 
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
-                None => stats.event_received(&event.event_type, new_status),
-                Some(p) => stats.event_status_changed(&p.status, new_status),
+                None => stats.event_received(&event.event_type, new_status.as_str()),
+                Some(p) => stats.event_status_changed(p.status.as_str(), new_status.as_str()),
             };
             if !stats.is_empty() {
                 tx.push(stats.to_transact_item(self.table), OnFail::Reresolve);
@@ -757,7 +761,7 @@ impl<'a> Processor<'a> {
                 .await;
             let err = match result {
                 Ok(_) => {
-                    tracing::info!(stripe_event_id = %event.id, event_type = %event.event_type, status = new_status, "stripe event stored");
+                    tracing::info!(stripe_event_id = %event.id, event_type = %event.event_type, status = %new_status, "stripe event stored");
                     return Ok((
                         Outcome::Done {
                             status: new_status,
@@ -854,12 +858,10 @@ impl<'a> Processor<'a> {
     /// linked, whose waiting events the caller processes again in case an earlier attempt stopped
     /// before that.
     fn on_stored(item: &Item) -> Option<(Outcome, Option<String>)> {
-        let current = item.get_s(attr::STATUS).unwrap_or(status::RECEIVED);
-        status::is_final(current).then(|| {
+        let current = EventStatus::of_item(item);
+        current.is_final().then(|| {
             (
-                Outcome::Duplicate {
-                    status: current.to_owned(),
-                },
+                Outcome::Duplicate { status: current },
                 item.get_s(attr::LINKED_CUSTOMER).map(String::from),
             )
         })
@@ -876,14 +878,14 @@ impl<'a> Processor<'a> {
         raw: &[u8],
         received_ms: i64,
         prior: Option<&Prior>,
-        new_status: &str,
+        new_status: EventStatus,
     ) -> Item {
         let mut item = Item::from([
             (table::PK.into(), s(table::stripe_event_pk(&event.id))),
             (table::SK.into(), s(store::EVENT_SK)),
             (attr::ID.into(), s(&event.id)),
             (attr::TYPE.into(), s(&event.event_type)),
-            (attr::STATUS.into(), s(new_status)),
+            (attr::STATUS.into(), s(new_status.as_str())),
             (attr::CREATED.into(), n(event.created)),
             (attr::RECEIVED_MS.into(), n(received_ms)),
             (
@@ -923,7 +925,7 @@ impl<'a> Processor<'a> {
                 let mut expr = Expr::default();
                 let st = expr.name(attr::STATUS);
                 let at = expr.name(attr::ATTEMPTS);
-                let sv = expr.value(s(&p.status));
+                let sv = expr.value(s(p.status.as_str()));
                 let av = expr.value(n(p.attempts));
                 let condition =
                     format!("{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))");
@@ -945,13 +947,13 @@ impl<'a> Processor<'a> {
         // Twice at most: a first write may find the event stored meanwhile (then conditioned on
         // what it found).
         for _ in 0..2 {
-            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), status::FAILED);
+            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), EventStatus::Failed);
             item.insert(attr::ERROR.into(), s(&error));
             let mut items = vec![self.event_put(item, prior.as_ref())];
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
-                None => stats.event_received(&event.event_type, status::FAILED),
-                Some(p) => stats.event_status_changed(&p.status, status::FAILED),
+                None => stats.event_received(&event.event_type, EventStatus::Failed.as_str()),
+                Some(p) => stats.event_status_changed(p.status.as_str(), EventStatus::Failed.as_str()),
             };
             if !stats.is_empty() {
                 items.push(stats.to_transact_item(self.table));
@@ -976,12 +978,10 @@ impl<'a> Processor<'a> {
             match classify(err) {
                 TxFailure::Conditions(failed) => {
                     let old = failed.into_iter().next().flatten().unwrap_or_default();
-                    match old.get_s(attr::STATUS) {
+                    match old.get_s(attr::STATUS).map(|_| EventStatus::of_item(&old)) {
                         // Processed meanwhile by someone else: theirs stands.
-                        Some(st) if status::is_final(st) => {
-                            return Ok(Outcome::Duplicate {
-                                status: st.to_owned(),
-                            });
+                        Some(st) if st.is_final() => {
+                            return Ok(Outcome::Duplicate { status: st });
                         }
                         Some(_) => prior = Some(Prior::from_item(&old)),
                         None => break,
@@ -1007,7 +1007,6 @@ impl<'a> Processor<'a> {
         notes: &mut Vec<String>,
         notices: &mut Vec<Notice>,
     ) -> Option<String> {
-        let now_ms = clock::now_epoch_millis();
         let mut tenant_update = UpdateBuilder::default();
         tenant_update.conditions.push("attribute_exists(pk)".into());
         // What a failed condition on the tenant item means when the item exists.
@@ -1043,26 +1042,17 @@ impl<'a> Processor<'a> {
             tenant_update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
         }
 
-        let money = |money: &Money, kind: &str, tx: &mut Tx| -> String {
-            let ledger_id = ids::new_id("led");
+        let money = |money: &Money, kind: LedgerKind, tx: &mut Tx| -> LedgerEntry {
+            let entry = LedgerEntry::from_stripe(
+                kind,
+                money.amount_minor,
+                &money.currency,
+                &money.description,
+                &money.key,
+                &event.id,
+            );
             tx.push(
-                put(
-                    self.table,
-                    Item::from([
-                        (table::PK.into(), s(table::tenant_pk(tenant))),
-                        (table::SK.into(), s(table::ledger_sk(now_ms, &ledger_id))),
-                        ("id".into(), s(&ledger_id)),
-                        ("amount_minor".into(), n(money.amount_minor)),
-                        ("currency".into(), s(&money.currency)),
-                        ("kind".into(), s(kind)),
-                        ("description".into(), s(&money.description)),
-                        ("source".into(), s("stripe")),
-                        ("stripe_event_id".into(), s(&event.id)),
-                        ("stripe_object_id".into(), s(&money.key)),
-                        ("created_at".into(), n(now_ms / 1000)),
-                    ]),
-                    None,
-                ),
+                entry.put_item(self.table, tenant),
                 OnFail::Fatal("unexpected condition on the ledger entry".into()),
             );
             tx.push(
@@ -1071,40 +1061,29 @@ impl<'a> Processor<'a> {
                     Item::from([
                         (table::PK.into(), s(table::money_pk(&money.key))),
                         (table::SK.into(), s("MONEY")),
-                        ("ledger_id".into(), s(&ledger_id)),
+                        ("ledger_id".into(), s(&entry.id)),
                         ("tenant_id".into(), s(tenant)),
                         ("event_id".into(), s(&event.id)),
                         ("amount_minor".into(), n(money.amount_minor)),
                         ("currency".into(), s(&money.currency)),
-                        ("kind".into(), s(kind)),
-                        ("created_at".into(), n(now_ms / 1000)),
+                        ("kind".into(), s(kind.as_str())),
+                        ("created_at".into(), n(entry.created_at)),
                     ]),
                     Some(("attribute_not_exists(pk)", Expr::default())),
                 ),
                 OnFail::Flag(Flag::MoneyRecorded),
             );
-            ledger_id
+            entry
         };
 
         if let Some(credit) = &plan.credit {
             if flags.money_recorded {
                 notes.push(format!("payment {} was already credited", credit.key));
             } else {
-                let ledger_id = money(credit, "credit", tx);
-                // Credit: balance up, and a top-up resets the month's budget alert flags.
-                let bal = tenant_update.expr.name(tenant_attr::BALANCE_MINOR);
-                let zero = tenant_update.expr.value(n(0));
-                let amt = tenant_update.expr.value(n(credit.amount_minor));
-                tenant_update
-                    .sets
-                    .push(format!("{bal} = if_not_exists({bal}, {zero}) + {amt}"));
-                tenant_update.remove(tenant_attr::BUDGET_WARNING_SENT);
-                tenant_update.remove(tenant_attr::BUDGET_EXCEEDED_SENT);
-                let cur = tenant_update.expr.name(tenant_attr::CURRENCY);
-                let cv = tenant_update.expr.value(s(&credit.currency));
-                tenant_update
-                    .conditions
-                    .push(format!("(attribute_not_exists({cur}) OR {cur} = {cv})"));
+                let entry = money(credit, LedgerKind::Credit, tx);
+                // The one credit expression (balance up, budget alert flags re-armed, currency).
+                let clauses = account::credit_clauses(&mut tenant_update.expr, &entry);
+                tenant_update.merge(clauses);
                 tenant_present =
                     OnFail::Fatal(format!("the tenant's currency is not {}", credit.currency));
                 notices.push(Notice {
@@ -1112,7 +1091,7 @@ impl<'a> Processor<'a> {
                     data: json!({
                         "amount_minor": credit.amount_minor,
                         "currency": credit.currency,
-                        "ledger_id": ledger_id,
+                        "ledger_id": entry.id,
                         "payment_id": credit.key,
                     }),
                 });
@@ -1123,7 +1102,7 @@ impl<'a> Processor<'a> {
             if flags.money_recorded {
                 notes.push(format!("invoice {} was already recorded", payment.key));
             } else {
-                let ledger_id = money(payment, "payment", tx);
+                let ledger_id = money(payment, LedgerKind::Payment, tx).id;
                 notices.push(Notice {
                     event_type: "payment.succeeded",
                     data: json!({
