@@ -3,11 +3,11 @@
 //! socket to the ingress served by the local runner. Each flow must give the effect the shared
 //! fixtures give, and nothing may be stored `failed`.
 //!
-//! One localstripe serves the whole test binary; every test registers its own webhook (its own
-//! served stack and signing secret). localstripe sends every event to every webhook, so a
-//! stack also receives the other tests' events: they fail its signature check (`400`, nothing
-//! stored). Webhooks leave localstripe about a second after the call that caused them, so the
-//! tests wait for the state to appear (bounded, never asserting on durations).
+//! One localstripe serves the test binary, and one test drives it: localstripe signs every event
+//! for every registered webhook (none can be removed), so two stacks registered at once would each
+//! receive, validly signed, the other's events. The flows therefore run one after the other on one
+//! served stack. Webhooks leave localstripe about a second after the call that caused them, so
+//! the flows wait for the state to appear (bounded, never asserting on durations).
 
 use std::{future::Future, sync::OnceLock, time::Duration};
 
@@ -26,6 +26,28 @@ static LOCALSTRIPE: OnceLock<LocalStripe> = OnceLock::new();
 /// The localstripe shared by every test of this binary.
 fn localstripe() -> &'static LocalStripe {
     LOCALSTRIPE.get_or_init(|| LocalStripe::start().expect("localstripe starts"))
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `application/x-www-form-urlencoded`, as Stripe's libraries send parameters (hand-written: the
+/// workspace's reqwest is built without its `form` feature, and this is all the tests need).
+fn form(fields: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A stack served on a local port, with localstripe's webhooks pointed at its ingress.
@@ -56,10 +78,11 @@ async fn served() -> Served {
             localstripe().url,
             unique("wh")
         ))
-        .form(&[
-            ("url", format!("http://127.0.0.1:{port}/webhooks/stripe")),
-            ("secret", stack.stripe_secret.clone()),
-        ])
+        .header("content-type", FORM)
+        .body(form(&[
+            ("url", &format!("http://127.0.0.1:{port}/webhooks/stripe")),
+            ("secret", &stack.stripe_secret),
+        ]))
         .send()
         .await
         .unwrap();
@@ -68,11 +91,12 @@ async fn served() -> Served {
 }
 
 /// A Stripe API call (form-encoded, secret key as Basic auth, as Stripe's libraries send it).
-async fn stripe(method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+async fn stripe(method: reqwest::Method, path: &str, fields: &[(&str, &str)]) -> Value {
     let res = http_client()
         .request(method, format!("{}{path}", localstripe().url))
         .basic_auth("sk_test_sluice", Some(""))
-        .form(form)
+        .header("content-type", FORM)
+        .body(form(fields))
         .send()
         .await
         .unwrap();
@@ -156,9 +180,15 @@ fn assert_none_failed(events: &[(String, String, Option<String>)]) {
 }
 
 #[tokio::test]
-async fn a_payment_intent_bought_for_credits_in_localstripe_credits_the_tenant_once() {
-    // GIVEN a served stack whose ingress receives localstripe's webhooks, and a tenant.
+async fn localstripe_payments_and_subscriptions_give_the_effects_of_stripes_fixtures() {
+    // GIVEN a served stack whose ingress receives localstripe's webhooks.
     let s = served().await;
+    a_payment_intent_bought_for_credits_credits_the_tenant_once(&s).await;
+    a_subscription_bills_invoices_and_its_cancellation_ends_it(&s).await;
+}
+
+async fn a_payment_intent_bought_for_credits_credits_the_tenant_once(s: &Served) {
+    // GIVEN a tenant.
     let (tnt, _) = s.stack.create_tenant("Localstripe Credits").await;
 
     // WHEN a PaymentIntent for credits is created and confirmed with a card, as an app would.
@@ -207,15 +237,16 @@ async fn a_payment_intent_bought_for_credits_in_localstripe_credits_the_tenant_o
     assert_eq!(money.get_i64("amount_minor"), Some(2500));
 }
 
-#[tokio::test]
-async fn a_localstripe_subscription_bills_invoices_and_its_cancellation_ends_it() {
-    // GIVEN a served stack and a tenant, and in localstripe a customer whose metadata names it,
-    // with a card, and a monthly plan.
-    let s = served().await;
+async fn a_subscription_bills_invoices_and_its_cancellation_ends_it(s: &Served) {
+    // GIVEN a tenant, and in localstripe a customer whose metadata names it, with a card, and a
+    // monthly plan.
     let (tnt, _) = s.stack.create_tenant("Localstripe Subscriptions").await;
     let customer = post(
         "/v1/customers",
-        &[("email", "billing@example.com"), ("metadata[tenant_id]", &tnt)],
+        &[
+            ("email", "billing@example.com"),
+            ("metadata[tenant_id]", &tnt),
+        ],
     )
     .await;
     let cus = id(&customer);
@@ -264,18 +295,24 @@ async fn a_localstripe_subscription_bills_invoices_and_its_cancellation_ends_it(
 
     // THEN the customer is linked, the subscription is active with its plan and period, and its
     // first invoice is recorded once as a payment (not credit) — whatever order the webhooks took.
-    let summary = eventually("the subscription is active and its invoice recorded", || async {
-        let t = tenant(&s.stack, &tnt).await;
-        let paid = ledger(&s.stack, &tnt)
-            .await
-            .iter()
-            .any(|i| i.get_s("kind") == Some("payment"));
-        t.subscription.filter(|sub| sub.status == "active" && paid)
-    })
+    let summary = eventually(
+        "the subscription is active and its invoice recorded",
+        || async {
+            let t = tenant(&s.stack, &tnt).await;
+            let paid = ledger(&s.stack, &tnt)
+                .await
+                .iter()
+                .any(|i| i.get_s("kind") == Some("payment"));
+            t.subscription.filter(|sub| sub.status == "active" && paid)
+        },
+    )
     .await;
     assert_eq!(summary.id, sub_id);
     assert_eq!(summary.price_id.as_deref(), Some(price.as_str()));
-    assert_eq!(summary.current_period_end, sub["current_period_end"].as_i64());
+    assert_eq!(
+        summary.current_period_end,
+        sub["current_period_end"].as_i64()
+    );
     let t = tenant(&s.stack, &tnt).await;
     assert_eq!(t.stripe_customer_id.as_deref(), Some(cus.as_str()));
     assert_eq!(t.balance_minor, 0, "a subscription payment is not credit");

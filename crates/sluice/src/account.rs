@@ -226,9 +226,7 @@ impl LedgerEntry {
                 .unwrap_or_default()
                 .to_owned(),
             created_at,
-            stripe_event_id: item
-                .get_s(ledger_attr::STRIPE_EVENT_ID)
-                .map(String::from),
+            stripe_event_id: item.get_s(ledger_attr::STRIPE_EVENT_ID).map(String::from),
             created_ms: item
                 .get_i64(ledger_attr::CREATED_MS)
                 .unwrap_or(created_at * 1000),

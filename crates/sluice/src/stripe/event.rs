@@ -393,8 +393,9 @@ fn amount_received(pi: &Map<String, Value>) -> Result<i64, String> {
         );
     }
     captured.try_fold(0i64, |sum, a| {
-        a.and_then(|a| sum.checked_add(a))
-            .ok_or_else(|| "`charges.data[].amount` is missing or not a non-negative integer".to_owned())
+        a.and_then(|a| sum.checked_add(a)).ok_or_else(|| {
+            "`charges.data[].amount` is missing or not a non-negative integer".to_owned()
+        })
     })
 }
 
@@ -781,7 +782,11 @@ mod tests {
         let Handling::Handled(p) = plan(&old).unwrap() else {
             panic!("handled")
         };
-        assert_eq!(p, handled("payment_intent.succeeded.credits"), "same effect as Stripe's");
+        assert_eq!(
+            *p,
+            handled("payment_intent.succeeded.credits"),
+            "same effect as Stripe's"
+        );
     }
 
     #[test]
@@ -789,7 +794,11 @@ mod tests {
         let none = edited("payment_intent.succeeded.credits", |o| {
             o.remove("amount_received");
         });
-        assert!(plan(&none).unwrap_err().contains("`amount_received` is missing"));
+        assert!(
+            plan(&none)
+                .unwrap_err()
+                .contains("`amount_received` is missing")
+        );
         let uncaptured = edited("payment_intent.succeeded.credits", |o| {
             o.remove("amount_received");
             o.insert(
@@ -798,7 +807,10 @@ mod tests {
             );
         });
         let err = plan(&uncaptured).unwrap_err();
-        assert!(err.contains("`amount_received`") && err.contains("no captured charge"), "{err}");
+        assert!(
+            err.contains("`amount_received`") && err.contains("no captured charge"),
+            "{err}"
+        );
         let garbled = edited("payment_intent.succeeded.credits", |o| {
             o.remove("amount_received");
             o.insert(
@@ -806,7 +818,11 @@ mod tests {
                 json!({"data": [{"amount": "lots", "captured": true, "paid": true}]}),
             );
         });
-        assert!(plan(&garbled).unwrap_err().contains("`charges.data[].amount`"));
+        assert!(
+            plan(&garbled)
+                .unwrap_err()
+                .contains("`charges.data[].amount`")
+        );
     }
 
     #[test]

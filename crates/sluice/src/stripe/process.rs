@@ -947,13 +947,16 @@ impl<'a> Processor<'a> {
         // Twice at most: a first write may find the event stored meanwhile (then conditioned on
         // what it found).
         for _ in 0..2 {
-            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), EventStatus::Failed);
+            let mut item =
+                self.event_item(event, raw, received_ms, prior.as_ref(), EventStatus::Failed);
             item.insert(attr::ERROR.into(), s(&error));
             let mut items = vec![self.event_put(item, prior.as_ref())];
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
                 None => stats.event_received(&event.event_type, EventStatus::Failed.as_str()),
-                Some(p) => stats.event_status_changed(p.status.as_str(), EventStatus::Failed.as_str()),
+                Some(p) => {
+                    stats.event_status_changed(p.status.as_str(), EventStatus::Failed.as_str())
+                }
             };
             if !stats.is_empty() {
                 items.push(stats.to_transact_item(self.table));

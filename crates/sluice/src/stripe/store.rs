@@ -450,7 +450,10 @@ mod status_tests {
             assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
         }
         assert_eq!(EventStatus::parse("done"), None);
-        let finals: Vec<_> = EventStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
+        let finals: Vec<_> = EventStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
         assert_eq!(finals, [EventStatus::Processed, EventStatus::Ignored]);
     }
 }
