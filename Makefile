@@ -1,5 +1,5 @@
 # The two commands of a fresh machine: `make dev` runs the whole stack on 127.0.0.1,
-# `make test` runs every test. Both install what they need (moto into .venv) on first use.
+# `make test` runs every test. Both install what they need (moto, and localstripe for the tests, into .venv) on first use.
 .PHONY: dev test lint ci trigger receive bench
 
 CARGO ?= cargo
@@ -12,7 +12,7 @@ dev:
 # against their policies in template.yaml, both ways (crates/sluice-local/src/iam.rs).
 AWS_OPS_DIR := $(CURDIR)/target/aws-ops
 test:
-	infra/bootstrap.sh moto
+	infra/bootstrap.sh moto localstripe
 	rm -rf $(AWS_OPS_DIR)
 	SLUICE_AWS_OPS_DIR=$(AWS_OPS_DIR) $(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p sluice-local --bin sluice-local -- iam-check $(AWS_OPS_DIR)

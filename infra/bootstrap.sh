@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent installer of the project's tools into project-local directories.
 #
-#   infra/bootstrap.sh [moto|lambda|sam|all|rust-components]...   (no argument = all)
+#   infra/bootstrap.sh [moto|localstripe|lambda|sam|all|rust-components]...   (no argument = all)
 #
 #   moto             moto[server] + waitress -> the local AWS emulator, infra/emulator.py
+#   localstripe      localstripe (a stateful fake Stripe) -> the tests' Stripe, infra/localstripe_server.py
 #   lambda           cargo-lambda (+ ziglang) -> .venv/bin/cargo-lambda ("cargo lambda" once .venv/bin is on PATH)
 #   sam              aws-sam-cli + cfn-lint  -> .venv/bin/sam, .venv/bin/cfn-lint
-#   all              the three above
+#   all              the four above
 #   rust-components  rustup component add rustfmt clippy (only if missing)
 #
 # Everything Python lives in one virtualenv, <repo>/.venv, created with `uv venv` from the
@@ -18,6 +19,7 @@
 # Cold timings (2 cores, empty uv cache, packages from PyPI), measured 2026-11:
 #   uv venv          ~0.1 s
 #   moto             ~3 s
+#   localstripe      ~1 s   (aiohttp, python-dateutil)
 #   lambda           ~3 s   (cargo-lambda wheel 14 MB + ziglang wheel ~50 MB)
 #   sam              ~8 s   (aws-sam-cli + cfn-lint, ~100 packages)
 #   all (fresh)      ~12 s; with a warm uv cache ~2 s; nothing to do: ~0.05 s
@@ -26,6 +28,8 @@ set -euo pipefail
 MOTO_VERSION=5.2.5
 # moto is served by waitress (keep-alive HTTP/1.1), see infra/emulator.py.
 WAITRESS_VERSION=3.0.2
+# A fake Stripe for the integration tests (tests/it/localstripe.rs); objects shaped like API 2017-08-15.
+LOCALSTRIPE_VERSION=1.15.10
 CARGO_LAMBDA_VERSION=1.9.2
 # cargo-lambda only asks for ziglang>=0.10; pin the zig it was verified with (cross builds via zig).
 ZIGLANG_VERSION=0.15.2
@@ -39,21 +43,22 @@ export UV_PYTHON_DOWNLOADS=never
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
-want_moto=0 want_lambda=0 want_sam=0 want_rust=0
+want_moto=0 want_localstripe=0 want_lambda=0 want_sam=0 want_rust=0
 [ "$#" -eq 0 ] && set -- all
 for arg in "$@"; do
     case "$arg" in
         moto) want_moto=1 ;;
+        localstripe) want_localstripe=1 ;;
         lambda) want_lambda=1 ;;
         sam) want_sam=1 ;;
-        all) want_moto=1 want_lambda=1 want_sam=1 ;;
+        all) want_moto=1 want_localstripe=1 want_lambda=1 want_sam=1 ;;
         rust-components) want_rust=1 ;;
         -h | --help)
-            sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            log "unknown component '$arg' (expected moto, lambda, sam, all or rust-components)"
+            log "unknown component '$arg' (expected moto, localstripe, lambda, sam, all or rust-components)"
             exit 2
             ;;
     esac
@@ -94,6 +99,7 @@ EOF
 compute_todo() {
     local args=()
     [ "$want_moto" = 1 ] && args+=("moto[server]==$MOTO_VERSION" moto_server "flask-cors==*" "" "waitress==$WAITRESS_VERSION" waitress-serve)
+    [ "$want_localstripe" = 1 ] && args+=("localstripe==$LOCALSTRIPE_VERSION" localstripe)
     [ "$want_lambda" = 1 ] && args+=("cargo-lambda==$CARGO_LAMBDA_VERSION" cargo-lambda "ziglang==$ZIGLANG_VERSION" "")
     [ "$want_sam" = 1 ] && args+=("aws-sam-cli==$SAM_CLI_VERSION" sam "cfn-lint==$CFN_LINT_VERSION" cfn-lint)
     [ "${#args[@]}" -eq 0 ] && return 0
@@ -113,7 +119,7 @@ ensure_uv() {
 }
 
 python_todo=""
-if [ "$want_moto$want_lambda$want_sam" != "000" ]; then
+if [ "$want_moto$want_localstripe$want_lambda$want_sam" != "0000" ]; then
     python_todo="$(compute_todo)"
     # "flask-cors==*" is a presence probe for moto's [server] extra, never installed by itself.
     python_todo="${python_todo//flask-cors==\* /moto[server]==$MOTO_VERSION }"

@@ -9,6 +9,7 @@ mod support;
 mod egress;
 mod fanout;
 mod idempotency;
+mod localstripe;
 mod platform;
 mod refusals;
 mod sealing;

@@ -1073,3 +1073,58 @@ async fn the_trigger_command_signs_a_fixture_and_posts_it_to_the_running_stack()
     let _ = stop.send(true);
     let _ = server.await;
 }
+
+#[tokio::test]
+async fn a_redelivered_event_whose_item_was_cleaned_up_is_processed_without_a_second_notification()
+{
+    // GIVEN events processed once, each with its notification published …
+    let stack = Stack::new().await;
+    let (tnt, _) = stack.create_tenant("Cleanup Co").await;
+    let f = |name: &str| fixture(name, &tnt);
+    let story = [
+        ("checkout.session.completed.payment", "evt_fixture0001"),
+        ("customer.subscription.created", "evt_fixture0004"),
+        ("invoice.payment_failed", "evt_fixture0008"),
+    ];
+    for (name, _) in story {
+        deliver_ok(&stack, f(name), "processed").await;
+    }
+    let notices_before = notifications(&stack, &tnt).await;
+    assert_eq!(notices_before.len(), 3, "{notices_before:?}");
+    // … AND their event items removed (as `/admin/cleanup` or retention does), the notifications
+    // and the money items kept.
+    for (_, id) in story {
+        assert_eq!(stored_event(&stack, id).await.get_s("id"), Some(id));
+        stack
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(table_name(&stack))
+            .set_key(Some(table::key(table::stripe_event_pk(id), "EVENT")))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // WHEN Stripe delivers them again THEN each is processed (200), …
+    for (name, id) in story {
+        let v = deliver_ok(&stack, f(name), "processed").await;
+        assert_eq!(v["id"], id);
+        let stored = stored_event(&stack, id).await;
+        assert_eq!(stored.get_s("status"), Some("processed"));
+        // … naming the notification its first delivery published, …
+        assert_eq!(stored.get_string_list("notifications").len(), 1, "{id}");
+    }
+    // … no notification is published twice, and the money stays credited once.
+    let mut after = notifications(&stack, &tnt).await;
+    let mut before = notices_before;
+    after.sort();
+    before.sort();
+    assert_eq!(after, before);
+    assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
+    assert_eq!(ledger(&stack, &tnt).await.len(), 1);
+    assert_eq!(
+        tenant(&stack, &tnt).await.subscription.unwrap().status,
+        "past_due"
+    );
+}

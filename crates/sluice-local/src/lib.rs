@@ -3,6 +3,7 @@
 //! - [`iam`]: what each function's AWS requests need against what `template.yaml` grants.
 //! - [`monitoring`]: the template's alarms and dashboard against the metrics the code emits.
 //! - [`emulator`]: moto's server as a child process on 127.0.0.1, installed on first use.
+//! - [`localstripe`]: a stateful fake Stripe as a child process, for the tests.
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
@@ -15,6 +16,7 @@ pub mod dev;
 pub mod emulator;
 pub mod iam;
 pub mod monitoring;
+pub mod localstripe;
 pub mod poller;
 pub mod provision;
 pub mod receiver;

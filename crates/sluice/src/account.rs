@@ -3,9 +3,11 @@
 //! Balances are integers in minor units on the tenant item ([`crate::tenants::attr`]); every
 //! change of a balance writes a ledger entry in the same transaction.
 //!
-//! - **Credit** (a Stripe top-up): [`credit_items`] — for the caller's own transaction (Stripe
-//!   ingress commits an event's effects in one transaction). A top-up also resets the month's
-//!   budget alert flags.
+//! - **Credit** (a Stripe top-up): [`credit_clauses`] — the one balance expression, which
+//!   Stripe ingress gathers into its own tenant update (it commits an event's effects in one
+//!   transaction), and [`credit_items`] wraps as a standalone update. A top-up also resets the
+//!   month's budget alert flags. Every entry, Stripe's included, is a [`LedgerEntry`]
+//!   ([`LedgerEntry::from_stripe`], [`LedgerEntry::debit`]).
 //! - **Debit** (`POST /v1/usage`): [`debit`] — one `TransactWriteItems` holding the conditional
 //!   balance update, the ledger entry and (for idempotent requests) the completion of the
 //!   idempotency record. A short balance cancels the transaction: `402`, nothing debited.
@@ -28,9 +30,11 @@
 //! go into that same transaction as [`fanout::Deferred`] items. The headrooms do not depend on
 //! the flags, so a writer that resets the flags (a top-up) need not know about them.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::{
     Client,
-    types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
+    types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
 };
 use axum::body::Body;
 use http::Response;
@@ -63,6 +67,7 @@ pub mod ledger_attr {
     pub const SOURCE: &str = "source";
     pub const CREATED_AT: &str = "created_at";
     pub const CREATED_MS: &str = "created_ms";
+    pub const STRIPE_EVENT_ID: &str = "stripe_event_id";
 }
 
 /// Event types published to the tenant's endpoints.
@@ -123,6 +128,9 @@ pub struct LedgerEntry {
     pub source: String,
     /// Epoch seconds.
     pub created_at: i64,
+    /// The Stripe event that recorded it (credits and payments from Stripe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_event_id: Option<String>,
     #[serde(skip)]
     created_ms: i64,
 }
@@ -145,7 +153,31 @@ impl LedgerEntry {
             description: description.map(String::from),
             source: source.to_owned(),
             created_at: created_ms / 1000,
+            stripe_event_id: None,
             created_ms,
+        }
+    }
+
+    /// Credits or a payment that a Stripe object (`pi_…`, `in_…`: the entry's `source`) carries,
+    /// recorded by the Stripe event `event_id`.
+    pub fn from_stripe(
+        kind: LedgerKind,
+        amount_minor: i64,
+        currency: &str,
+        description: &str,
+        object_id: &str,
+        event_id: &str,
+    ) -> Self {
+        debug_assert!(kind != LedgerKind::Debit && amount_minor > 0);
+        LedgerEntry {
+            stripe_event_id: Some(event_id.to_owned()),
+            ..Self::new(
+                kind,
+                amount_minor,
+                Some(currency),
+                Some(description),
+                object_id,
+            )
         }
     }
 
@@ -174,6 +206,9 @@ impl LedgerEntry {
         if let Some(description) = &self.description {
             item.insert(ledger_attr::DESCRIPTION.into(), s(description));
         }
+        if let Some(event_id) = &self.stripe_event_id {
+            item.insert(ledger_attr::STRIPE_EVENT_ID.into(), s(event_id));
+        }
         item
     }
 
@@ -191,6 +226,7 @@ impl LedgerEntry {
                 .unwrap_or_default()
                 .to_owned(),
             created_at,
+            stripe_event_id: item.get_s(ledger_attr::STRIPE_EVENT_ID).map(String::from),
             created_ms: item
                 .get_i64(ledger_attr::CREATED_MS)
                 .unwrap_or(created_at * 1000),
@@ -209,29 +245,97 @@ impl LedgerEntry {
     }
 }
 
-/// The writes that credit a top-up to a tenant, for the caller's transaction: the balance rises
-/// by `entry.amount_minor` (> 0, kind [`LedgerKind::Credit`]), the entry is written, and the
-/// month's budget alert flags are reset (a top-up re-arms the alerts). The tenant update fails
-/// its condition if the tenant does not exist. Exactly-once is the caller's business (Stripe
-/// ingress keys the credit by its payment with a `MONEY#` item in the same transaction).
+/// Placeholders of one DynamoDB expression: each call names an attribute or a value and returns
+/// the placeholder to write in the expression. Lets writers that gather several effects on the
+/// tenant item in one `Update` (Stripe ingress) share [`credit_clauses`] with [`credit_items`].
+pub trait Placeholders {
+    /// `#…` for an attribute name.
+    fn name(&mut self, attribute: &str) -> String;
+    /// `:…` for a value.
+    fn value(&mut self, value: AttributeValue) -> String;
+}
+
+/// What a credit does to the tenant item, as expression clauses (placeholders from the caller).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TenantClauses {
+    /// `SET` clauses.
+    pub set: Vec<String>,
+    /// Attribute placeholders to `REMOVE`.
+    pub remove: Vec<String>,
+    /// Conditions, all of which must hold.
+    pub conditions: Vec<String>,
+}
+
+/// The one expression of a credit: the balance rises by `entry.amount_minor` (> 0, kind
+/// [`LedgerKind::Credit`]), the month's budget alert flags are reset (a top-up re-arms the
+/// alerts), and the tenant's currency, if it has one, must be the entry's.
+pub fn credit_clauses(p: &mut impl Placeholders, entry: &LedgerEntry) -> TenantClauses {
+    debug_assert!(entry.amount_minor > 0 && entry.kind == LedgerKind::Credit);
+    let bal = p.name(attr::BALANCE_MINOR);
+    let zero = p.value(n(0));
+    let amt = p.value(n(entry.amount_minor));
+    let mut clauses = TenantClauses {
+        set: vec![format!("{bal} = if_not_exists({bal}, {zero}) + {amt}")],
+        remove: vec![
+            p.name(attr::BUDGET_WARNING_SENT),
+            p.name(attr::BUDGET_EXCEEDED_SENT),
+        ],
+        conditions: Vec::new(),
+    };
+    if let Some(currency) = &entry.currency {
+        let cur = p.name(attr::CURRENCY);
+        let cv = p.value(s(currency));
+        clauses
+            .conditions
+            .push(format!("(attribute_not_exists({cur}) OR {cur} = {cv})"));
+    }
+    clauses
+}
+
+/// Placeholders numbered in order of use.
+#[derive(Debug, Default)]
+struct Numbered {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Placeholders for Numbered {
+    fn name(&mut self, attribute: &str) -> String {
+        let key = format!("#n{}", self.names.len());
+        self.names.insert(key.clone(), attribute.to_owned());
+        key
+    }
+    fn value(&mut self, value: AttributeValue) -> String {
+        let key = format!(":v{}", self.values.len());
+        self.values.insert(key.clone(), value);
+        key
+    }
+}
+
+/// The writes that credit a top-up to a tenant, for the caller's transaction: the tenant update
+/// of [`credit_clauses`] (failing its condition if the tenant does not exist) and the entry.
+/// Exactly-once is the caller's business (Stripe ingress keys the credit by its payment with a
+/// `MONEY#` item in the same transaction, and gathers the clauses into its own tenant update).
 pub fn credit_items(
     table_name: &str,
     tenant_id: &str,
     entry: &LedgerEntry,
 ) -> [TransactWriteItem; 2] {
-    debug_assert!(entry.amount_minor > 0 && entry.kind == LedgerKind::Credit);
+    let mut p = Numbered::default();
+    let clauses = credit_clauses(&mut p, entry);
+    let mut conditions = vec!["attribute_exists(pk)".to_owned()];
+    conditions.extend(clauses.conditions);
     let update = Update::builder()
         .table_name(table_name)
         .set_key(Some(tenant_key(tenant_id)))
         .update_expression(format!(
-            "SET #bal = if_not_exists(#bal, :zero) + :amt REMOVE {}, {}",
-            attr::BUDGET_WARNING_SENT,
-            attr::BUDGET_EXCEEDED_SENT
+            "SET {} REMOVE {}",
+            clauses.set.join(", "),
+            clauses.remove.join(", ")
         ))
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
-        .expression_attribute_values(":amt", n(entry.amount_minor))
-        .expression_attribute_values(":zero", n(0))
+        .condition_expression(conditions.join(" AND "))
+        .set_expression_attribute_names(Some(p.names))
+        .set_expression_attribute_values(Some(p.values))
         .build()
         .expect("table, key and expression set");
     [
@@ -846,5 +950,36 @@ mod tests {
         assert_eq!(decode_cursor(&c).unwrap(), e.sk());
         assert!(decode_cursor(&encode_cursor("ENDPOINT#ep_x")).is_err());
         assert!(decode_cursor("%%%").is_err());
+    }
+
+    #[test]
+    fn one_credit_expression_raises_the_balance_rearms_alerts_and_checks_the_currency() {
+        let entry = LedgerEntry::from_stripe(
+            LedgerKind::Credit,
+            2500,
+            "usd",
+            "Credits purchased",
+            "pi_1",
+            "evt_1",
+        );
+        assert_eq!(entry.source, "pi_1");
+        let mut p = Numbered::default();
+        let c = credit_clauses(&mut p, &entry);
+        assert_eq!(c.set, ["#n0 = if_not_exists(#n0, :v0) + :v1"]);
+        assert_eq!(p.names["#n0"], attr::BALANCE_MINOR);
+        assert_eq!(p.values[":v1"], n(2500));
+        let removed: Vec<&str> = c.remove.iter().map(|r| p.names[r].as_str()).collect();
+        assert_eq!(
+            removed,
+            [attr::BUDGET_WARNING_SENT, attr::BUDGET_EXCEEDED_SENT]
+        );
+        assert_eq!(c.conditions, ["(attribute_not_exists(#n3) OR #n3 = :v2)"]);
+        assert_eq!(p.values[":v2"], s("usd"));
+        // The Stripe entry keeps its event, and round-trips like any other.
+        let item = entry.to_item("tnt_a");
+        assert_eq!(item.get_s(ledger_attr::STRIPE_EVENT_ID), Some("evt_1"));
+        assert_eq!(item.get_s(ledger_attr::KIND), Some("credit"));
+        assert!(item.get_i64(ledger_attr::CREATED_MS).is_some());
+        assert_eq!(LedgerEntry::from_item(&item), Some(entry));
     }
 }

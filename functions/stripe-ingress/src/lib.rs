@@ -121,7 +121,7 @@ async fn handle(
 
     let outcome = state.processor().ingest(&event, &raw).await?;
     let status = match &outcome {
-        Outcome::Done { status, .. } => status,
+        Outcome::Done { status, .. } => status.as_str(),
         Outcome::Duplicate { .. } => "duplicate",
         Outcome::Failed { .. } => sluice::stripe::store::status::FAILED,
     };

@@ -347,7 +347,7 @@ fn payment_intent(event: &StripeEvent) -> Result<Handling, String> {
         ));
     }
     let id = str_of(pi, "id").ok_or("the payment intent has no `id`")?;
-    let received = amount(pi, "amount_received")?;
+    let received = amount_received(pi)?;
     if received == 0 {
         return Ok(Handling::Ignored("payment intent received nothing"));
     }
@@ -358,6 +358,57 @@ fn payment_intent(event: &StripeEvent) -> Result<Handling, String> {
             currency: currency(pi)?,
             description: format!("Credits purchased (PaymentIntent {id})"),
         }),
+        ..Plan::default()
+    })))
+}
+
+/// What a succeeded payment intent received: `amount_received`, or, in API versions before it
+/// existed (e.g. 2017-08-15, as localstripe writes them), the sum of its captured, paid charges
+/// (`charges.data`). Neither present: `Err` naming the field, never a guess from `amount`.
+fn amount_received(pi: &Map<String, Value>) -> Result<i64, String> {
+    if pi.contains_key("amount_received") {
+        return amount(pi, "amount_received");
+    }
+    let charges = pi
+        .get("charges")
+        .and_then(|c| c.get("data"))
+        .and_then(Value::as_array)
+        .ok_or("`amount_received` is missing (and there is no `charges.data` to sum)")?;
+    let mut captured = charges
+        .iter()
+        .filter(|c| {
+            c.get("captured").and_then(Value::as_bool) == Some(true)
+                && c.get("paid").and_then(Value::as_bool) == Some(true)
+        })
+        .map(|c| {
+            let charged = c.get("amount").and_then(Value::as_i64).filter(|a| *a >= 0);
+            // A charge captured for less than it authorized says so in `amount_captured`.
+            let captured = c.get("amount_captured").and_then(Value::as_i64);
+            captured.or(charged)
+        })
+        .peekable();
+    if captured.peek().is_none() {
+        return Err(
+            "`amount_received` is missing and `charges.data` has no captured charge".to_owned(),
+        );
+    }
+    captured.try_fold(0i64, |sum, a| {
+        a.and_then(|a| sum.checked_add(a)).ok_or_else(|| {
+            "`charges.data[].amount` is missing or not a non-negative integer".to_owned()
+        })
+    })
+}
+
+/// A customer whose `metadata.tenant_id` names a tenant (a customer created for the tenant, e.g.
+/// through the API rather than a checkout) is linked to it as a completed checkout links its
+/// customer, so its invoices, which carry only the customer, find the tenant.
+fn customer(event: &StripeEvent) -> Result<Handling, String> {
+    if !matches!(event.tenant_ref(), TenantRef::Tenant(_)) {
+        return Ok(Handling::Ignored("customer without metadata.tenant_id"));
+    }
+    let id = str_of(&event.object, "id").ok_or("the customer has no `id`")?;
+    Ok(Handling::Handled(Box::new(Plan {
+        link_customer: Some(id.to_owned()),
         ..Plan::default()
     })))
 }
@@ -486,6 +537,7 @@ pub fn plan(event: &StripeEvent) -> Result<Handling, String> {
             checkout(event)
         }
         "payment_intent.succeeded" => payment_intent(event),
+        "customer.created" | "customer.updated" => customer(event),
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted" => subscription(event),
@@ -705,5 +757,107 @@ mod tests {
         assert!(status_rank("active") < status_rank("past_due"));
         assert!(status_rank("past_due") < status_rank("unpaid"));
         assert!(status_rank("unpaid") < status_rank("canceled"));
+    }
+
+    /// A fixture's event with its object edited.
+    fn edited(name: &str, edit: impl FnOnce(&mut Map<String, Value>)) -> StripeEvent {
+        let mut e = fixture(name);
+        edit(&mut e.object);
+        e
+    }
+
+    #[test]
+    fn a_payment_intent_of_an_older_api_version_credits_its_captured_charges() {
+        // As localstripe (API 2017-08-15) writes it: no `amount_received`, the charge inline.
+        let old = edited("payment_intent.succeeded.credits", |o| {
+            o.remove("amount_received");
+            o.insert(
+                "charges".into(),
+                json!({"object": "list", "data": [
+                    {"id": "ch_1", "amount": 2500, "captured": true, "paid": true, "status": "succeeded"},
+                    {"id": "ch_0", "amount": 2500, "captured": false, "paid": false, "status": "failed"}
+                ]}),
+            );
+        });
+        let Handling::Handled(p) = plan(&old).unwrap() else {
+            panic!("handled")
+        };
+        assert_eq!(
+            *p,
+            handled("payment_intent.succeeded.credits"),
+            "same effect as Stripe's"
+        );
+    }
+
+    #[test]
+    fn a_payment_intent_without_any_received_amount_fails_naming_the_field() {
+        let none = edited("payment_intent.succeeded.credits", |o| {
+            o.remove("amount_received");
+        });
+        assert!(
+            plan(&none)
+                .unwrap_err()
+                .contains("`amount_received` is missing")
+        );
+        let uncaptured = edited("payment_intent.succeeded.credits", |o| {
+            o.remove("amount_received");
+            o.insert(
+                "charges".into(),
+                json!({"data": [{"amount": 2500, "captured": false, "paid": true}]}),
+            );
+        });
+        let err = plan(&uncaptured).unwrap_err();
+        assert!(
+            err.contains("`amount_received`") && err.contains("no captured charge"),
+            "{err}"
+        );
+        let garbled = edited("payment_intent.succeeded.credits", |o| {
+            o.remove("amount_received");
+            o.insert(
+                "charges".into(),
+                json!({"data": [{"amount": "lots", "captured": true, "paid": true}]}),
+            );
+        });
+        assert!(
+            plan(&garbled)
+                .unwrap_err()
+                .contains("`charges.data[].amount`")
+        );
+    }
+
+    #[test]
+    fn a_customer_naming_its_tenant_is_linked_and_others_are_ignored() {
+        let body = |metadata: Value| {
+            json!({
+                "id": "evt_cus1", "object": "event", "type": "customer.created", "created": 1,
+                "data": {"object": {"id": "cus_1", "object": "customer", "metadata": metadata}}
+            })
+            .to_string()
+        };
+        let named = decode(body(json!({"tenant_id": "tnt_a"})).as_bytes()).unwrap();
+        assert_eq!(named.tenant_ref(), TenantRef::Tenant("tnt_a".into()));
+        let Handling::Handled(p) = plan(&named).unwrap() else {
+            panic!("handled")
+        };
+        assert_eq!(p.link_customer.as_deref(), Some("cus_1"));
+        assert_eq!(p.notices, []);
+        let anonymous = decode(body(json!({})).as_bytes()).unwrap();
+        assert!(matches!(plan(&anonymous).unwrap(), Handling::Ignored(_)));
+    }
+
+    #[test]
+    fn a_subscription_or_invoice_missing_what_sluice_needs_fails_naming_it() {
+        let sub = edited("customer.subscription.updated", |o| {
+            o.remove("status");
+        });
+        assert!(plan(&sub).unwrap_err().contains("`status`"));
+        let inv = edited("invoice.paid", |o| {
+            o.remove("amount_paid");
+        });
+        assert!(plan(&inv).unwrap_err().contains("`amount_paid`"));
+        let inv = edited("invoice.paid", |o| {
+            o.remove("currency");
+        });
+        assert!(plan(&inv).unwrap_err().contains("`currency`"));
     }
 }

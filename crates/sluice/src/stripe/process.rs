@@ -17,6 +17,9 @@
 //! - the tenant item: must exist (else the event is `failed`: "tenant not found"), must be in the
 //!   payment's currency for a credit, and its subscription summary follows one subscription
 //!   (the current one, or a new one once the current is canceled).
+//! - a notification's derived id (`fanout::Deferred::derived`) already stored: an earlier
+//!   delivery of this event published it and its event item was removed since (cleanup,
+//!   retention); the event is processed without publishing it again.
 //! - `CUSTOMER#{cus}`: linked to one tenant only. An unmatched event's transaction marks the
 //!   not-yet-linked customer as awaited (`waiting`, conditioned on no link), so an event can never
 //!   wait for a link that already exists, and the checkout whose link finds the mark (its first
@@ -43,10 +46,11 @@ use serde_json::json;
 
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
-    store::{self, attr, status},
+    store::{self, EventStatus, attr},
 };
 use crate::{
     ApiError,
+    account::{self, LedgerEntry, LedgerKind, Placeholders, TenantClauses},
     aws::AwsClients,
     clock,
     fanout::Deferred,
@@ -67,11 +71,11 @@ const MAX_ROUNDS: usize = 8;
 pub enum Outcome {
     /// Stored (or moved) with `status` by this call.
     Done {
-        status: &'static str,
+        status: EventStatus,
         note: Option<String>,
     },
     /// Already stored with a final status; nothing changed.
-    Duplicate { status: String },
+    Duplicate { status: EventStatus },
     /// Processing failed: stored `failed` with `error` (Stripe's retry, or an operator's, runs it
     /// again).
     Failed { error: String },
@@ -90,7 +94,7 @@ pub struct Processor<'a> {
 /// The stored state of an event being processed again.
 #[derive(Clone, Debug)]
 struct Prior {
-    status: String,
+    status: EventStatus,
     attempts: i64,
     received_ms: i64,
     waiting: Option<(String, String)>,
@@ -99,10 +103,7 @@ struct Prior {
 impl Prior {
     fn from_item(item: &Item) -> Prior {
         Prior {
-            status: item
-                .get_s(attr::STATUS)
-                .unwrap_or(status::RECEIVED)
-                .to_owned(),
+            status: EventStatus::of_item(item),
             attempts: item.get_i64(attr::ATTEMPTS).unwrap_or(0),
             received_ms: item
                 .get_i64(attr::RECEIVED_MS)
@@ -150,6 +151,9 @@ enum OnFail {
     /// The customer link: linked to another tenant → failed; events waiting for it → link
     /// anyway, then process them.
     Link(String),
+    /// A notification whose derived id exists: an earlier delivery of this event published it
+    /// (its event item was removed since, by cleanup or retention). Leave it out and send again.
+    Published(&'static str),
 }
 
 /// Names and values of one expression.
@@ -159,7 +163,7 @@ struct Expr {
     values: HashMap<String, AttributeValue>,
 }
 
-impl Expr {
+impl Placeholders for Expr {
     fn name(&mut self, attribute: &str) -> String {
         let key = format!(
             "#{}",
@@ -202,6 +206,12 @@ impl UpdateBuilder {
     }
     fn is_empty(&self) -> bool {
         self.sets.is_empty() && self.removes.is_empty()
+    }
+    /// Adds clauses whose placeholders came from this builder's `expr`.
+    fn merge(&mut self, clauses: TenantClauses) {
+        self.sets.extend(clauses.set);
+        self.removes.extend(clauses.remove);
+        self.conditions.extend(clauses.conditions);
     }
     fn build(self, table_name: &str, key: Item) -> TransactWriteItem {
         let mut expression = String::new();
@@ -375,8 +385,8 @@ impl<'a> Processor<'a> {
         let Some(item) = store::get_item(&self.aws.dynamodb, self.table, event_id).await? else {
             return Ok(None);
         };
-        let current = item.get_s(attr::STATUS).unwrap_or_default().to_owned();
-        if status::is_final(&current) {
+        let current = EventStatus::of_item(&item);
+        if current.is_final() {
             if let Some(customer) = item.get_s(attr::LINKED_CUSTOMER) {
                 self.drain(customer).await?;
             }
@@ -422,7 +432,7 @@ impl<'a> Processor<'a> {
                 let stored = store::get_item(db, self.table, event_id).await?;
                 let still_waiting = stored.as_ref().and_then(|item| {
                     let prior = Prior::from_item(item);
-                    (prior.status == status::UNMATCHED).then_some((item, prior))
+                    (prior.status == EventStatus::Unmatched).then_some((item, prior))
                 });
                 match still_waiting {
                     Some((item, prior)) => {
@@ -546,6 +556,8 @@ impl<'a> Processor<'a> {
         let mut read: Option<PreRead> = None;
         // Outbound events already announced on the queue: a later round reuses them.
         let mut enqueued: Vec<String> = Vec::new();
+        // Notifications found already stored: published by an earlier delivery of this event.
+        let mut published: Vec<&'static str> = Vec::new();
 
         for _round in 0..MAX_ROUNDS {
             let customer_to_read = match (&tenant_ref, plan) {
@@ -607,11 +619,11 @@ impl<'a> Processor<'a> {
             let new_status = match (&handling, resolved) {
                 (Handling::Ignored(reason), _) => {
                     notes.push((*reason).to_owned());
-                    status::IGNORED
+                    EventStatus::Ignored
                 }
                 (_, Some(Resolved::Nobody)) => {
                     notes.push("the event names no tenant and no customer".to_owned());
-                    status::UNMATCHED
+                    EventStatus::Unmatched
                 }
                 (_, Some(Resolved::Waiting(customer))) => {
                     let sk = prior
@@ -650,7 +662,7 @@ impl<'a> Processor<'a> {
                     notes.push(format!(
                         "waiting for customer {customer} to be linked to a tenant"
                     ));
-                    status::UNMATCHED
+                    EventStatus::Unmatched
                 }
                 (Handling::Handled(plan), Some(Resolved::Tenant(tenant))) => {
                     linked = self.effects(
@@ -664,7 +676,7 @@ impl<'a> Processor<'a> {
                         &mut notices,
                     );
                     tenant_id = Some(tenant);
-                    status::PROCESSED
+                    EventStatus::Processed
                 }
                 (Handling::Handled(_), None) => unreachable!("a handled event is resolved"),
             };
@@ -673,18 +685,29 @@ impl<'a> Processor<'a> {
             // from the Stripe event, so a redelivery's message names the notification the first
             // delivery committed; only a transaction that never commits leaves a message pointing
             // at nothing (egress drops it after a grace period).
-            let mut notification_ids = Vec::new();
+            // Those found already stored are named on the event item, not written again.
+            let mut notification_ids: Vec<String> = published
+                .iter()
+                .filter_map(|t| deferred.get(t))
+                .map(|d| d.event.id.clone())
+                .collect();
             if let Some(tenant) = &tenant_id {
                 for notice in notices {
+                    if published.contains(&notice.event_type) {
+                        continue;
+                    }
                     let d = deferred.entry(notice.event_type).or_insert_with(|| {
                         Deferred::derived(tenant, notice.event_type, notice.data.clone(), &event.id)
                     });
-                    tx.push(d.transact_item(self.table), OnFail::Reresolve);
+                    notification_ids.push(d.event.id.clone());
+                    tx.push(
+                        d.transact_item(self.table),
+                        OnFail::Published(notice.event_type),
+                    );
                     if !enqueued.contains(&d.event.id) {
                         d.enqueue(&self.aws.sqs, self.queue_url).await?;
                         enqueued.push(d.event.id.clone());
                     }
-                    notification_ids.push(d.event.id.clone());
                 }
             }
 
@@ -700,8 +723,8 @@ impl<'a> Processor<'a> {
 
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
-                None => stats.event_received(&event.event_type, new_status),
-                Some(p) => stats.event_status_changed(&p.status, new_status),
+                None => stats.event_received(&event.event_type, new_status.as_str()),
+                Some(p) => stats.event_status_changed(p.status.as_str(), new_status.as_str()),
             };
             if !stats.is_empty() {
                 tx.push(stats.to_transact_item(self.table), OnFail::Reresolve);
@@ -738,7 +761,7 @@ impl<'a> Processor<'a> {
                 .await;
             let err = match result {
                 Ok(_) => {
-                    tracing::info!(stripe_event_id = %event.id, event_type = %event.event_type, status = new_status, "stripe event stored");
+                    tracing::info!(stripe_event_id = %event.id, event_type = %event.event_type, status = %new_status, "stripe event stored");
                     return Ok((
                         Outcome::Done {
                             status: new_status,
@@ -803,6 +826,7 @@ impl<'a> Processor<'a> {
                                 Flag::CheckoutSubKnown => flags.checkout_sub_known = true,
                             },
                             OnFail::Reresolve => read = None,
+                            OnFail::Published(event_type) => published.push(event_type),
                             OnFail::Link(customer) => match old.get_s("tenant_id") {
                                 Some(other) if Some(other) != tenant_id.as_deref() => {
                                     fatal = Some(format!(
@@ -834,12 +858,10 @@ impl<'a> Processor<'a> {
     /// linked, whose waiting events the caller processes again in case an earlier attempt stopped
     /// before that.
     fn on_stored(item: &Item) -> Option<(Outcome, Option<String>)> {
-        let current = item.get_s(attr::STATUS).unwrap_or(status::RECEIVED);
-        status::is_final(current).then(|| {
+        let current = EventStatus::of_item(item);
+        current.is_final().then(|| {
             (
-                Outcome::Duplicate {
-                    status: current.to_owned(),
-                },
+                Outcome::Duplicate { status: current },
                 item.get_s(attr::LINKED_CUSTOMER).map(String::from),
             )
         })
@@ -856,14 +878,14 @@ impl<'a> Processor<'a> {
         raw: &[u8],
         received_ms: i64,
         prior: Option<&Prior>,
-        new_status: &str,
+        new_status: EventStatus,
     ) -> Item {
         let mut item = Item::from([
             (table::PK.into(), s(table::stripe_event_pk(&event.id))),
             (table::SK.into(), s(store::EVENT_SK)),
             (attr::ID.into(), s(&event.id)),
             (attr::TYPE.into(), s(&event.event_type)),
-            (attr::STATUS.into(), s(new_status)),
+            (attr::STATUS.into(), s(new_status.as_str())),
             (attr::CREATED.into(), n(event.created)),
             (attr::RECEIVED_MS.into(), n(received_ms)),
             (
@@ -903,7 +925,7 @@ impl<'a> Processor<'a> {
                 let mut expr = Expr::default();
                 let st = expr.name(attr::STATUS);
                 let at = expr.name(attr::ATTEMPTS);
-                let sv = expr.value(s(&p.status));
+                let sv = expr.value(s(p.status.as_str()));
                 let av = expr.value(n(p.attempts));
                 let condition =
                     format!("{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))");
@@ -925,13 +947,16 @@ impl<'a> Processor<'a> {
         // Twice at most: a first write may find the event stored meanwhile (then conditioned on
         // what it found).
         for _ in 0..2 {
-            let mut item = self.event_item(event, raw, received_ms, prior.as_ref(), status::FAILED);
+            let mut item =
+                self.event_item(event, raw, received_ms, prior.as_ref(), EventStatus::Failed);
             item.insert(attr::ERROR.into(), s(&error));
             let mut items = vec![self.event_put(item, prior.as_ref())];
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
-                None => stats.event_received(&event.event_type, status::FAILED),
-                Some(p) => stats.event_status_changed(&p.status, status::FAILED),
+                None => stats.event_received(&event.event_type, EventStatus::Failed.as_str()),
+                Some(p) => {
+                    stats.event_status_changed(p.status.as_str(), EventStatus::Failed.as_str())
+                }
             };
             if !stats.is_empty() {
                 items.push(stats.to_transact_item(self.table));
@@ -956,12 +981,10 @@ impl<'a> Processor<'a> {
             match classify(err) {
                 TxFailure::Conditions(failed) => {
                     let old = failed.into_iter().next().flatten().unwrap_or_default();
-                    match old.get_s(attr::STATUS) {
+                    match old.get_s(attr::STATUS).map(|_| EventStatus::of_item(&old)) {
                         // Processed meanwhile by someone else: theirs stands.
-                        Some(st) if status::is_final(st) => {
-                            return Ok(Outcome::Duplicate {
-                                status: st.to_owned(),
-                            });
+                        Some(st) if st.is_final() => {
+                            return Ok(Outcome::Duplicate { status: st });
                         }
                         Some(_) => prior = Some(Prior::from_item(&old)),
                         None => break,
@@ -987,7 +1010,6 @@ impl<'a> Processor<'a> {
         notes: &mut Vec<String>,
         notices: &mut Vec<Notice>,
     ) -> Option<String> {
-        let now_ms = clock::now_epoch_millis();
         let mut tenant_update = UpdateBuilder::default();
         tenant_update.conditions.push("attribute_exists(pk)".into());
         // What a failed condition on the tenant item means when the item exists.
@@ -1023,26 +1045,17 @@ impl<'a> Processor<'a> {
             tenant_update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
         }
 
-        let money = |money: &Money, kind: &str, tx: &mut Tx| -> String {
-            let ledger_id = ids::new_id("led");
+        let money = |money: &Money, kind: LedgerKind, tx: &mut Tx| -> LedgerEntry {
+            let entry = LedgerEntry::from_stripe(
+                kind,
+                money.amount_minor,
+                &money.currency,
+                &money.description,
+                &money.key,
+                &event.id,
+            );
             tx.push(
-                put(
-                    self.table,
-                    Item::from([
-                        (table::PK.into(), s(table::tenant_pk(tenant))),
-                        (table::SK.into(), s(table::ledger_sk(now_ms, &ledger_id))),
-                        ("id".into(), s(&ledger_id)),
-                        ("amount_minor".into(), n(money.amount_minor)),
-                        ("currency".into(), s(&money.currency)),
-                        ("kind".into(), s(kind)),
-                        ("description".into(), s(&money.description)),
-                        ("source".into(), s("stripe")),
-                        ("stripe_event_id".into(), s(&event.id)),
-                        ("stripe_object_id".into(), s(&money.key)),
-                        ("created_at".into(), n(now_ms / 1000)),
-                    ]),
-                    None,
-                ),
+                entry.put_item(self.table, tenant),
                 OnFail::Fatal("unexpected condition on the ledger entry".into()),
             );
             tx.push(
@@ -1051,40 +1064,29 @@ impl<'a> Processor<'a> {
                     Item::from([
                         (table::PK.into(), s(table::money_pk(&money.key))),
                         (table::SK.into(), s("MONEY")),
-                        ("ledger_id".into(), s(&ledger_id)),
+                        ("ledger_id".into(), s(&entry.id)),
                         ("tenant_id".into(), s(tenant)),
                         ("event_id".into(), s(&event.id)),
                         ("amount_minor".into(), n(money.amount_minor)),
                         ("currency".into(), s(&money.currency)),
-                        ("kind".into(), s(kind)),
-                        ("created_at".into(), n(now_ms / 1000)),
+                        ("kind".into(), s(kind.as_str())),
+                        ("created_at".into(), n(entry.created_at)),
                     ]),
                     Some(("attribute_not_exists(pk)", Expr::default())),
                 ),
                 OnFail::Flag(Flag::MoneyRecorded),
             );
-            ledger_id
+            entry
         };
 
         if let Some(credit) = &plan.credit {
             if flags.money_recorded {
                 notes.push(format!("payment {} was already credited", credit.key));
             } else {
-                let ledger_id = money(credit, "credit", tx);
-                // Credit: balance up, and a top-up resets the month's budget alert flags.
-                let bal = tenant_update.expr.name(tenant_attr::BALANCE_MINOR);
-                let zero = tenant_update.expr.value(n(0));
-                let amt = tenant_update.expr.value(n(credit.amount_minor));
-                tenant_update
-                    .sets
-                    .push(format!("{bal} = if_not_exists({bal}, {zero}) + {amt}"));
-                tenant_update.remove(tenant_attr::BUDGET_WARNING_SENT);
-                tenant_update.remove(tenant_attr::BUDGET_EXCEEDED_SENT);
-                let cur = tenant_update.expr.name(tenant_attr::CURRENCY);
-                let cv = tenant_update.expr.value(s(&credit.currency));
-                tenant_update
-                    .conditions
-                    .push(format!("(attribute_not_exists({cur}) OR {cur} = {cv})"));
+                let entry = money(credit, LedgerKind::Credit, tx);
+                // The one credit expression (balance up, budget alert flags re-armed, currency).
+                let clauses = account::credit_clauses(&mut tenant_update.expr, &entry);
+                tenant_update.merge(clauses);
                 tenant_present =
                     OnFail::Fatal(format!("the tenant's currency is not {}", credit.currency));
                 notices.push(Notice {
@@ -1092,7 +1094,7 @@ impl<'a> Processor<'a> {
                     data: json!({
                         "amount_minor": credit.amount_minor,
                         "currency": credit.currency,
-                        "ledger_id": ledger_id,
+                        "ledger_id": entry.id,
                         "payment_id": credit.key,
                     }),
                 });
@@ -1103,7 +1105,7 @@ impl<'a> Processor<'a> {
             if flags.money_recorded {
                 notes.push(format!("invoice {} was already recorded", payment.key));
             } else {
-                let ledger_id = money(payment, "payment", tx);
+                let ledger_id = money(payment, LedgerKind::Payment, tx).id;
                 notices.push(Notice {
                     event_type: "payment.succeeded",
                     data: json!({

@@ -30,18 +30,64 @@ pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
 /// (the event keeps its status, but can no longer be reprocessed).
 const MAX_STORED_PAYLOAD_BYTES: usize = 350 * 1024;
 
-/// Event statuses (SPEC §4.2).
-pub mod status {
-    pub const RECEIVED: &str = "received";
-    pub const PROCESSED: &str = "processed";
-    pub const IGNORED: &str = "ignored";
-    pub const UNMATCHED: &str = "unmatched";
-    pub const FAILED: &str = "failed";
+/// Status of a stored event (SPEC §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored, not yet processed (only seen if processing stopped half-way).
+    Received,
+    /// Its effects are applied.
+    Processed,
+    /// Its type is not handled.
+    Ignored,
+    /// No tenant found yet: waits for its customer's link, or for an operator.
+    Unmatched,
+    /// Processing failed: error text stored, attempts counted.
+    Failed,
+}
+
+impl EventStatus {
     /// Every status, for validating filters.
-    pub const ALL: [&str; 5] = [RECEIVED, PROCESSED, IGNORED, UNMATCHED, FAILED];
+    pub const ALL: [EventStatus; 5] = [
+        EventStatus::Received,
+        EventStatus::Processed,
+        EventStatus::Ignored,
+        EventStatus::Unmatched,
+        EventStatus::Failed,
+    ];
+
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Received => "received",
+            EventStatus::Processed => "processed",
+            EventStatus::Ignored => "ignored",
+            EventStatus::Unmatched => "unmatched",
+            EventStatus::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored value.
+    pub fn parse(s: &str) -> Option<EventStatus> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     /// A redelivery of an event in one of these is a duplicate; the others are processed again.
-    pub fn is_final(status: &str) -> bool {
-        status == PROCESSED || status == IGNORED
+    pub fn is_final(self) -> bool {
+        matches!(self, EventStatus::Processed | EventStatus::Ignored)
+    }
+
+    /// The status stored on an event item (`received` when absent or unknown).
+    pub fn of_item(item: &Item) -> EventStatus {
+        item.get_s(attr::STATUS)
+            .and_then(Self::parse)
+            .unwrap_or(EventStatus::Received)
+    }
+}
+
+impl std::fmt::Display for EventStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -179,7 +225,7 @@ pub async fn get_item(
 /// Filters of `GET /admin/stripe-events`.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
-    pub status: Option<String>,
+    pub status: Option<EventStatus>,
     pub event_type: Option<String>,
 }
 
@@ -227,7 +273,7 @@ pub async fn list(
     if let Some(st) = &filter.status {
         conditions.push("#status = :status");
         names.insert("#status".to_owned(), attr::STATUS.to_owned());
-        values.insert(":status".to_owned(), s(st));
+        values.insert(":status".to_owned(), s(st.as_str()));
     }
     if let Some(t) = &filter.event_type {
         conditions.push("#type = :type");
@@ -293,8 +339,8 @@ pub async fn cleanup(
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_values(":pk", s(GSI1_STRIPE_EVENTS))
             .expression_attribute_values(":cutoff", s(format!("{cutoff_ms:013}")))
-            .expression_attribute_values(":processed", s(status::PROCESSED))
-            .expression_attribute_values(":ignored", s(status::IGNORED))
+            .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
+            .expression_attribute_values(":ignored", s(EventStatus::Ignored.as_str()))
             .projection_expression("pk, sk")
             .set_exclusive_start_key(start.take())
             .send()
@@ -390,5 +436,24 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(&key)).unwrap(), key);
         assert!(decode_cursor("nope").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode(r#"{"pk":"TENANT#x"}"#)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::EventStatus;
+
+    #[test]
+    fn statuses_round_trip_and_only_processed_or_ignored_are_final() {
+        for st in EventStatus::ALL {
+            assert_eq!(EventStatus::parse(st.as_str()), Some(st));
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        assert_eq!(EventStatus::parse("done"), None);
+        let finals: Vec<_> = EventStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(finals, [EventStatus::Processed, EventStatus::Ignored]);
     }
 }

@@ -12,7 +12,7 @@ use sluice::{
     ApiError, ApiResult,
     stripe::{
         Outcome, Processor,
-        store::{self, EventView, ListFilter, status},
+        store::{self, EventStatus, EventView, ListFilter},
     },
 };
 
@@ -53,18 +53,19 @@ async fn list(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let q = query_params(query)?;
+    let status = match q.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(st) => Some(EventStatus::parse(st).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`status` must be one of {}",
+                EventStatus::ALL.map(EventStatus::as_str).join(", ")
+            ))
+        })?),
+    };
     let filter = ListFilter {
-        status: q.get("status").filter(|s| !s.is_empty()).cloned(),
+        status,
         event_type: q.get("type").filter(|s| !s.is_empty()).cloned(),
     };
-    if let Some(st) = &filter.status
-        && !status::ALL.contains(&st.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "`status` must be one of {}",
-            status::ALL.join(", ")
-        )));
-    }
     let limit = match q.get("limit") {
         None => DEFAULT_LIMIT,
         Some(l) => l
@@ -118,9 +119,9 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResu
         .await?
         .ok_or_else(|| ApiError::not_found("stripe event"))?;
     let word = match &outcome {
-        Outcome::Done { status, .. } => *status,
+        Outcome::Done { status, .. } => status.as_str(),
         Outcome::Duplicate { .. } => "already_processed",
-        Outcome::Failed { .. } => status::FAILED,
+        Outcome::Failed { .. } => EventStatus::Failed.as_str(),
     };
     let mut view = serde_json::to_value(load(&state, &id).await?).map_err(ApiError::internal)?;
     view["outcome"] = json!(word);
