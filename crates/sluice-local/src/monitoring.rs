@@ -158,7 +158,7 @@ mod tests {
             failed.dimensions,
             [(
                 "Status".into(),
-                sluice::stripe::store::status::FAILED.into()
+                sluice::stripe::store::EventStatus::Failed.as_str().into()
             )]
         );
         let exhausted = alarm("DeliveriesExhaustedAlarm");

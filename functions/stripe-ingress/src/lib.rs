@@ -123,7 +123,7 @@ async fn handle(
     let status = match &outcome {
         Outcome::Done { status, .. } => status.as_str(),
         Outcome::Duplicate { .. } => "duplicate",
-        Outcome::Failed { .. } => sluice::stripe::store::status::FAILED,
+        Outcome::Failed { .. } => sluice::stripe::store::EventStatus::Failed.as_str(),
     };
     telemetry::emit(
         &telemetry::STRIPE_EVENTS,
