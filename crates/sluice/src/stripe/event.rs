@@ -4,7 +4,11 @@
 //! subscription state, notifications) without touching AWS, so every row of SPEC §4.4 is
 //! unit-tested on the shared fixtures. Both API shapes are read: the older one (e.g.
 //! `invoice.subscription`, `subscription.current_period_end`, api_version 2024-06-20) and the newer
-//! one (`invoice.parent.subscription_details.subscription`, period ends on subscription items).
+//! one (`invoice.parent.subscription_details.subscription`, period ends on subscription items),
+//! and older still (API 2017-08-15, as localstripe writes it: a PaymentIntent without
+//! `amount_received` is credited its captured `charges.data`). A handled event missing what
+//! Sluice needs is an `Err` naming the field (stored `failed`), never `Ignored`. A customer whose
+//! `metadata.tenant_id` names a tenant is linked to it, as a completed checkout links its own.
 
 use serde_json::{Map, Value, json};
 
