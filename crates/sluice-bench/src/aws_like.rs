@@ -57,7 +57,12 @@ impl LatencyEmulator {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} (run infra/bootstrap.sh moto)", python.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (run infra/bootstrap.sh moto)",
+                    python.display()
+                )
+            })?;
         let stdin = child.stdin.take().expect("stdin piped");
         let mut ready = String::new();
         BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut ready)?;
@@ -120,7 +125,10 @@ pub struct Row {
 
 /// The operations, in the table's order, with the peer's case names.
 const OPS: [(&str, Option<&str>); 5] = [
-    ("new Stripe event (with its notification)", Some("new Stripe event")),
+    (
+        "new Stripe event (with its notification)",
+        Some("new Stripe event"),
+    ),
     ("duplicate Stripe event", Some("duplicate Stripe event")),
     (
         "first usage write (POST /v1/usage)",
@@ -327,11 +335,7 @@ impl Trim {
 }
 
 /// The peer's README names its warm cases; its JSON (`--json`) carries every sample.
-fn run_peer(
-    dir: &Path,
-    latency: &str,
-    rounds: usize,
-) -> anyhow::Result<BTreeMap<String, Figures>> {
+fn run_peer(dir: &Path, latency: &str, rounds: usize) -> anyhow::Result<BTreeMap<String, Figures>> {
     let root = sluice_local::repo_root();
     let out = std::env::temp_dir().join(format!("sluice-bench-peer-{}.json", std::process::id()));
     let ran = Command::new("bash")
@@ -373,7 +377,9 @@ pub fn peer_figures(json: &Value) -> anyhow::Result<BTreeMap<String, Figures>> {
     for case in cases {
         let name = case["case"].as_str().context("a case without a name")?;
         let numbers = |field: &str| -> anyhow::Result<Vec<f64>> {
-            let values = case[field].as_array().context(format!("{name}: no {field}"))?;
+            let values = case[field]
+                .as_array()
+                .context(format!("{name}: no {field}"))?;
             let v: Vec<f64> = values.iter().filter_map(Value::as_f64).collect();
             ensure!(
                 !v.is_empty() && v.len() == values.len(),
@@ -442,11 +448,7 @@ pub fn markdown(latency: &str, rows: &[Row], notes: &[String]) -> String {
     for row in rows {
         let (sw, sr, sc) = match &row.sluice {
             Ok(f) => side(f),
-            Err(e) => (
-                "**not measured**".into(),
-                e.replace('|', "/"),
-                "–".into(),
-            ),
+            Err(e) => ("**not measured**".into(), e.replace('|', "/"), "–".into()),
         };
         let (pw, pr, pc) = row
             .peer

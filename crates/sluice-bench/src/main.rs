@@ -219,7 +219,10 @@ async fn aws_like_table(quick: bool) -> anyhow::Result<String> {
     let rows = aws_like::run(&latency, rounds, &peer, &mut notes).await?;
     let failures = rows.iter().filter(|r| r.sluice.is_err()).count();
     let table = aws_like::markdown(&latency, &rows, &notes);
-    anyhow::ensure!(failures == 0, "{table}\n{failures} AWS-like figure(s) could not be measured");
+    anyhow::ensure!(
+        failures == 0,
+        "{table}\n{failures} AWS-like figure(s) could not be measured"
+    );
     Ok(table)
 }
 

@@ -18,7 +18,9 @@ use aws_smithy_runtime_api::{
     client::{
         interceptors::{
             Intercept,
-            context::{BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef},
+            context::{
+                BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+            },
         },
         orchestrator::Metadata,
         runtime_components::RuntimeComponents,
@@ -174,7 +176,10 @@ mod tests {
 
     #[test]
     fn one_after_the_other_counts_each() {
-        assert_eq!(sequential_round_trips(&spans(&[(0, 4), (5, 9), (9, 13)])), 3);
+        assert_eq!(
+            sequential_round_trips(&spans(&[(0, 4), (5, 9), (9, 13)])),
+            3
+        );
     }
 
     #[test]
