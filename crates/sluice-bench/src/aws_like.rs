@@ -12,7 +12,7 @@
 //! moto copies every table a `TransactWriteItems` touches, so its answers slow down as a table
 //! grows (see the peer's README); as the peer does, each round (a first call and its repeat)
 //! is followed by an untimed deletion, through an uncounted client, of every item the round
-//! added — the table stays at its size after the warm-up.
+//! added — the table stays at its size after setup (the tenant, its profile and keys).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::{
     events,
     in_process::{Cost, Scenario},
-    scenarios,
+    scenarios, timeline,
 };
 
 /// Milliseconds per request, per service: DynamoDB's single-digit milliseconds, SQS SendMessage
@@ -96,10 +96,33 @@ pub struct Figures {
     /// e.g. `DynamoDB 1, SQS 1`.
     pub by_service: String,
     pub cpu_ms: f64,
+    /// CPU plus the modelled latency along the critical path: the wall time the operation would
+    /// take if AWS answered in exactly the model's latency (moto's own processing left out).
+    pub modelled_ms: f64,
+}
+
+/// `"dynamodb=4,sqs=8"` → milliseconds by service, lower-case (the emulator checks the spec).
+pub fn latency_model(spec: &str) -> BTreeMap<String, f64> {
+    spec.split(',')
+        .filter_map(|part| part.split_once('='))
+        .filter_map(|(s, ms)| Some((s.trim().to_ascii_lowercase(), ms.trim().parse().ok()?)))
+        .collect()
 }
 
 impl Figures {
-    pub fn of(cost: &Cost) -> Figures {
+    pub fn of(cost: &Cost, model: &BTreeMap<String, f64>) -> Figures {
+        let latency = |r: &timeline::Request| {
+            model
+                .get(&r.service.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let waits: f64 = cost
+            .calls
+            .iter()
+            .map(|c| timeline::critical_path(c, latency))
+            .sum::<f64>()
+            / cost.calls.len().max(1) as f64;
         Figures {
             wall_ms: cost.wall_median.as_secs_f64() * 1e3,
             wall_p95_ms: cost.wall_p95.as_secs_f64() * 1e3,
@@ -112,6 +135,7 @@ impl Figures {
                 .collect::<Vec<_>>()
                 .join(", "),
             cpu_ms: cost.cpu_per_call.as_secs_f64() * 1e3,
+            modelled_ms: cost.cpu_per_call.as_secs_f64() * 1e3 + waits,
         }
     }
 }
@@ -147,31 +171,33 @@ pub async fn run(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Row>> {
     let emulator = LatencyEmulator::start(latency)?;
+    let model = latency_model(latency);
+    let figures = |c: &Cost| Figures::of(c, &model);
     let sdk = sluice_local::emulator::sdk_config_for(&emulator.endpoint).await;
     let mut sluice: Vec<Result<Figures, String>> = Vec::new();
     let failed = |e: anyhow::Error| format!("{e:#}");
     eprintln!("aws-like: Stripe events ({rounds} rounds, latency {latency})");
     match stripe_rounds(&sdk, rounds).await {
-        Ok((new, dup)) => sluice.extend([Ok(Figures::of(&new)), Ok(Figures::of(&dup))]),
+        Ok((new, dup)) => sluice.extend([Ok(figures(&new)), Ok(figures(&dup))]),
         Err(e) => sluice.extend([Err(failed(e)), Err("see above".into())]),
     }
     eprintln!("aws-like: idempotent writes");
     match usage_rounds(&sdk, rounds).await {
-        Ok((first, replay)) => sluice.extend([Ok(Figures::of(&first)), Ok(Figures::of(&replay))]),
+        Ok((first, replay)) => sluice.extend([Ok(figures(&first)), Ok(figures(&replay))]),
         Err(e) => sluice.extend([Err(failed(e)), Err("see above".into())]),
     }
     eprintln!("aws-like: egress deliveries");
     sluice.push(
         scenarios::egress_deliveries(&sdk, rounds)
             .await
-            .map(|c| Figures::of(&c))
+            .map(|c| figures(&c))
             .map_err(failed),
     );
     drop(emulator);
 
     let peer = if peer_dir.join("run.sh").is_file() {
         eprintln!("aws-like: the Python peer in {}", peer_dir.display());
-        match run_peer(peer_dir, latency, rounds) {
+        match run_peer(peer_dir, latency, rounds, &model) {
             Ok(peer) => peer,
             Err(e) => {
                 notes.push(format!("The peer could not be measured: {e:#}"));
@@ -205,14 +231,10 @@ async fn stripe_rounds(sdk: &SdkConfig, rounds: usize) -> anyhow::Result<(Cost, 
         let body = events::checkout_paid(&s.tenant_id, 100);
         let first = s.sample_http(s.stripe_request(&body)).await?;
         let again = s.sample_http(s.stripe_request(&body)).await?;
-        if i + 1 == WARM_UP {
-            // The warm-up made whatever items every event updates (counters): keep those.
-            keep.snapshot().await?;
-        }
+        keep.trim().await?;
         if i >= WARM_UP {
             new.push(first);
             dup.push(again);
-            keep.trim().await?;
         }
     }
     Ok((Cost::from_samples(&new)?, Cost::from_samples(&dup)?))
@@ -221,9 +243,11 @@ async fn stripe_rounds(sdk: &SdkConfig, rounds: usize) -> anyhow::Result<(Cost, 
 /// Rounds of a first `POST /v1/usage`, then the same request again (a replay).
 async fn usage_rounds(sdk: &SdkConfig, rounds: usize) -> anyhow::Result<(Cost, Cost)> {
     let s = Scenario::new(sdk, "aws-like-usage").await?;
+    let keep = Trim::new(sdk, &s).await?;
+    // Credits to spend (on the tenant's profile item, which stays); the event's items go.
     let credit = events::checkout_paid(&s.tenant_id, 1_000_000);
     s.sample_http(s.stripe_request(&credit)).await?;
-    let keep = Trim::new(sdk, &s).await?;
+    keep.trim().await?;
     let (mut first, mut replay) = (Vec::new(), Vec::new());
     for i in 0..WARM_UP + rounds {
         let key = format!("aws-like-{i}");
@@ -237,36 +261,34 @@ async fn usage_rounds(sdk: &SdkConfig, rounds: usize) -> anyhow::Result<(Cost, C
         };
         let once = s.sample_http(request()).await?;
         let twice = s.sample_http(request()).await?;
-        if i + 1 == WARM_UP {
-            keep.snapshot().await?;
-        }
+        keep.trim().await?;
         if i >= WARM_UP {
             first.push(once);
             replay.push(twice);
-            keep.trim().await?;
         }
     }
     Ok((Cost::from_samples(&first)?, Cost::from_samples(&replay)?))
 }
 
-/// Deletes, through a client no interceptor sees, every item that was not in the table at the
-/// last snapshot.
+/// Deletes, through a client no interceptor sees, every item that was not in the table when the
+/// scenario was set up (the tenant, its profile and keys): items a call only updates stay, items
+/// it creates (events, ledger, counters, notifications, locks) are created afresh each round.
 struct Trim {
     db: aws_sdk_dynamodb::Client,
     table: String,
-    kept: std::sync::Mutex<HashSet<(String, String)>>,
+    kept: HashSet<(String, String)>,
 }
 
 type Key = std::collections::HashMap<String, AttributeValue>;
 
 impl Trim {
     async fn new(sdk: &SdkConfig, s: &Scenario) -> anyhow::Result<Trim> {
-        let trim = Trim {
+        let mut trim = Trim {
             db: aws_sdk_dynamodb::Client::new(sdk),
             table: s.stack.config.table_name.clone(),
-            kept: Default::default(),
+            kept: HashSet::new(),
         };
-        trim.snapshot().await?;
+        trim.kept = trim.keys().await?.iter().map(Self::id).collect();
         Ok(trim)
     }
 
@@ -298,18 +320,11 @@ impl Trim {
         (s("pk"), s("sk"))
     }
 
-    async fn snapshot(&self) -> anyhow::Result<()> {
-        let ids = self.keys().await?.iter().map(Self::id).collect();
-        *self.kept.lock().unwrap() = ids;
-        Ok(())
-    }
-
     async fn trim(&self) -> anyhow::Result<()> {
         let doomed: Vec<WriteRequest> = {
             let keys = self.keys().await?;
-            let kept = self.kept.lock().unwrap();
             keys.into_iter()
-                .filter(|k| !kept.contains(&Self::id(k)))
+                .filter(|k| !self.kept.contains(&Self::id(k)))
                 .map(|k| {
                     let delete = DeleteRequest::builder().set_key(Some(k)).build();
                     WriteRequest::builder()
@@ -335,7 +350,12 @@ impl Trim {
 }
 
 /// The peer's README names its warm cases; its JSON (`--json`) carries every sample.
-fn run_peer(dir: &Path, latency: &str, rounds: usize) -> anyhow::Result<BTreeMap<String, Figures>> {
+fn run_peer(
+    dir: &Path,
+    latency: &str,
+    rounds: usize,
+    model: &BTreeMap<String, f64>,
+) -> anyhow::Result<BTreeMap<String, Figures>> {
     let root = sluice_local::repo_root();
     let out = std::env::temp_dir().join(format!("sluice-bench-peer-{}.json", std::process::id()));
     let ran = Command::new("bash")
@@ -366,12 +386,16 @@ fn run_peer(dir: &Path, latency: &str, rounds: usize) -> anyhow::Result<BTreeMap
     );
     let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()));
     let _ = std::fs::remove_file(&out);
-    peer_figures(&serde_json::from_str(&text?)?)
+    peer_figures(&serde_json::from_str(&text?)?, model)
 }
 
 /// The peer's warm cases from its `--json` output: median wall time, mean CPU and requests (its
-/// requests are sequential: synchronous boto3 calls).
-pub fn peer_figures(json: &Value) -> anyhow::Result<BTreeMap<String, Figures>> {
+/// requests are sequential: synchronous boto3 calls, all to DynamoDB).
+pub fn peer_figures(
+    json: &Value,
+    model: &BTreeMap<String, f64>,
+) -> anyhow::Result<BTreeMap<String, Figures>> {
+    let dynamodb_ms = model.get("dynamodb").copied().unwrap_or(0.0);
     let cases = json["warm"].as_array().context("no `warm` cases")?;
     let mut out = BTreeMap::new();
     for case in cases {
@@ -391,6 +415,7 @@ pub fn peer_figures(json: &Value) -> anyhow::Result<BTreeMap<String, Figures>> {
         wall.sort_by(f64::total_cmp);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let requests = mean(&numbers("requests")?);
+        let cpu_ms = mean(&numbers("cpu_us")?) / 1e3;
         out.insert(
             name.to_owned(),
             Figures {
@@ -399,7 +424,8 @@ pub fn peer_figures(json: &Value) -> anyhow::Result<BTreeMap<String, Figures>> {
                 sequential: requests,
                 requests,
                 by_service: format!("DynamoDB {}", count(requests)),
-                cpu_ms: mean(&numbers("cpu_us")?) / 1e3,
+                cpu_ms,
+                modelled_ms: cpu_ms + requests * dynamodb_ms,
             },
         );
     }
@@ -429,13 +455,16 @@ pub fn markdown(latency: &str, rows: &[Row], notes: &[String]) -> String {
     let mut out = format!(
         "AWS-like: every AWS request answered after {latency} ms (per service) by the emulator; \
          Sluice and the peer each on their own emulator with that latency.\n\n\
-         | operation | Sluice wall ms, median (p95) | Sluice round trips: sequential / all | Sluice CPU ms | \
-         peer wall ms, median (p95) | peer round trips | peer CPU ms | wall: peer ÷ Sluice | CPU: peer ÷ Sluice |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         | operation | Sluice wall ms, median (p95) | Sluice modelled ms | Sluice round trips: sequential / all | Sluice CPU ms | \
+         peer wall ms, median (p95) | peer modelled ms | peer round trips | peer CPU ms | wall: peer ÷ Sluice | modelled: peer ÷ Sluice | CPU: peer ÷ Sluice |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let side = |f: &Figures| {
         (
-            format!("{:.2} ({:.2})", f.wall_ms, f.wall_p95_ms),
+            format!(
+                "{:.2} ({:.2}) | {:.2}",
+                f.wall_ms, f.wall_p95_ms, f.modelled_ms
+            ),
             format!(
                 "{} / {} ({})",
                 count(f.sequential),
@@ -453,13 +482,17 @@ pub fn markdown(latency: &str, rows: &[Row], notes: &[String]) -> String {
         let (pw, pr, pc) = row
             .peer
             .as_ref()
-            .map_or(("–".into(), "–".into(), "–".into()), side);
-        let (rw, rc) = match (&row.sluice, &row.peer) {
-            (Ok(s), Some(p)) => (ratio(p.wall_ms, s.wall_ms), ratio(p.cpu_ms, s.cpu_ms)),
-            _ => ("–".into(), "–".into()),
+            .map_or(("– | –".into(), "–".into(), "–".into()), side);
+        let (rw, rm, rc) = match (&row.sluice, &row.peer) {
+            (Ok(s), Some(p)) => (
+                ratio(p.wall_ms, s.wall_ms),
+                ratio(p.modelled_ms, s.modelled_ms),
+                ratio(p.cpu_ms, s.cpu_ms),
+            ),
+            _ => ("–".into(), "–".into(), "–".into()),
         };
         out.push_str(&format!(
-            "| {} | {sw} | {sr} | {sc} | {pw} | {pr} | {pc} | {rw} | {rc} |\n",
+            "| {} | {sw} | {sr} | {sc} | {pw} | {pr} | {pc} | {rw} | {rm} | {rc} |\n",
             row.op
         ));
     }
@@ -492,7 +525,7 @@ mod tests {
 
     #[test]
     fn the_peers_json_gives_median_wall_mean_cpu_and_sequential_requests() {
-        let figures = peer_figures(&peer_json()).unwrap();
+        let figures = peer_figures(&peer_json(), &latency_model("dynamodb=4,sqs=8")).unwrap();
         let new = &figures["new Stripe event"];
         assert_eq!(new.wall_ms, 7.0);
         assert_eq!(new.wall_p95_ms, 9.0);
@@ -502,13 +535,16 @@ mod tests {
         assert_eq!(first.wall_ms, 14.0);
         assert_eq!((first.sequential, first.requests), (3.0, 3.0));
         assert_eq!(first.by_service, "DynamoDB 3");
+        // Its CPU, then three DynamoDB round trips of 4 ms one after the other.
+        assert_eq!(first.modelled_ms, 4.0 + 12.0);
     }
 
     #[test]
     fn a_peer_json_without_samples_is_an_error() {
-        assert!(peer_figures(&json!({})).is_err());
+        let model = BTreeMap::new();
+        assert!(peer_figures(&json!({}), &model).is_err());
         let empty = json!({"warm": [{"case": "x", "lat_ms": [], "cpu_us": [], "requests": []}]});
-        assert!(peer_figures(&empty).is_err());
+        assert!(peer_figures(&empty, &model).is_err());
     }
 
     #[test]
@@ -520,8 +556,10 @@ mod tests {
             requests: 2.0,
             by_service: "DynamoDB 1, SQS 1".into(),
             cpu_ms: 0.5,
+            modelled_ms: 12.5,
         };
-        let peer = peer_figures(&peer_json()).unwrap()["new Stripe event"].clone();
+        let model = latency_model("dynamodb=4");
+        let peer = peer_figures(&peer_json(), &model).unwrap()["new Stripe event"].clone();
         let rows = [
             Row {
                 op: "new Stripe event",
@@ -541,12 +579,20 @@ mod tests {
         ];
         let table = markdown("dynamodb=4", &rows, &["No peer.".into()]);
         assert!(table.contains(
-            "| new Stripe event | 5.00 (6.00) | 1 / 2 (DynamoDB 1, SQS 1) | 0.500 | 7.00 (9.00) \
-             | 1 / 1 (DynamoDB 1) | 2.000 | 1.4× | 4.0× |"
+            "| new Stripe event | 5.00 (6.00) | 12.50 | 1 / 2 (DynamoDB 1, SQS 1) | 0.500 \
+             | 7.00 (9.00) | 6.00 | 1 / 1 (DynamoDB 1) | 2.000 | 1.4× | 0.5× | 4.0× |"
         ));
-        assert!(table.contains("| egress delivery | 5.00 (6.00) | 1 / 2 (DynamoDB 1, SQS 1) | 0.500 | – | – | – | – | – |"));
-        assert!(table.contains("| broken | **not measured** | a/b |"));
+        assert!(table.contains("| egress delivery | 5.00 (6.00) | 12.50 | 1 / 2 (DynamoDB 1, SQS 1) | 0.500 | – | – | – | – | – | – | – |"));
+        assert!(table.contains("| broken | **not measured** | – | a/b |"));
         assert!(table.ends_with("\nNo peer.\n"));
+    }
+
+    #[test]
+    fn the_latency_model_reads_milliseconds_by_service() {
+        let model = latency_model("dynamodb=4, SQS=8,kms=6.5");
+        assert_eq!(model["dynamodb"], 4.0);
+        assert_eq!(model["sqs"], 8.0);
+        assert_eq!(model["kms"], 6.5);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Cost {
     pub sequential: f64,
     /// Operations of the first measured call, e.g. `DynamoDB:TransactWriteItems`.
     pub first_call: Vec<String>,
+    /// Every call's requests, for figures under a latency model.
+    pub calls: Vec<Vec<timeline::Request>>,
 }
 
 impl Cost {
@@ -92,6 +94,7 @@ impl Cost {
                 .iter()
                 .map(|r| format!("{}:{}", r.service, r.operation))
                 .collect(),
+            calls: samples.iter().map(|s| s.requests.clone()).collect(),
         })
     }
 }

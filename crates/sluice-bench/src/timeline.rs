@@ -130,23 +130,28 @@ impl Intercept for Timeline {
 /// trips an operation waits for one after the other, however many it sends in parallel beside
 /// them. A request without an end counts as ending when it started.
 pub fn sequential_round_trips(requests: &[Request]) -> usize {
-    let mut spans: Vec<(Instant, Instant)> = requests
+    critical_path(requests, |_| 1.0).round() as usize
+}
+
+/// The heaviest such chain when each request weighs `weight(request)` — with a service's modelled
+/// latency as the weight, the time an operation waits for AWS on its critical path.
+pub fn critical_path(requests: &[Request], weight: impl Fn(&Request) -> f64) -> f64 {
+    let mut spans: Vec<(Instant, Instant, f64)> = requests
         .iter()
-        .map(|r| (r.start, r.end.unwrap_or(r.start)))
+        .map(|r| (r.start, r.end.unwrap_or(r.start), weight(r)))
         .collect();
-    spans.sort_by_key(|&(_, end)| end);
-    // chain[i]: the longest chain ending with spans[i] (spans sorted by end, so every possible
+    spans.sort_by_key(|&(_, end, _)| end);
+    // chain[i]: the heaviest chain ending with spans[i] (spans sorted by end, so every possible
     // predecessor comes before it).
-    let mut chain = vec![0usize; spans.len()];
+    let mut chain = vec![0.0f64; spans.len()];
     for i in 0..spans.len() {
         let before = (0..i)
             .filter(|&j| spans[j].1 <= spans[i].0)
             .map(|j| chain[j])
-            .max()
-            .unwrap_or(0);
-        chain[i] = before + 1;
+            .fold(0.0, f64::max);
+        chain[i] = before + spans[i].2;
     }
-    chain.into_iter().max().unwrap_or(0)
+    chain.into_iter().fold(0.0, f64::max)
 }
 
 #[cfg(test)]
@@ -196,6 +201,16 @@ mod tests {
         assert_eq!(sequential_round_trips(&reqs), 2);
         // Order of recording does not matter.
         let reqs = spans(&[(4, 6), (0, 10), (1, 3), (11, 12)]);
+        assert_eq!(sequential_round_trips(&reqs), 3);
+    }
+
+    #[test]
+    fn the_critical_path_weighs_each_request() {
+        // An SQS send (8) beside two sequential DynamoDB calls (4 + 4), then one more (4).
+        let mut reqs = spans(&[(0, 8), (0, 3), (4, 7), (9, 12)]);
+        reqs[0].service = "SQS".into();
+        let latency = |r: &Request| if r.service == "SQS" { 8.0 } else { 4.0 };
+        assert_eq!(critical_path(&reqs, latency), 12.0);
         assert_eq!(sequential_round_trips(&reqs), 3);
     }
 
