@@ -477,7 +477,11 @@ pub fn markdown(latency: &str, rows: &[Row], notes: &[String]) -> String {
     for row in rows {
         let (sw, sr, sc) = match &row.sluice {
             Ok(f) => side(f),
-            Err(e) => ("**not measured**".into(), e.replace('|', "/"), "–".into()),
+            Err(e) => (
+                "**not measured** | –".into(),
+                e.replace('|', "/"),
+                "–".into(),
+            ),
         };
         let (pw, pr, pc) = row
             .peer
