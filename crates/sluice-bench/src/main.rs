@@ -1,4 +1,6 @@
-//! `make bench`: every SPEC §9 figure, measured on the local stack, printed as one table.
+//! `make bench`: every SPEC §9 figure, measured on the local stack, printed as one table; then the
+//! AWS-like table ([`aws_like`]): the operations under an in-region latency model, beside the
+//! Python peer.
 //!
 //! Exits non-zero only when something could not be measured — never because a figure misses its
 //! target (machines here are noisy; the table says how each figure compares).
