@@ -31,7 +31,10 @@ trigger:
 	@test -n "$(EVENT)" || { echo "usage: make trigger EVENT=tests/fixtures/stripe/<file>.json [TENANT=tnt_…] [FRESH=1]" >&2; exit 2; }
 	$(CARGO) run -q -p sluice-local --bin sluice-local -- trigger $(if $(FRESH),--fresh) $(if $(TENANT),--tenant $(TENANT)) $(EVENT)
 
-# Every SPEC §9 figure on the local stack (release binaries built first; ~5 min on 2 cores).
+# Every SPEC §9 figure on the local stack (release binaries built first; ~5 min on 2 cores), then
+# the AWS-like table: the same operations on an emulator with in-region latency, beside the Python
+# peer in ../shared/peer when present (SLUICE_PEER=dir elsewhere). BENCH_ARGS: --quick, --in-process
+# (no release binaries, no AWS-like table), --aws-like (that table only), --latency dynamodb=4,sqs=8,kms=6.
 bench:
 	infra/bootstrap.sh moto lambda
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin stripe-ingress --bin api --bin webhook-egress

@@ -5,7 +5,9 @@
 //! building, signing and parsing, hyper), split into user-space and kernel time, summed over the
 //! handler calls only —
 //! preparing requests (signing Stripe events, …) happens outside the measured windows, and
-//! moto runs in its own process. Requests are counted with an SDK interceptor. Every scenario
+//! moto runs in its own process. Requests are recorded with an SDK interceptor (with their start
+//! and end, for the round trips on the critical path); wall time is taken around the same
+//! calls. Every scenario
 //! provisions its own small table, since moto's transactions slow down as a table grows.
 
 use std::{
@@ -20,12 +22,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice::aws::AwsClients;
 use sluice_local::{
-    counting::CallCounter,
     dev::LocalStack,
     server::{HttpFunctions, lambda_request},
 };
 
-use crate::events;
+use crate::{
+    events,
+    timeline::{self, Timeline},
+};
 
 /// What one operation cost, averaged over `n` calls.
 #[derive(Clone, Debug)]
@@ -34,10 +38,17 @@ pub struct Cost {
     pub cpu_per_call: Duration,
     /// Of which in user space (our code, the SDK, hyper, rustls); the rest is kernel time.
     pub user_per_call: Duration,
+    /// Wall time of one call: the median, and the 95th percentile.
+    pub wall_median: Duration,
+    pub wall_p95: Duration,
     /// Requests per call, by service.
     pub requests: BTreeMap<String, f64>,
+    /// Round trips on the critical path per call (see [`timeline::sequential_round_trips`]).
+    pub sequential: f64,
     /// Operations of the first measured call, e.g. `DynamoDB:TransactWriteItems`.
     pub first_call: Vec<String>,
+    /// Every call's requests, for figures under a latency model.
+    pub calls: Vec<Vec<timeline::Request>>,
 }
 
 impl Cost {
@@ -45,11 +56,77 @@ impl Cost {
     pub fn per_call(&self, service: &str) -> f64 {
         self.requests.get(service).copied().unwrap_or(0.0)
     }
+
+    /// Requests per call, all services.
+    pub fn total_requests(&self) -> f64 {
+        self.requests.values().sum()
+    }
+
+    /// Means (CPU, requests, round trips) and wall-time percentiles of measured calls.
+    pub fn from_samples(samples: &[Sample]) -> anyhow::Result<Cost> {
+        let n = samples.len();
+        ensure!(n > 0, "nothing to measure");
+        let mut requests = BTreeMap::new();
+        for sample in samples {
+            for r in &sample.requests {
+                *requests.entry(r.service.clone()).or_insert(0.0) += 1.0 / n as f64;
+            }
+        }
+        let sum = |f: fn(&Sample) -> Duration| samples.iter().map(f).sum::<Duration>();
+        let (user, system) = (sum(|s| s.user), sum(|s| s.system));
+        let mut walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
+        walls.sort();
+        let sequential = samples
+            .iter()
+            .map(|s| timeline::sequential_round_trips(&s.requests) as f64)
+            .sum::<f64>()
+            / n as f64;
+        Ok(Cost {
+            n,
+            cpu_per_call: (user + system) / n as u32,
+            user_per_call: user / n as u32,
+            wall_median: walls[(n - 1) / 2],
+            wall_p95: walls[(n * 95).div_ceil(100).max(1) - 1],
+            requests,
+            sequential,
+            first_call: samples[0]
+                .requests
+                .iter()
+                .map(|r| format!("{}:{}", r.service, r.operation))
+                .collect(),
+            calls: samples.iter().map(|s| s.requests.clone()).collect(),
+        })
+    }
+}
+
+/// One measured call.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub user: Duration,
+    pub system: Duration,
+    pub wall: Duration,
+    /// The AWS requests it sent (empty when measured without a timeline).
+    pub requests: Vec<timeline::Request>,
+}
+
+/// Measures one call: CPU (user, kernel) and wall time around `call` only.
+pub async fn sample(call: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<Sample> {
+    let cpu = cpu_times()?;
+    let started = Instant::now();
+    call.await?;
+    let wall = started.elapsed();
+    let end = cpu_times()?;
+    Ok(Sample {
+        user: end.0.saturating_sub(cpu.0),
+        system: end.1.saturating_sub(cpu.1),
+        wall,
+        requests: Vec::new(),
+    })
 }
 
 /// A local stack with counted clients and the functions built on them.
 pub struct Scenario {
-    pub counter: CallCounter,
+    pub timeline: Timeline,
     pub aws: AwsClients,
     pub stack: LocalStack,
     pub functions: HttpFunctions,
@@ -59,14 +136,14 @@ pub struct Scenario {
 
 impl Scenario {
     pub async fn new(sdk: &aws_config::SdkConfig, name: &str) -> anyhow::Result<Scenario> {
-        let counter = CallCounter::new();
-        let aws = counter.clients(sdk);
+        let timeline = Timeline::default();
+        let aws = timeline.clients(sdk);
         // Requests are signed before the measured runs, which can take minutes on moto.
         let settings = [("STRIPE_TOLERANCE_SECS", "7200")];
         let stack = LocalStack::provision(&aws, &format!("bench-{name}"), &settings).await?;
         let functions = stack.functions(&aws)?;
         let mut scenario = Scenario {
-            counter,
+            timeline,
             aws,
             stack,
             functions,
@@ -111,7 +188,41 @@ impl Scenario {
     /// Runs `requests` through the functions, measuring only the handler calls. Every answer
     /// must be 2xx.
     pub async fn measure_http(&self, requests: Vec<lambda_http::Request>) -> anyhow::Result<Cost> {
-        self.measure(requests, |req| async move {
+        let mut samples = Vec::with_capacity(requests.len());
+        for req in requests {
+            samples.push(self.sample_http(req).await?);
+        }
+        Cost::from_samples(&samples)
+    }
+
+    /// Measures `run` over each input: CPU and wall time of the calls only, and the AWS requests
+    /// each call sent.
+    pub async fn measure<I, F, Fut>(&self, inputs: Vec<I>, mut run: F) -> anyhow::Result<Cost>
+    where
+        F: FnMut(I) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let mut samples = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            samples.push(self.sample(run(input)).await?);
+        }
+        Cost::from_samples(&samples)
+    }
+
+    /// Measures one call, with the AWS requests it sent.
+    pub async fn sample(
+        &self,
+        call: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<Sample> {
+        self.timeline.take();
+        let mut measured = sample(call).await?;
+        measured.requests = self.timeline.take();
+        Ok(measured)
+    }
+
+    /// Measures one request through the functions, which must answer 2xx.
+    pub async fn sample_http(&self, req: lambda_http::Request) -> anyhow::Result<Sample> {
+        self.sample(async {
             let (status, body) = self.send(req).await;
             ensure!(
                 status.is_success(),
@@ -121,30 +232,6 @@ impl Scenario {
             Ok(())
         })
         .await
-    }
-
-    /// Measures `run` over each input: CPU time of the calls only, AWS requests per call.
-    pub async fn measure<I, F, Fut>(&self, inputs: Vec<I>, run: F) -> anyhow::Result<Cost>
-    where
-        F: FnMut(I) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>>,
-    {
-        self.counter.reset();
-        let mut first_call = Vec::new();
-        let mut cost = measure_cpu(inputs, run, || {
-            first_call = self
-                .counter
-                .calls()
-                .into_iter()
-                .map(|(s, op)| format!("{s}:{op}"))
-                .collect();
-        })
-        .await?;
-        for (service, _) in self.counter.calls() {
-            *cost.requests.entry(service).or_insert(0.0) += 1.0 / cost.n as f64;
-        }
-        cost.first_call = first_call;
-        Ok(cost)
     }
 
     /// A signed Stripe webhook request.
@@ -238,40 +325,21 @@ fn raw_request(
     lambda_request(parts, body)
 }
 
-/// (user, system) CPU time of this process so far.
-/// CPU time of `run` over each input, taken around each call only; `after_first` runs once the
-/// first call is done (outside the measurement). No AWS requests are counted here.
-pub async fn measure_cpu<I, F, Fut>(
-    inputs: Vec<I>,
-    mut run: F,
-    mut after_first: impl FnMut(),
-) -> anyhow::Result<Cost>
+/// CPU and wall time of `run` over each input, taken around each call only. No AWS requests
+/// are counted here.
+pub async fn measure_cpu<I, F, Fut>(inputs: Vec<I>, mut run: F) -> anyhow::Result<Cost>
 where
     F: FnMut(I) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let n = inputs.len();
-    ensure!(n > 0, "nothing to measure");
-    let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
-    for (i, input) in inputs.into_iter().enumerate() {
-        let start = cpu_times()?;
-        run(input).await?;
-        let end = cpu_times()?;
-        user += end.0.saturating_sub(start.0);
-        system += end.1.saturating_sub(start.1);
-        if i == 0 {
-            after_first();
-        }
+    let mut samples = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        samples.push(sample(run(input)).await?);
     }
-    Ok(Cost {
-        n,
-        cpu_per_call: (user + system) / n as u32,
-        user_per_call: user / n as u32,
-        requests: BTreeMap::new(),
-        first_call: Vec::new(),
-    })
+    Cost::from_samples(&samples)
 }
 
+/// (user, system) CPU time of this process so far.
 fn cpu_times() -> anyhow::Result<(Duration, Duration)> {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
     let d = |t: nix::sys::time::TimeVal| {

@@ -1,8 +1,11 @@
-//! `make bench`: every SPEC §9 figure, measured on the local stack, printed as one table.
+//! `make bench`: every SPEC §9 figure, measured on the local stack, printed as one table; then the
+//! AWS-like table ([`aws_like`]): the operations under an in-region latency model, beside the
+//! Python peer.
 //!
 //! Exits non-zero only when something could not be measured — never because a figure misses its
 //! target (machines here are noisy; the table says how each figure compares).
 
+mod aws_like;
 mod events;
 mod in_process;
 mod micro;
@@ -10,6 +13,7 @@ mod process;
 mod report;
 mod runtime_api;
 mod scenarios;
+mod timeline;
 
 use std::collections::HashMap;
 
@@ -44,6 +48,13 @@ async fn run() -> anyhow::Result<()> {
         return one_scenario(&name).await;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--aws-like`: only the AWS-like table (no release binaries).
+    if std::env::args().any(|a| a == "--aws-like") {
+        let table = aws_like_table(quick).await?;
+        println!("{table}");
+        write_report(&table)?;
+        return Ok(());
+    }
     // `--in-process`: only the in-process figures and micro-benchmarks (no release binaries).
     let in_process_only = std::env::args().any(|a| a == "--in-process");
     let functions: &[&str] = if in_process_only { &[] } else { &FUNCTIONS };
@@ -182,14 +193,45 @@ async fn run() -> anyhow::Result<()> {
         report.push(row);
     }
 
-    report.print();
-    report.write(&sluice_local::repo_root().join("target/bench/report.md"))?;
     drop(emulator);
+    let aws_like = if in_process_only {
+        Ok(String::new())
+    } else {
+        aws_like_table(quick).await
+    };
+    report.print();
+    let aws_like = aws_like?;
+    println!("{aws_like}");
+    write_report(&format!("{}\n{aws_like}", report.markdown()))?;
     anyhow::ensure!(
         report.failures() == 0,
         "{} figure(s) could not be measured (see the table)",
         report.failures()
     );
+    Ok(())
+}
+
+/// The AWS-like table (see [`aws_like`]): `--latency SPEC` for another model, `--peer DIR` for
+/// the peer's checkout.
+async fn aws_like_table(quick: bool) -> anyhow::Result<String> {
+    let latency = arg_value("--latency").unwrap_or_else(|| aws_like::DEFAULT_LATENCY.into());
+    let rounds = arg_value("--rounds").map_or(Ok(if quick { 30 } else { 200 }), |n| n.parse())?;
+    let mut notes = Vec::new();
+    let peer = aws_like::peer_dir(arg_value("--peer"));
+    let rows = aws_like::run(&latency, rounds, &peer, &mut notes).await?;
+    let failures = rows.iter().filter(|r| r.sluice.is_err()).count();
+    let table = aws_like::markdown(&latency, &rows, &notes);
+    anyhow::ensure!(
+        failures == 0,
+        "{table}\n{failures} AWS-like figure(s) could not be measured"
+    );
+    Ok(table)
+}
+
+fn write_report(markdown: &str) -> anyhow::Result<()> {
+    let path = sluice_local::repo_root().join("target/bench/report.md");
+    std::fs::create_dir_all(path.parent().expect("a directory"))?;
+    std::fs::write(path, markdown)?;
     Ok(())
 }
 

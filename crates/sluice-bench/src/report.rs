@@ -1,7 +1,7 @@
 //! The table `make bench` prints: one row per SPEC §9 figure, with its target and how it was
 //! measured.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use crate::{in_process::Cost, process::Load};
 
@@ -196,13 +196,5 @@ impl Report {
 
     pub fn print(&self) {
         println!("{}", self.markdown());
-    }
-
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, self.markdown())?;
-        Ok(())
     }
 }

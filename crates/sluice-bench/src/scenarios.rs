@@ -246,8 +246,8 @@ pub async fn sdk_floor_parts(sdk: &SdkConfig, n: usize) -> anyhow::Result<(Cost,
         let sent = post(i);
         async move { sent.await.map(drop) }
     };
-    measure_cpu((0..WARM_UP).collect(), round_trip, || {}).await?;
-    let http_alone = measure_cpu((0..n).collect(), round_trip, || {}).await?;
+    measure_cpu((0..WARM_UP).collect(), round_trip).await?;
+    let http_alone = measure_cpu((0..n).collect(), round_trip).await?;
 
     let offline = sdk
         .to_builder()
@@ -270,8 +270,8 @@ pub async fn sdk_floor_parts(sdk: &SdkConfig, n: usize) -> anyhow::Result<(Cost,
             Ok(())
         }
     };
-    measure_cpu((0..WARM_UP).collect(), get, || {}).await?;
-    let sdk_alone = measure_cpu((0..n).collect(), get, || {}).await?;
+    measure_cpu((0..WARM_UP).collect(), get).await?;
+    let sdk_alone = measure_cpu((0..n).collect(), get).await?;
     Ok((sdk_alone, http_alone))
 }
 
