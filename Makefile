@@ -1,6 +1,6 @@
 # The two commands of a fresh machine: `make dev` runs the whole stack on 127.0.0.1,
 # `make test` runs every test. Both install what they need (moto into .venv) on first use.
-.PHONY: dev test lint ci trigger receive bench
+.PHONY: dev test lint openapi-lint ci trigger receive bench
 
 CARGO ?= cargo
 
@@ -8,9 +8,15 @@ dev:
 	infra/bootstrap.sh moto
 	$(CARGO) run -p sluice-local --bin sluice-local -- dev
 
-test:
-	infra/bootstrap.sh moto
+# The browser tests need Debian's chromium (installed with apt-get when missing).
+test: openapi-lint
+	infra/bootstrap.sh moto chromium
 	$(CARGO) test --workspace --all-targets
+
+# docs/openapi.json against the OpenAPI 3.1 specification (a test keeps it equal to the code's).
+openapi-lint:
+	infra/bootstrap.sh openapi-lint
+	.venv/bin/openapi-spec-validator docs/openapi.json
 
 lint:
 	$(CARGO) fmt --all -- --check

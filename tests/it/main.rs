@@ -6,9 +6,11 @@
 
 mod support;
 
+mod browser;
 mod egress;
 mod fanout;
 mod idempotency;
+mod openapi;
 mod platform;
 
 mod stripe_ingress;

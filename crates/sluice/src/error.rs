@@ -143,8 +143,16 @@ impl ApiError {
     }
 }
 
+/// The `type` URI of a problem: a reference to its entry on the deployment's own `GET /docs` page
+/// (rendered from `docs/openapi.json`, where every slug is listed), so it resolves wherever Sluice
+/// runs, offline included, and names no domain the project does not own.
+pub fn problem_type_uri(slug: &str) -> String {
+    format!("/docs#problem-{slug}")
+}
+
 /// The RFC 9457 body.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -177,7 +185,7 @@ impl IntoResponse for ApiError {
             }
         };
         let problem = Problem {
-            kind: format!("https://sluice.dev/problems/{slug}"),
+            kind: problem_type_uri(slug),
             title: title.into(),
             status: status.as_u16(),
             detail,
