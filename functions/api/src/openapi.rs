@@ -295,6 +295,8 @@ pub fn complete(mut doc: Value) -> Value {
         };
         let guarded = path.starts_with("/v1/") || path.starts_with("/admin/");
         for (method, op) in item.iter_mut() {
+            // utoipa names operations after the handler (`show` twice); ids must be unique.
+            op["operationId"] = json!(crate::docs::anchor(&format!("{method} {path}")));
             let write = guarded && WRITE_METHODS.contains(&method.as_str());
             complete_operation(op, guarded, write, &problem_ref);
         }
@@ -515,6 +517,7 @@ mod tests {
         assert!(health["responses"]["401"].is_null(), "/health is public");
         assert!(health["parameters"].is_null());
         assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["paths"]["/v1/account"]["get"]["operationId"], "get-v1-account");
     }
 
     #[test]
