@@ -182,13 +182,11 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!()
         };
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session starts");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a Chromium session starts");
         Browser {
             client,
             proxy,
@@ -283,14 +281,16 @@ async fn the_reference_renders_in_chromium_from_this_origin_only() {
     let stack = Stack::new().await;
     let (base, _stop) = serve(&stack).await;
     let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&format!("{base}/docs"))
-        .await
-        .unwrap();
+    browser.client.goto(&format!("{base}/docs")).await.unwrap();
 
     let c = &browser.client;
-    let h1 = c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(h1, "Sluice API reference");
     let route = c
         .find(Locator::Id("op-get-v1-account"))
@@ -333,7 +333,9 @@ async fn the_reference_renders_in_chromium_from_this_origin_only() {
     let loaded: Vec<String> = serde_json::from_value(loaded).unwrap();
     assert!(!loaded.is_empty());
     assert!(
-        loaded.iter().all(|url| url.starts_with(&format!("{base}/"))),
+        loaded
+            .iter()
+            .all(|url| url.starts_with(&format!("{base}/"))),
         "{loaded:?}"
     );
     let shot = browser.screenshot("docs").await;

@@ -202,7 +202,8 @@ fn res(status: u16, ctype: &str, body: &str) -> Res {
 
 #[test]
 fn the_validator_catches_drift() {
-    let health = r#"{"status":"healthy","checks":{"dynamodb":"ok","sqs":"ok","kms":"ok"},"last_24h":null}"#;
+    let health =
+        r#"{"status":"healthy","checks":{"dynamodb":"ok","sqs":"ok","kms":"ok"},"last_24h":null}"#;
     let get = Method::GET;
     assert_eq!(
         validate(&get, "/health", &res(200, "application/json", health)),
@@ -227,7 +228,14 @@ fn the_validator_catches_drift() {
     assert!(!fits("/v1/events/{id}", "/v1/events/"));
     assert!(validate(&get, "/v1/nope", &r).is_ok());
     assert!(validate(&get, "/v1/nope", &res(200, "application/json", "{}")).is_err());
-    assert!(validate(&Method::POST, "/v1/usage", &res(201, "application/json", "{}")).is_ok());
+    assert!(
+        validate(
+            &Method::POST,
+            "/v1/usage",
+            &res(201, "application/json", "{}")
+        )
+        .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -261,7 +269,10 @@ async fn documented_answers_validate_through_the_stack() {
     let (_tenant, key) = stack.create_tenant("Docs").await;
     stack.send(Req::get("/health")).await;
     stack.send(Req::get("/v1/account").bearer(&key)).await;
-    stack.send(Req::get("/v1/account")).await.assert_problem(401);
+    stack
+        .send(Req::get("/v1/account"))
+        .await
+        .assert_problem(401);
     let created = stack
         .send(
             Req::post("/v1/events")

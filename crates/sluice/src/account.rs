@@ -245,8 +245,7 @@ fn tenant_key(tenant_id: &str) -> Item {
 }
 
 /// Budget status shown by `GET /v1/account`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetStatus {
     Ok,
@@ -269,8 +268,7 @@ pub fn budget_status(limit: Option<i64>, used: i64) -> BudgetStatus {
 }
 
 /// The budget block of `GET /v1/account`, for the current month.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[schema(as = Budget)]
 pub struct BudgetView {
     pub monthly_limit_minor: Option<i64>,

@@ -151,8 +151,7 @@ pub fn problem_type_uri(slug: &str) -> String {
 }
 
 /// The RFC 9457 body.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

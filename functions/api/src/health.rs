@@ -38,7 +38,11 @@ pub enum CheckOutcome {
 
 impl From<bool> for CheckOutcome {
     fn from(ok: bool) -> Self {
-        if ok { CheckOutcome::Ok } else { CheckOutcome::Error }
+        if ok {
+            CheckOutcome::Ok
+        } else {
+            CheckOutcome::Error
+        }
     }
 }
 

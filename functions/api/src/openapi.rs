@@ -336,7 +336,8 @@ fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &
             response["content"] = json!({ PROBLEM_JSON: { "schema": problem_ref } });
         }
         if code == 409 || code >= 500 {
-            response["headers"]["Retry-After"] = json!({ "$ref": "#/components/headers/Retry-After" });
+            response["headers"]["Retry-After"] =
+                json!({ "$ref": "#/components/headers/Retry-After" });
         }
         // Answers of 5xx are never stored, so never replayed.
         if write && (200..500).contains(&code) {
@@ -379,7 +380,8 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| pretty(&document()));
 static DOCS_PAGE: LazyLock<String> = LazyLock::new(|| crate::docs::render(&document()));
 
 /// The page's policy: everything from this origin only, no inline style or script, no framing.
-pub const DOCS_CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub const DOCS_CSP: &str =
+    "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn with_type(body: &'static str, content_type: &'static str) -> Response {
     let mut res = body.into_response();
@@ -517,7 +519,10 @@ mod tests {
         assert!(health["responses"]["401"].is_null(), "/health is public");
         assert!(health["parameters"].is_null());
         assert_eq!(doc["openapi"], "3.1.0");
-        assert_eq!(doc["paths"]["/v1/account"]["get"]["operationId"], "get-v1-account");
+        assert_eq!(
+            doc["paths"]["/v1/account"]["get"]["operationId"],
+            "get-v1-account"
+        );
     }
 
     #[test]

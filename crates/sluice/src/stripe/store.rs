@@ -106,8 +106,7 @@ pub fn read_payload(item: &Item) -> Option<Vec<u8>> {
 }
 
 /// A stored event as the operator API shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-#[derive(utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[schema(as = StripeEvent)]
 pub struct EventView {
     pub id: String,

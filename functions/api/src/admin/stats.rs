@@ -8,8 +8,8 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use sluice::{ApiError, ApiResult, stats, stripe::store};
+use utoipa::ToSchema;
 
 use super::{parse_json, stripe_events::query_params};
 use crate::AppState;

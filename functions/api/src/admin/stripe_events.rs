@@ -8,7 +8,6 @@ use axum::{
     routing::{get, post},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
 use sluice::{
     ApiError, ApiResult,
     stripe::{
@@ -16,6 +15,7 @@ use sluice::{
         store::{self, EventView, ListFilter, status},
     },
 };
+use utoipa::ToSchema;
 
 use crate::AppState;
 

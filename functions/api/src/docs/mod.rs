@@ -90,7 +90,11 @@ fn type_of(schema: &Value) -> String {
         }
     }
     if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
-        return parts.iter().map(type_of).collect::<Vec<_>>().join(" &amp; ");
+        return parts
+            .iter()
+            .map(type_of)
+            .collect::<Vec<_>>()
+            .join(" &amp; ");
     }
     let mut base = match schema.get("type") {
         Some(Value::String(t)) => single_type(t, schema),
@@ -362,7 +366,11 @@ fn operation(doc: &Value, path: &str, method: &str, op: &Value, html: &mut Strin
             .map(|(name, _)| format!("<code>{}</code>", esc(name)))
             .collect();
         if !headers.is_empty() {
-            let _ = writeln!(html, "<p class=\"ctype\">Headers: {}</p>", headers.join(", "));
+            let _ = writeln!(
+                html,
+                "<p class=\"ctype\">Headers: {}</p>",
+                headers.join(", ")
+            );
         }
         for (ctype, media) in response
             .get("content")
@@ -647,7 +655,11 @@ mod tests {
             } }
         });
         let mut html = String::new();
-        schema_block(&doc, &json!({ "$ref": "#/components/schemas/Out" }), &mut html);
+        schema_block(
+            &doc,
+            &json!({ "$ref": "#/components/schemas/Out" }),
+            &mut html,
+        );
         assert!(html.contains("<code>id</code><span class=\"required\">required</span>"));
         assert!(html.contains("integer | null"));
         assert!(html.contains("array of <a href=\"#schema-item\">Item</a>"));

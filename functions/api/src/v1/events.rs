@@ -252,8 +252,5 @@ pub async fn replay(
         req.endpoint_id.as_deref(),
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(EventAccepted { id, endpoints }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(EventAccepted { id, endpoints })))
 }
