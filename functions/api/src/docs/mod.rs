@@ -397,9 +397,12 @@ fn operation(doc: &Value, path: &str, method: &str, op: &Value, html: &mut Strin
     html.push_str("</section>\n");
 }
 
-/// Every (tag, [(path, method, operation)]) in the document's tag order, then untagged ones.
-fn grouped(doc: &Value) -> Vec<(String, Vec<(&str, &str, &Value)>)> {
-    let mut groups: Vec<(String, Vec<(&str, &str, &Value)>)> = doc
+/// (path, method, operation).
+type Op<'a> = (&'a str, &'a str, &'a Value);
+
+/// Every (tag, operations) in the document's tag order, then untagged ones.
+fn grouped(doc: &Value) -> Vec<(String, Vec<Op<'_>>)> {
+    let mut groups: Vec<(String, Vec<Op<'_>>)> = doc
         .get("tags")
         .and_then(Value::as_array)
         .into_iter()
