@@ -1,6 +1,7 @@
 # The two commands of a fresh machine: `make dev` runs the whole stack on 127.0.0.1,
-# `make test` runs every test. Both install what they need (moto, and localstripe for the tests, into .venv) on first use.
-.PHONY: dev test lint ci trigger receive bench
+# `make test` runs every test. Both install what they need (moto, and for the tests localstripe,
+# openapi-spec-validator and Debian's chromium) on first use.
+.PHONY: dev test lint openapi-lint ci trigger receive bench
 
 CARGO ?= cargo
 
@@ -10,12 +11,18 @@ dev:
 
 # Every AWS request the functions make in the tests is recorded (SLUICE_AWS_OPS_DIR) and checked
 # against their policies in template.yaml, both ways (crates/sluice-local/src/iam.rs).
+# The browser tests need Debian's chromium (installed with apt-get when missing).
 AWS_OPS_DIR := $(CURDIR)/target/aws-ops
-test:
-	infra/bootstrap.sh moto localstripe
+test: openapi-lint
+	infra/bootstrap.sh moto localstripe chromium
 	rm -rf $(AWS_OPS_DIR)
 	SLUICE_AWS_OPS_DIR=$(AWS_OPS_DIR) $(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p sluice-local --bin sluice-local -- iam-check $(AWS_OPS_DIR)
+
+# docs/openapi.json against the OpenAPI 3.1 specification (a test keeps it equal to the code's).
+openapi-lint:
+	infra/bootstrap.sh openapi-lint
+	.venv/bin/openapi-spec-validator docs/openapi.json
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -9,6 +9,9 @@
 #   sam              aws-sam-cli + cfn-lint  -> .venv/bin/sam, .venv/bin/cfn-lint
 #   all              the four above
 #   rust-components  rustup component add rustfmt clippy (only if missing)
+#   openapi-lint     openapi-spec-validator -> .venv/bin/openapi-spec-validator (lints docs/openapi.json)
+#   chromium         Debian's chromium + chromium-driver (apt-get, only when /usr/bin/chromium or
+#                    /usr/bin/chromedriver is missing) for the headless-browser tests
 #
 # Everything Python lives in one virtualenv, <repo>/.venv, created with `uv venv` from the
 # machine's python3 (uv never downloads an interpreter here). Versions are pinned below; a
@@ -35,6 +38,7 @@ CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.15.2
 SAM_CLI_VERSION=1.170.0
 CFN_LINT_VERSION=1.58.0
+OPENAPI_SPEC_VALIDATOR_VERSION=0.8.4
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -44,9 +48,12 @@ export UV_PYTHON_DOWNLOADS=never
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 want_moto=0 want_localstripe=0 want_lambda=0 want_sam=0 want_rust=0
+want_openapi_lint=0 want_chromium=0
 [ "$#" -eq 0 ] && set -- all
 for arg in "$@"; do
     case "$arg" in
+        openapi-lint) want_openapi_lint=1 ;;
+        chromium) want_chromium=1 ;;
         moto) want_moto=1 ;;
         localstripe) want_localstripe=1 ;;
         lambda) want_lambda=1 ;;
@@ -155,4 +162,27 @@ if [ "$want_rust" = 1 ]; then
         log "rustup component add ${comps[*]}"
         rustup component add "${comps[@]}"
     fi
+fi
+
+# openapi-lint: its own small install (kept out of the shared resolution above).
+if [ "$want_openapi_lint" = 1 ]; then
+    lint_todo="$(missing "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" openapi-spec-validator)"
+    if [ -n "$lint_todo" ]; then
+        ensure_uv
+        [ -x "$PY" ] || "${UV[@]}" venv --quiet --python "$(command -v python3)" "$VENV"
+        log "installing $lint_todo"
+        "${UV[@]}" pip install --quiet --python "$PY" $lint_todo
+    fi
+fi
+
+# chromium: Debian's packages (CI and developers run as root with apt available).
+if [ "$want_chromium" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    log "installing chromium chromium-driver (apt-get)"
+    start=$(date +%s)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null
+    log "installed in $(($(date +%s) - start)) s"
 fi

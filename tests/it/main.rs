@@ -6,10 +6,12 @@
 
 mod support;
 
+mod browser;
 mod egress;
 mod fanout;
 mod idempotency;
 mod localstripe;
+mod openapi;
 mod platform;
 mod refusals;
 mod sealing;

@@ -123,6 +123,8 @@ impl Stack {
 
     /// Sends a request through the local API Gateway routing to the functions.
     pub async fn send(&self, req: Req) -> Res {
+        // Every answer is checked against docs/openapi.json (see tests/it/openapi.rs).
+        let (method, path) = (req.method.clone(), req.path.clone());
         let mut builder = http::Request::builder().method(req.method).uri(req.path);
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
@@ -133,11 +135,13 @@ impl Stack {
             .invoke(lambda_request(parts, req.body))
             .await;
         let (parts, body) = res.into_parts();
-        Res {
+        let res = Res {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        };
+        crate::openapi::assert_valid(&method, &path, &res);
+        res
     }
 
     /// Every message on the delivery queue right now (received once, left in flight).

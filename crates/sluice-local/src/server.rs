@@ -25,7 +25,7 @@ const FUNCTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct HttpFunctions {
     /// `stripe-ingress`: `POST /webhooks/stripe`.
     pub ingress: Router,
-    /// `api`: `/v1/*`, `/admin/*`, `/health`.
+    /// `api`: `/v1/*`, `/admin/*`, `/health`, `/openapi.json`, `/docs*` (everything else).
     pub api: Router,
 }
 

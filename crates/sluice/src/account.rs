@@ -349,7 +349,7 @@ fn tenant_key(tenant_id: &str) -> Item {
 }
 
 /// Budget status shown by `GET /v1/account`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetStatus {
     Ok,
@@ -374,7 +374,8 @@ pub fn budget_status(limit: Option<i64>, used: i64) -> BudgetStatus {
 }
 
 /// The budget block of `GET /v1/account`, for the current month.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Budget)]
 pub struct BudgetView {
     pub monthly_limit_minor: Option<i64>,
     pub used_this_month_minor: i64,

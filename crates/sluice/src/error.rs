@@ -148,8 +148,15 @@ impl ApiError {
     }
 }
 
+/// The `type` URI of a problem: a reference to its entry on the deployment's own `GET /docs` page
+/// (rendered from `docs/openapi.json`, where every slug is listed), so it resolves wherever Sluice
+/// runs, offline included, and names no domain the project does not own.
+pub fn problem_type_uri(slug: &str) -> String {
+    format!("/docs#problem-{slug}")
+}
+
 /// The RFC 9457 body.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -193,7 +200,7 @@ fn problem_response(
     retry_after: Option<u32>,
 ) -> Response {
     let problem = Problem {
-        kind: format!("https://sluice.dev/problems/{slug}"),
+        kind: problem_type_uri(slug),
         title: title.into(),
         status: status.as_u16(),
         detail,

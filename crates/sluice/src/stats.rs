@@ -173,7 +173,7 @@ pub async fn record_delivery_outcome(
 }
 
 /// Sums of a window of hourly counters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WindowStats {
     /// Hours summed, ending with the current one.
     pub hours: u32,

@@ -61,7 +61,8 @@ pub struct Tenant {
 }
 
 /// The tenant's current subscription as Stripe ingress last recorded it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Subscription)]
 pub struct SubscriptionSummary {
     pub id: String,
     pub status: String,

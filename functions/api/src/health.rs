@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use axum::{Json, extract::State, http::StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::AppState;
 
@@ -16,14 +19,75 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEGRADED_ABOVE: f64 = 0.10;
 pub const UNHEALTHY_ABOVE: f64 = 0.20;
 
+/// The overall status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// The outcome of one dependency check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckOutcome {
+    Ok,
+    Error,
+}
+
+impl From<bool> for CheckOutcome {
+    fn from(ok: bool) -> Self {
+        if ok {
+            CheckOutcome::Ok
+        } else {
+            CheckOutcome::Error
+        }
+    }
+}
+
+/// The answer of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Health)]
+pub struct HealthOut {
+    pub status: HealthStatus,
+    pub checks: HealthChecks,
+    /// The last 24 hours of Stripe events and deliveries; `null` when the counters could not
+    /// be read in time.
+    pub last_24h: Option<Last24h>,
+}
+
+/// One live call per dependency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthChecks {
+    pub dynamodb: CheckOutcome,
+    pub sqs: CheckOutcome,
+    pub kms: CheckOutcome,
+}
+
+/// Sums of the hourly counters of the last 24 hours.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Last24h {
+    /// Stripe events received.
+    pub events: i64,
+    /// Of those, `failed`.
+    pub failed: i64,
+    /// `failed` / `events` (0 when there were none).
+    pub failure_rate: f64,
+    pub events_by_status: BTreeMap<String, i64>,
+    pub deliveries_by_outcome: BTreeMap<String, i64>,
+    /// `failed` / (`succeeded` + `failed`) deliveries.
+    pub delivery_failure_rate: f64,
+}
+
 /// The overall status from the dependency checks and the 24 h failure rate.
-pub fn overall(dependencies_ok: bool, failure_rate: f64) -> &'static str {
+pub fn overall(dependencies_ok: bool, failure_rate: f64) -> HealthStatus {
     if !dependencies_ok || failure_rate > UNHEALTHY_ABOVE {
-        "unhealthy"
+        HealthStatus::Unhealthy
     } else if failure_rate > DEGRADED_ABOVE {
-        "degraded"
+        HealthStatus::Degraded
     } else {
-        "healthy"
+        HealthStatus::Healthy
     }
 }
 
@@ -46,7 +110,17 @@ where
 }
 
 /// Answers `200` when healthy or degraded, `503` when unhealthy.
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Live checks of DynamoDB, SQS and KMS, and the last 24 hours of Stripe events",
+    responses(
+        (status = 200, description = "Healthy, or degraded (more than 10 % of the last 24 h's Stripe events failed)", body = HealthOut),
+        (status = 503, description = "Unhealthy: a dependency is down, or more than 20 % of the last 24 h's Stripe events failed", body = HealthOut),
+    ),
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthOut>) {
     let aws = &state.aws;
     let (dynamodb, sqs, kms, window) = tokio::join!(
         check(
@@ -81,29 +155,30 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let window = window.ok().and_then(Result::ok);
     let failure_rate = window.as_ref().map_or(0.0, |w| w.failure_rate);
     let status = overall(dynamodb && sqs && kms, failure_rate);
-    let last_24h = window.map(|w| {
-        json!({
-            "events": w.events,
-            "failed": w.events_by_status.get("failed").copied().unwrap_or(0),
-            "failure_rate": w.failure_rate,
-            "events_by_status": w.events_by_status,
-            "deliveries_by_outcome": w.deliveries_by_outcome,
-            "delivery_failure_rate": w.delivery_failure_rate,
-        })
+    let last_24h = window.map(|w| Last24h {
+        events: w.events,
+        failed: w.events_by_status.get("failed").copied().unwrap_or(0),
+        failure_rate: w.failure_rate,
+        events_by_status: w.events_by_status,
+        deliveries_by_outcome: w.deliveries_by_outcome,
+        delivery_failure_rate: w.delivery_failure_rate,
     });
-    let word = |ok: bool| if ok { "ok" } else { "error" };
-    let code = if status == "unhealthy" {
+    let code = if status == HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     (
         code,
-        Json(json!({
-            "status": status,
-            "checks": { "dynamodb": word(dynamodb), "sqs": word(sqs), "kms": word(kms) },
-            "last_24h": last_24h,
-        })),
+        Json(HealthOut {
+            status,
+            checks: HealthChecks {
+                dynamodb: dynamodb.into(),
+                sqs: sqs.into(),
+                kms: kms.into(),
+            },
+            last_24h,
+        }),
     )
 }
 
@@ -113,11 +188,12 @@ mod tests {
 
     #[test]
     fn thresholds_follow_the_spec() {
-        assert_eq!(overall(true, 0.0), "healthy");
-        assert_eq!(overall(true, 0.10), "healthy");
-        assert_eq!(overall(true, 0.1001), "degraded");
-        assert_eq!(overall(true, 0.20), "degraded");
-        assert_eq!(overall(true, 0.2001), "unhealthy");
-        assert_eq!(overall(false, 0.0), "unhealthy");
+        use HealthStatus::*;
+        assert_eq!(overall(true, 0.0), Healthy);
+        assert_eq!(overall(true, 0.10), Healthy);
+        assert_eq!(overall(true, 0.1001), Degraded);
+        assert_eq!(overall(true, 0.20), Degraded);
+        assert_eq!(overall(true, 0.2001), Unhealthy);
+        assert_eq!(overall(false, 0.0), Unhealthy);
     }
 }

@@ -15,7 +15,9 @@ use sluice::{
 
 pub mod admin;
 pub mod auth_layer;
+pub mod docs;
 pub mod health;
+pub mod openapi;
 pub mod v1;
 
 /// Idempotency scope of operator requests (tenant scopes are tenant ids, which never collide).
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(health::health))
+        .merge(openapi::routes())
         .nest("/v1", v1)
         .nest("/admin", admin)
         .fallback(not_found)

@@ -152,7 +152,8 @@ pub fn read_payload(item: &Item) -> Option<Vec<u8>> {
 }
 
 /// A stored event as the operator API shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StripeEvent)]
 pub struct EventView {
     pub id: String,
     #[serde(rename = "type")]

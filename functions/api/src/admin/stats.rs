@@ -7,9 +7,9 @@ use axum::{
     extract::{Query, State, rejection::QueryRejection},
     routing::{get, post},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sluice::{ApiError, ApiResult, stats, stripe::store};
+use utoipa::ToSchema;
 
 use super::{parse_json, stripe_events::query_params};
 use crate::AppState;
@@ -25,7 +25,20 @@ pub fn routes() -> Router<AppState> {
         .route("/cleanup", post(cleanup))
 }
 
-async fn window(
+/// `GET /admin/stats?hours=`: sums of the hourly counters (one `Query` of at most `hours` items).
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    summary = "Stripe events and deliveries of the last hours, from the hourly counters",
+    params(("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Hours summed, ending with the current one (default 24)")),
+    responses(
+        (status = 200, description = "The window's sums", body = stats::WindowStats),
+        (status = 400, description = "`hours` is not an integer in range"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn window(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Json<stats::WindowStats>> {
@@ -48,13 +61,43 @@ async fn window(
     ))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /admin/cleanup` (optional).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Cleanup {
+pub struct Cleanup {
+    /// Deletes processed and ignored Stripe events received longer ago (0–3650, default 30).
+    #[schema(minimum = 0, maximum = 3650)]
     older_than_days: Option<i64>,
 }
 
-async fn cleanup(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult<Json<Value>> {
+/// The answer of `POST /admin/cleanup`.
+#[derive(Serialize, ToSchema)]
+pub struct CleanupOut {
+    /// Events deleted by this call.
+    pub deleted: usize,
+    /// `true` when more remain: call again.
+    pub more: bool,
+    pub older_than_days: i64,
+}
+
+/// `POST /admin/cleanup {older_than_days?}`: at most 1000 deletions per call.
+#[utoipa::path(
+    post,
+    path = "/admin/cleanup",
+    tag = "admin",
+    summary = "Delete processed and ignored Stripe events sooner than their retention",
+    request_body(content = Option<Cleanup>, description = "Optional; an empty body means the defaults"),
+    responses(
+        (status = 200, description = "Deleted; `more` says whether to call again", body = CleanupOut),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 422, description = "`older_than_days` is out of range"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn cleanup(
+    State(state): State<AppState>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<CleanupOut>> {
     let req: Cleanup = if body.iter().all(u8::is_ascii_whitespace) {
         Cleanup::default()
     } else {
@@ -73,9 +116,9 @@ async fn cleanup(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult
         MAX_DELETES_PER_CALL,
     )
     .await?;
-    Ok(Json(json!({
-        "deleted": deleted,
-        "more": more,
-        "older_than_days": days,
-    })))
+    Ok(Json(CleanupOut {
+        deleted,
+        more,
+        older_than_days: days,
+    }))
 }

@@ -7,7 +7,7 @@ use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     routing::{get, post},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 use sluice::{
     ApiError, ApiResult,
     stripe::{
@@ -15,6 +15,7 @@ use sluice::{
         store::{self, EventStatus, EventView, ListFilter},
     },
 };
+use utoipa::ToSchema;
 
 use crate::AppState;
 
@@ -48,10 +49,58 @@ fn processor(state: &AppState) -> Processor<'_> {
     }
 }
 
-async fn list(
+/// A page of `GET /admin/stripe-events`.
+#[derive(Serialize, ToSchema)]
+pub struct StripeEventPage {
+    /// Newest first.
+    pub data: Vec<EventView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// What `POST /admin/stripe-events/{id}/retry` did.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOutcome {
+    Received,
+    Processed,
+    Ignored,
+    Unmatched,
+    Failed,
+    /// It was processed or ignored already: nothing changed.
+    AlreadyProcessed,
+}
+
+/// The event after a retry, and what the retry did.
+#[derive(Serialize, ToSchema)]
+pub struct RetriedStripeEvent {
+    #[serde(flatten)]
+    pub event: EventView,
+    pub outcome: RetryOutcome,
+}
+
+/// `GET /admin/stripe-events?status=&type=&limit=&cursor=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/stripe-events",
+    tag = "admin",
+    summary = "Stored Stripe events, newest first",
+    params(
+        ("status" = Option<String>, Query, description = "Only events with this status: received, processed, ignored, unmatched, failed"),
+        ("type" = Option<String>, Query, description = "Only events of this Stripe type"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of events (without payloads)", body = StripeEventPage),
+        (status = 400, description = "A query parameter is invalid"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StripeEventPage>> {
     let q = query_params(query)?;
     let status = match q.get("status").filter(|s| !s.is_empty()) {
         None => None,
@@ -85,7 +134,10 @@ async fn list(
         cursor.map(String::as_str),
     )
     .await?;
-    Ok(Json(json!({ "data": events, "next_cursor": next })))
+    Ok(Json(StripeEventPage {
+        data: events,
+        next_cursor: next,
+    }))
 }
 
 fn valid_id(id: &str) -> bool {
@@ -104,13 +156,45 @@ async fn load(state: &AppState, id: &str) -> ApiResult<EventView> {
         .ok_or_else(|| ApiError::not_found("stripe event"))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EventView>> {
+/// `GET /admin/stripe-events/{id}`: one event with its stored payload.
+#[utoipa::path(
+    get,
+    path = "/admin/stripe-events/{id}",
+    tag = "admin",
+    summary = "One stored Stripe event, with its payload",
+    params(("id" = String, Path, description = "Stripe event id (`evt_…`)")),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        (status = 404, description = "No such event"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventView>> {
     Ok(Json(load(&state, &id).await?))
 }
 
 /// Processes a stored event again from its payload. Safe at any time: effects are exactly-once,
 /// so a processed or ignored event answers `already_processed` and changes nothing.
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    post,
+    path = "/admin/stripe-events/{id}/retry",
+    tag = "admin",
+    summary = "Process a stored Stripe event again from its payload",
+    params(("id" = String, Path, description = "Stripe event id (`evt_…`)")),
+    responses(
+        (status = 200, description = "The event after the retry; a `failed` outcome is stored on the event", body = RetriedStripeEvent),
+        (status = 404, description = "No such event"),
+        (status = 409, description = "The event's payload was not kept; it cannot be processed again"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RetriedStripeEvent>> {
     if !valid_id(&id) {
         return Err(ApiError::not_found("stripe event"));
     }
@@ -118,12 +202,24 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResu
         .retry_stored(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("stripe event"))?;
-    let word = match &outcome {
-        Outcome::Done { status, .. } => status.as_str(),
-        Outcome::Duplicate { .. } => "already_processed",
-        Outcome::Failed { .. } => EventStatus::Failed.as_str(),
+    let outcome = match &outcome {
+        Outcome::Done { status, .. } => retry_outcome(status),
+        Outcome::Duplicate { .. } => RetryOutcome::AlreadyProcessed,
+        Outcome::Failed { .. } => RetryOutcome::Failed,
     };
-    let mut view = serde_json::to_value(load(&state, &id).await?).map_err(ApiError::internal)?;
-    view["outcome"] = json!(word);
-    Ok(Json(view))
+    Ok(Json(RetriedStripeEvent {
+        event: load(&state, &id).await?,
+        outcome,
+    }))
+}
+
+/// The outcome word of a stored status.
+fn retry_outcome(status: &EventStatus) -> RetryOutcome {
+    match status {
+        EventStatus::Received => RetryOutcome::Received,
+        EventStatus::Processed => RetryOutcome::Processed,
+        EventStatus::Ignored => RetryOutcome::Ignored,
+        EventStatus::Unmatched => RetryOutcome::Unmatched,
+        EventStatus::Failed => RetryOutcome::Failed,
+    }
 }

@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice::{
     ApiError, ApiResult,
@@ -16,8 +16,9 @@ use sluice::{
     auth::TenantId,
     clock,
     idempotency::StoredResponse,
-    tenants,
+    tenants::{self, SubscriptionSummary},
 };
+use utoipa::ToSchema;
 
 use super::{Lock, invalid, lock_ref};
 use crate::AppState;
@@ -27,34 +28,69 @@ const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
 /// Longest description kept on a ledger entry.
 const MAX_DESCRIPTION: usize = 500;
 
+/// The answer of `GET /v1/account`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Account)]
+pub struct AccountOut {
+    pub tenant: AccountTenant,
+    /// `null` until Stripe reports a subscription.
+    pub subscription: Option<SubscriptionSummary>,
+    pub credits: Credits,
+    pub budget: BudgetView,
+}
+
+/// Who the API key belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct AccountTenant {
+    /// `tnt_…`
+    pub id: String,
+    pub name: String,
+    /// Epoch seconds.
+    pub created_at: i64,
+}
+
+/// The prepaid credit balance.
+#[derive(Serialize, ToSchema)]
+pub struct Credits {
+    /// In minor units of `currency` (cents for USD).
+    pub balance_minor: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+}
+
 /// `GET /v1/account`: one strongly consistent read of the tenant item.
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    tag = "account",
+    summary = "The caller's tenant, subscription, credit balance and budget",
+    responses(
+        (status = 200, description = "The account", body = AccountOut),
+        (status = 404, description = "The tenant was deleted"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccountOut>> {
     let tenant = tenants::get_tenant(&state.aws.dynamodb, state.table(), &tenant_id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     let budget = BudgetView::of(&tenant, clock::now_epoch());
-    Ok(Json(json!({
-        "tenant": {
-            "id": tenant.id,
-            "name": tenant.name,
-            "created_at": tenant.created_at,
+    Ok(Json(AccountOut {
+        tenant: AccountTenant {
+            id: tenant.id,
+            name: tenant.name,
+            created_at: tenant.created_at,
         },
-        "subscription": tenant.subscription.as_ref().map(|sub| json!({
-            "id": sub.id,
-            "status": sub.status,
-            "price_id": sub.price_id,
-            "current_period_end": sub.current_period_end,
-            "cancel_at_period_end": sub.cancel_at_period_end,
-        })),
-        "credits": {
-            "balance_minor": tenant.balance_minor,
-            "currency": tenant.currency,
+        subscription: tenant.subscription,
+        credits: Credits {
+            balance_minor: tenant.balance_minor,
+            currency: tenant.currency,
         },
-        "budget": budget,
-    })))
+        budget,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -5,8 +5,8 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
@@ -14,6 +14,7 @@ use sluice::{
     ids,
     table::{self, Item, ItemExt},
 };
+use utoipa::ToSchema;
 
 use super::{attr_to_json, invalid, parse_optional_json};
 use crate::AppState;
@@ -22,12 +23,61 @@ const MAX_TYPE_LEN: usize = 100;
 /// The event item holds `data` as JSON text; DynamoDB items are at most 400 KB.
 const MAX_DATA_BYTES: usize = 256 * 1024;
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/events`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
+    /// Your event type: 1–100 letters, digits, `.`, `_`, `-`, `:`.
     #[serde(rename = "type")]
+    #[schema(example = "invoice.paid", max_length = 100)]
     event_type: String,
+    /// Any JSON (at most 256 KiB), delivered as is.
     data: Value,
+}
+
+/// The answer of `POST /v1/events` and `POST /v1/events/{id}/replay`.
+#[derive(Serialize, ToSchema)]
+pub struct EventAccepted {
+    /// `msg_…`
+    pub id: String,
+    /// The endpoints (`ep_…`) a delivery was queued for.
+    pub endpoints: Vec<String>,
+}
+
+/// An outbound event with its deliveries.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
+pub struct EventOut {
+    /// `msg_…`
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: Value,
+    /// Epoch seconds.
+    pub created_at: i64,
+    /// The endpoints it was fanned out to; `null` until a deferred event is expanded.
+    pub endpoints: Option<Vec<String>>,
+    pub deliveries: Vec<DeliveryOut>,
+}
+
+/// One endpoint's delivery of an event. Fields the egress function has not written yet are `null`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryOut {
+    pub endpoint_id: Option<String>,
+    /// `pending`, `succeeded`, `failed` (retrying) or `exhausted`.
+    pub status: Option<String>,
+    /// Incremented by each replay.
+    pub generation: Option<i64>,
+    pub attempt_count: i64,
+    /// Every attempt, oldest first (status or error class, duration, response excerpt).
+    pub attempts: Vec<Value>,
+    /// Epoch seconds.
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+    /// Epoch seconds of the next retry, while one is scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
 }
 
 fn valid_type(t: &str) -> bool {
@@ -39,11 +89,26 @@ fn valid_type(t: &str) -> bool {
 
 /// `POST /v1/events`: `202 {id, endpoints}` — one delivery per enabled endpoint whose
 /// `event_types` match (an empty list matches everything).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Publish an event to the tenant's endpoints",
+    request_body = CreateEvent,
+    responses(
+        (status = 202, description = "Stored and queued for every matching enabled endpoint", body = EventAccepted),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 409, description = "The event exists already"),
+        (status = 413, description = "`data` is over 256 KiB"),
+        (status = 422, description = "`type` is invalid"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     let req: CreateEvent = crate::admin::parse_json(&body)?;
     if !valid_type(&req.event_type) {
         return Err(invalid(format!(
@@ -66,7 +131,10 @@ pub async fn create(
     .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": event.id, "endpoints": endpoints })),
+        Json(EventAccepted {
+            id: event.id,
+            endpoints,
+        }),
     ))
 }
 
@@ -78,34 +146,47 @@ fn valid_event_id(id: &str) -> ApiResult<()> {
     }
 }
 
-fn delivery_view(item: &Item) -> Value {
-    let mut view = json!({
-        "endpoint_id": item.get_s(attr::ENDPOINT_ID),
-        "status": item.get_s(attr::STATUS),
-        "generation": item.get_i64(attr::GENERATION),
-        "attempt_count": item.get_i64(attr::ATTEMPT_COUNT).unwrap_or(0),
-        "attempts": item.get(attr::ATTEMPTS).map(attr_to_json).unwrap_or_else(|| json!([])),
-        "created_at": item.get_i64(attr::CREATED_AT),
-        "updated_at": item.get_i64(attr::UPDATED_AT),
-    });
-    if let Some(next) = item.get_i64("next_attempt_at") {
-        view["next_attempt_at"] = json!(next);
+fn delivery_view(item: &Item) -> DeliveryOut {
+    let attempts = match item.get(attr::ATTEMPTS).map(attr_to_json) {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    };
+    DeliveryOut {
+        endpoint_id: item.get_s(attr::ENDPOINT_ID).map(str::to_owned),
+        status: item.get_s(attr::STATUS).map(str::to_owned),
+        generation: item.get_i64(attr::GENERATION),
+        attempt_count: item.get_i64(attr::ATTEMPT_COUNT).unwrap_or(0),
+        attempts,
+        created_at: item.get_i64(attr::CREATED_AT),
+        updated_at: item.get_i64(attr::UPDATED_AT),
+        next_attempt_at: item.get_i64("next_attempt_at"),
     }
-    view
 }
 
 /// `GET /v1/events/{id}`: the event and, per endpoint, its delivery status and every attempt.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    summary = "An outbound event with its deliveries and every attempt",
+    params(("id" = String, Path, description = "Event id (`msg_…`)")),
+    responses(
+        (status = 200, description = "The event", body = EventOut),
+        (status = 404, description = "No such event for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventOut>> {
     valid_event_id(&id)?;
     let db = &state.aws.dynamodb;
     let event = fanout::get_event(db, state.table(), &tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
-    let deliveries: Vec<Value> = table::query_prefix(
+    let deliveries: Vec<DeliveryOut> = table::query_prefix(
         db,
         state.table(),
         &table::tenant_pk(&tenant_id),
@@ -115,30 +196,46 @@ pub async fn show(
     .iter()
     .map(delivery_view)
     .collect();
-    Ok(Json(json!({
-        "id": event.id,
-        "type": event.event_type,
-        "data": event.data,
-        "created_at": event.created_at,
-        "endpoints": event.endpoint_ids,
-        "deliveries": deliveries,
-    })))
+    Ok(Json(EventOut {
+        id: event.id,
+        event_type: event.event_type,
+        data: event.data,
+        created_at: event.created_at,
+        endpoints: event.endpoint_ids,
+        deliveries,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/events/{id}/replay` (optional).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
+    /// Only this endpoint (`ep_…`); every endpoint of the event when absent.
     endpoint_id: Option<String>,
 }
 
 /// `POST /v1/events/{id}/replay {endpoint_id?}`: enqueue again (also after exhaustion or after
 /// the endpoint was re-enabled).
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/replay",
+    tag = "events",
+    summary = "Deliver an event again (also after exhaustion)",
+    params(("id" = String, Path, description = "Event id (`msg_…`)")),
+    request_body(content = Option<Replay>, description = "Optional; an empty body replays to every endpoint"),
+    responses(
+        (status = 202, description = "Queued again", body = EventAccepted),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 404, description = "No such event or endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
     body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     valid_event_id(&id)?;
     let req: Replay = parse_optional_json(&body)?;
     if let Some(ep) = &req.endpoint_id
@@ -155,8 +252,5 @@ pub async fn replay(
         req.endpoint_id.as_deref(),
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "endpoints": endpoints })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(EventAccepted { id, endpoints })))
 }
