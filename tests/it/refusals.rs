@@ -54,7 +54,7 @@ async fn a_body_over_the_limit_is_a_413_problem() {
         let body = res.assert_problem(413);
         assert_eq!(
             problem_type(&body),
-            "https://sluice.dev/problems/payload-too-large"
+            sluice::error::problem_type_uri("payload-too-large")
         );
     }
     // … and the replay of the keyed one is the same problem.
@@ -90,7 +90,7 @@ async fn a_wrong_method_is_a_405_problem_that_still_says_what_is_allowed() {
     let body = res.assert_problem(405);
     assert_eq!(
         problem_type(&body),
-        "https://sluice.dev/problems/method-not-allowed"
+        sluice::error::problem_type_uri("method-not-allowed")
     );
     assert_eq!(res.header("allow"), Some("POST"));
 
@@ -103,7 +103,7 @@ async fn a_wrong_method_is_a_405_problem_that_still_says_what_is_allowed() {
     let body = res.assert_problem(405);
     assert_eq!(
         problem_type(&body),
-        "https://sluice.dev/problems/method-not-allowed"
+        sluice::error::problem_type_uri("method-not-allowed")
     );
     assert_eq!(res.header("allow"), Some("POST"));
 }
@@ -121,7 +121,10 @@ async fn an_unknown_route_is_a_404_problem() {
         to_ingress(&stack, Method::POST, "/webhooks/nowhere").await,
     ] {
         let body = res.assert_problem(404);
-        assert_eq!(problem_type(&body), "https://sluice.dev/problems/not-found");
+        assert_eq!(
+            problem_type(&body),
+            sluice::error::problem_type_uri("not-found")
+        );
     }
 }
 
@@ -134,7 +137,7 @@ async fn a_path_parameter_that_does_not_parse_is_a_400_problem() {
     let body = res.assert_problem(400);
     assert_eq!(
         problem_type(&body),
-        "https://sluice.dev/problems/bad-request"
+        sluice::error::problem_type_uri("bad-request")
     );
 }
 

@@ -275,9 +275,10 @@ pub fn rejection_problem(status: StatusCode, text: &str) -> Response {
             "Unprocessable content",
             "the request body does not have the expected shape",
         ),
+        // Any other 4xx a layer may answer: documented as a bad request, keeping its status.
         _ => (
-            "client-error",
-            status.canonical_reason().unwrap_or("Client error"),
+            "bad-request",
+            status.canonical_reason().unwrap_or("Bad request"),
             "the request was refused",
         ),
     };
@@ -448,11 +449,7 @@ mod tests {
             assert_eq!(got, status, "{what}");
             assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON, "{what}");
             let p: Problem = serde_json::from_slice(&body).unwrap();
-            assert_eq!(
-                p.kind,
-                format!("https://sluice.dev/problems/{slug}"),
-                "{what}"
-            );
+            assert_eq!(p.kind, problem_type_uri(slug), "{what}");
             assert_eq!(p.status, status, "{what}");
             assert!(!p.detail.is_empty(), "{what}");
         }

@@ -165,6 +165,24 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
         description: "This `Idempotency-Key` was used with a different request (method, path, query or body).",
     },
     ProblemType {
+        slug: "unsupported-media-type",
+        status: 415,
+        title: "Unsupported media type",
+        description: "The body's `content-type` is not accepted on this route.",
+    },
+    ProblemType {
+        slug: "unprocessable-content",
+        status: 422,
+        title: "Unprocessable content",
+        description: "The body does not have the shape the route expects; `detail` names the cause.",
+    },
+    ProblemType {
+        slug: "unsealable",
+        status: 422,
+        title: "Value cannot be sealed",
+        description: "The value could not be encrypted for storage (outside the key service's limits); nothing was stored.",
+    },
+    ProblemType {
         slug: "internal",
         status: 500,
         title: "Internal error",
