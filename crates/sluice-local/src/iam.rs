@@ -352,8 +352,7 @@ impl Policies {
                         for resource in one_or_many(st.get("Resource")) {
                             grants.push(Grant {
                                 action: action.to_owned(),
-                                resource: resource_name(resource)
-                                    .with_context(|| format!("{id}"))?,
+                                resource: resource_name(resource).with_context(|| id.to_owned())?,
                             });
                         }
                     }
