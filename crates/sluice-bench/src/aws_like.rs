@@ -16,12 +16,11 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Command, Stdio},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use serde_json::{Value, json};
@@ -37,54 +36,6 @@ use crate::{
 pub const DEFAULT_LATENCY: &str = "dynamodb=4,sqs=8,kms=6";
 /// Discarded rounds before the measured ones.
 const WARM_UP: usize = 5;
-
-/// `infra/emulator.py --latency …` as a child process, on a free port; stopped when dropped.
-pub struct LatencyEmulator {
-    child: Child,
-    // Held open: the emulator exits when it closes.
-    _stdin: ChildStdin,
-    pub endpoint: String,
-}
-
-impl LatencyEmulator {
-    pub fn start(latency: &str) -> anyhow::Result<LatencyEmulator> {
-        let root = sluice_local::repo_root();
-        let python = root.join(".venv/bin/python");
-        let mut child = Command::new(&python)
-            .arg(root.join("infra/emulator.py"))
-            .args(["--port", "0", "--exit-on-stdin-eof", "--latency", latency])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (run infra/bootstrap.sh moto)",
-                    python.display()
-                )
-            })?;
-        let stdin = child.stdin.take().expect("stdin piped");
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut ready)?;
-        let Some(endpoint) = ready.trim().strip_prefix("ready ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the emulator did not start with --latency {latency}");
-        };
-        Ok(LatencyEmulator {
-            endpoint: endpoint.to_owned(),
-            child,
-            _stdin: stdin,
-        })
-    }
-}
-
-impl Drop for LatencyEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One side's figures for one operation.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,7 +121,10 @@ pub async fn run(
     peer_dir: &Path,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Row>> {
-    let emulator = LatencyEmulator::start(latency)?;
+    let emulator = sluice_local::emulator::Emulator::start_with_args(
+        sluice_local::emulator::free_port()?,
+        &["--latency", latency],
+    )?;
     let model = latency_model(latency);
     let figures = |c: &Cost| Figures::of(c, &model);
     let sdk = sluice_local::emulator::sdk_config_for(&emulator.endpoint).await;

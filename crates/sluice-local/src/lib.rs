@@ -2,6 +2,7 @@
 //!
 //! - [`iam`]: what each function's AWS requests need against what `template.yaml` grants.
 //! - [`monitoring`]: the template's alarms and dashboard against the metrics the code emits.
+//! - [`child`]: the project's Python servers (moto, localstripe) as child processes.
 //! - [`emulator`]: moto's server as a child process on 127.0.0.1, installed on first use.
 //! - [`localstripe`]: a stateful fake Stripe as a child process, for the tests.
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
@@ -11,6 +12,7 @@
 //! - [`receiver`]: a development webhook endpoint that checks signatures (`sluice-local receive`).
 #![forbid(unsafe_code)]
 
+pub mod child;
 pub mod counting;
 pub mod dev;
 pub mod emulator;
