@@ -208,7 +208,8 @@ fn the_validator_catches_drift_on_every_area() {
     let post = Method::POST;
     let json = "application/json";
     // POST /v1/usage: the ledger entry, and its refusals.
-    let entry = r#"{"id":"led_1","type":"debit","amount_minor":-150,"source":"api","created_at":1}"#;
+    let entry =
+        r#"{"id":"led_1","type":"debit","amount_minor":-150,"source":"api","created_at":1}"#;
     assert_eq!(validate(&post, "/v1/usage", &res(201, json, entry)), Ok(()));
     // A field removed from the answer.
     let no_id = r#"{"type":"debit","amount_minor":-150,"source":"api","created_at":1}"#;
@@ -243,14 +244,7 @@ fn the_validator_catches_drift_on_every_area() {
     assert!(validate(&post, "/v1/endpoints", &res(201, json, &unsigned)).is_err());
     assert!(validate(&Method::GET, "/v1/secrets", &res(200, json, "{}")).is_err());
     // An answer with a body where the document has none.
-    assert!(
-        validate(
-            &Method::DELETE,
-            "/v1/secrets/openai",
-            &res(204, json, "{}")
-        )
-        .is_err()
-    );
+    assert!(validate(&Method::DELETE, "/v1/secrets/openai", &res(204, json, "{}")).is_err());
     // The ingress function's answer is in the same document.
     let received = r#"{"received":true,"id":"evt_1","status":"processed"}"#;
     assert_eq!(
@@ -354,15 +348,23 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
     let send = |req: Req| stack.send(req);
 
     // Usage and ledger.
-    send(Req::post("/v1/usage").bearer(&key).json(&json!({ "amount_minor": 5 })))
-        .await
-        .assert_problem(402);
+    send(
+        Req::post("/v1/usage")
+            .bearer(&key)
+            .json(&json!({ "amount_minor": 5 })),
+    )
+    .await
+    .assert_problem(402);
     send(Req::post("/v1/usage").bearer(&key).body("{not json"))
         .await
         .assert_problem(400);
-    send(Req::post("/v1/usage").bearer(&key).json(&json!({ "amount_minor": 0 })))
-        .await
-        .assert_problem(422);
+    send(
+        Req::post("/v1/usage")
+            .bearer(&key)
+            .json(&json!({ "amount_minor": 0 })),
+    )
+    .await
+    .assert_problem(422);
     let ledger = send(Req::get("/v1/ledger?limit=5").bearer(&key)).await;
     assert_eq!(ledger.status, 200, "{}", ledger.text());
     send(Req::get("/v1/ledger?limit=0").bearer(&key))
@@ -378,10 +380,17 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
     .await;
     assert_eq!(created.status, 201, "{}", created.text());
     let ep = created.json()["id"].as_str().unwrap().to_owned();
-    send(Req::post("/v1/endpoints").bearer(&key).json(&json!({ "url": "ftp://x" })))
-        .await
-        .assert_problem(422);
-    assert_eq!(send(Req::get("/v1/endpoints").bearer(&key)).await.status, 200);
+    send(
+        Req::post("/v1/endpoints")
+            .bearer(&key)
+            .json(&json!({ "url": "ftp://x" })),
+    )
+    .await
+    .assert_problem(422);
+    assert_eq!(
+        send(Req::get("/v1/endpoints").bearer(&key)).await.status,
+        200
+    );
     let path = format!("/v1/endpoints/{ep}");
     assert_eq!(send(Req::get(&path).bearer(&key)).await.status, 200);
     send(Req::get("/v1/endpoints/ep_nope").bearer(&key))
@@ -394,9 +403,13 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
     )
     .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
-    send(Req::patch(&path).bearer(&key).json(&json!({ "enabled": "no" })))
-        .await
-        .assert_problem(400);
+    send(
+        Req::patch(&path)
+            .bearer(&key)
+            .json(&json!({ "enabled": "no" })),
+    )
+    .await
+    .assert_problem(400);
     let secret = send(Req::get(&format!("{path}/secret")).bearer(&key)).await;
     assert_eq!(secret.status, 200, "{}", secret.text());
     let rotated = send(Req::post(&format!("{path}/rotate-secret")).bearer(&key)).await;
@@ -428,23 +441,40 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
     )
     .await;
     assert_eq!(replaced.status, 200, "{}", replaced.text());
-    send(Req::put("/v1/secrets/Bad!").bearer(&key).json(&json!({ "value": "x" })))
-        .await
-        .assert_problem(422);
+    send(
+        Req::put("/v1/secrets/Bad!")
+            .bearer(&key)
+            .json(&json!({ "value": "x" })),
+    )
+    .await
+    .assert_problem(422);
     assert_eq!(send(Req::get("/v1/secrets").bearer(&key)).await.status, 200);
-    assert_eq!(send(Req::delete("/v1/secrets/openai").bearer(&key)).await.status, 204);
+    assert_eq!(
+        send(Req::delete("/v1/secrets/openai").bearer(&key))
+            .await
+            .status,
+        204
+    );
     send(Req::delete("/v1/secrets/openai").bearer(&key))
         .await
         .assert_problem(404);
 
     // The operator's tenant, key and rewrap routes.
     let admin = &stack.admin_key;
-    send(Req::post("/admin/tenants").admin(admin).json(&json!({ "name": "" })))
-        .await
-        .assert_problem(422);
-    send(Req::post("/admin/tenants").admin(admin).json(&json!({ "name": 5 })))
-        .await
-        .assert_problem(400);
+    send(
+        Req::post("/admin/tenants")
+            .admin(admin)
+            .json(&json!({ "name": "" })),
+    )
+    .await
+    .assert_problem(422);
+    send(
+        Req::post("/admin/tenants")
+            .admin(admin)
+            .json(&json!({ "name": 5 })),
+    )
+    .await
+    .assert_problem(400);
     let issued = send(Req::post(&format!("/admin/tenants/{tenant}/api-keys")).admin(admin)).await;
     assert_eq!(issued.status, 201, "{}", issued.text());
     let key_id = issued.json()["key_id"].as_str().unwrap().to_owned();
@@ -463,9 +493,13 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
     )
     .await;
     assert_eq!(rewrap.status, 200, "{}", rewrap.text());
-    send(Req::post("/admin/secrets/rewrap").admin(admin).json(&json!({ "limit": 0 })))
-        .await
-        .assert_problem(422);
+    send(
+        Req::post("/admin/secrets/rewrap")
+            .admin(admin)
+            .json(&json!({ "limit": 0 })),
+    )
+    .await
+    .assert_problem(422);
 
     // The ingress function: refused without a signature, accepted (and a duplicate) with one.
     send(Req::post("/webhooks/stripe").body("{}"))
@@ -489,6 +523,120 @@ async fn every_other_route_answers_as_documented_through_the_stack() {
         )
         .await;
         assert_eq!(res.status, 200, "{}", res.text());
-        assert_eq!(res.json()["duplicate"].as_bool().unwrap_or(false), duplicate);
+        assert_eq!(
+            res.json()["duplicate"].as_bool().unwrap_or(false),
+            duplicate
+        );
     }
+}
+
+// The repository's own documentation: the README and docs/ link only inside the repository, and
+// the configuration table lists every variable the code reads.
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The targets of the Markdown links (`[text](target)`) in `text`.
+fn link_targets(text: &str) -> Vec<&str> {
+    text.match_indices("](")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 2..];
+            rest.find(')').map(|end| rest[..end].trim())
+        })
+        .collect()
+}
+
+/// `Err` for a link that leaves the repository: another origin, or a file outside it or missing.
+fn check_link(
+    root: &std::path::Path,
+    from_dir: &std::path::Path,
+    target: &str,
+) -> Result<(), String> {
+    let file = target.split('#').next().unwrap_or("");
+    if file.is_empty() {
+        return Ok(()); // an anchor on the same page
+    }
+    if file.contains("://") || file.starts_with("//") || file.starts_with("mailto:") {
+        return Err(format!("`{target}` leaves the repository"));
+    }
+    match from_dir.join(file).canonicalize() {
+        Ok(path) if path.starts_with(root) => Ok(()),
+        Ok(_) => Err(format!("`{target}` is outside the repository")),
+        Err(_) => Err(format!("`{target}` does not exist")),
+    }
+}
+
+#[test]
+fn readme_and_docs_link_only_inside_the_repository() {
+    let root = repo_root();
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut bad = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for target in link_targets(&text) {
+            if let Err(e) = check_link(&root, page.parent().unwrap(), target) {
+                bad.push(format!("{}: {e}", page.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    // The checker itself: what the README linked to before, and other ways out.
+    let docs = root.join("docs");
+    assert!(check_link(&root, &root, "../shared/SPEC.md").is_err());
+    assert!(check_link(&root, &root, "https://www.standardwebhooks.com/").is_err());
+    assert!(check_link(&root, &docs, "../../x.md").is_err());
+    assert!(check_link(&root, &docs, "openapi.json#x").is_ok());
+    assert_eq!(link_targets("a [b](c.md) d [e](#f)"), ["c.md", "#f"]);
+}
+
+/// Every environment variable `Config` reads, found by reading it through a recording lookup
+/// (a required one missing is supplied and the read repeated), so no list is kept by hand.
+fn config_variables() -> Vec<String> {
+    use std::{cell::RefCell, collections::BTreeSet};
+    let seen = RefCell::new(BTreeSet::new());
+    let mut supplied: Vec<&'static str> = Vec::new();
+    for _ in 0..20 {
+        let lookup = |name: &str| {
+            seen.borrow_mut().insert(name.to_owned());
+            supplied.contains(&name).then(|| "x".to_owned())
+        };
+        match sluice::Config::from_lookup(lookup) {
+            Ok(_) => return seen.into_inner().into_iter().collect(),
+            Err(e) if !supplied.contains(&e.name) => supplied.push(e.name),
+            Err(e) => panic!("Config refuses the value supplied for {}: {e}", e.name),
+        }
+    }
+    panic!("Config keeps asking for more required variables");
+}
+
+#[test]
+fn the_configuration_table_lists_every_variable_the_config_reads() {
+    let table = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+    let variables = config_variables();
+    assert!(variables.len() >= 10, "{variables:?}");
+    let missing: Vec<&String> = variables
+        .iter()
+        .filter(|v| {
+            !rows.iter().any(|row| {
+                row.split('|')
+                    .nth(1)
+                    .is_some_and(|c| c.contains(&format!("`{v}`")))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not list {missing:?} (read by crates/sluice/src/config.rs)"
+    );
 }

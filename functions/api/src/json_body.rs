@@ -53,7 +53,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let body = bytes(req, state).await?;
-        parse(&body).map(JsonBody).map_err(IntoResponse::into_response)
+        parse(&body)
+            .map(JsonBody)
+            .map_err(IntoResponse::into_response)
     }
 }
 

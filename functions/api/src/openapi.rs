@@ -6,7 +6,8 @@
 //! operations (`#[utoipa::path]` on the handlers); [`document`] then adds, as a pure function of the
 //! generated document, what utoipa cannot express or what is the same on every route: the
 //! `Idempotency-Key` parameter and `Idempotent-Replayed` header of every write, the answers of the
-//! authentication and idempotency layers (401, 400/409/413/422), the retryable `500`, and the
+//! authentication and idempotency layers (401, 400/409/413/422), the `400` of a path parameter
+//! that does not decode, the retryable `500`, and the
 //! problem+json body of every error answer. The committed `docs/openapi.json` is [`pretty`] of it;
 //! a test fails when they differ.
 //!
@@ -336,13 +337,19 @@ pub fn complete(mut doc: Value) -> Value {
             // utoipa names operations after the handler (`show` twice); ids must be unique.
             op["operationId"] = json!(crate::docs::anchor(&format!("{method} {path}")));
             let write = guarded && WRITE_METHODS.contains(&method.as_str());
-            complete_operation(op, guarded, write, &problem_ref);
+            complete_operation(op, guarded, write, path.contains('{'), &problem_ref);
         }
     }
     doc
 }
 
-fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &Value) {
+fn complete_operation(
+    op: &mut Value,
+    guarded: bool,
+    write: bool,
+    path_params: bool,
+    problem_ref: &Value,
+) {
     let responses = op["responses"].as_object_mut().map(std::mem::take);
     let mut responses = responses.unwrap_or_default();
     let mut add = |status: &str, description: &str| {
@@ -352,6 +359,10 @@ fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &
     };
     if guarded {
         add("401", "Missing or invalid credentials");
+    }
+    if path_params {
+        // axum's `Path` refuses a segment that does not decode (e.g. `%FF`, not UTF-8).
+        add("400", "A path parameter does not decode");
     }
     if write {
         add("400", "The `Idempotency-Key` is invalid");
@@ -559,6 +570,11 @@ mod tests {
         let health = &doc["paths"]["/health"]["get"];
         assert!(health["responses"]["401"].is_null(), "/health is public");
         assert!(health["parameters"].is_null());
+        let show = &doc["paths"]["/v1/events/{id}"]["get"];
+        assert!(
+            show["responses"]["400"].is_object(),
+            "a path that does not decode"
+        );
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(
             doc["paths"]["/v1/account"]["get"]["operationId"],

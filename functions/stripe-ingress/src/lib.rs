@@ -98,7 +98,11 @@ pub fn router(state: IngressState) -> Router {
         (status = 500, description = "Processing failed (stored `failed`) or AWS failed: Stripe retries"),
     ),
 )]
-pub async fn webhook(State(state): State<IngressState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn webhook(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let span = tracing::info_span!(
         "stripe_webhook",
         stripe_event_id = tracing::field::Empty,

@@ -89,7 +89,11 @@ pub struct ApiKeyOut {
 pub async fn create_tenant(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateTenant>,
-) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<TenantCreatedOut>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<SealStoredBody>,
+    Json<TenantCreatedOut>,
+)> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::invalid_field("`name` must be 1–200 characters"));
