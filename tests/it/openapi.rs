@@ -2,7 +2,11 @@
 //! generates, it is served, and every answer `Stack::send` receives validates against it
 //! ([`validate`]: operation by path template and method, status or `default`, content type, and
 //! the JSON body against its schema with the `jsonschema` crate, JSON Schema 2020-12 as
-//! OpenAPI 3.1 uses).
+//! OpenAPI 3.1 uses). Every route of both HTTP functions is in the document, so no answer goes
+//! unchecked; an unknown route may only answer a problem.
+//!
+//! Also the repository's own docs: README.md and docs/*.md link only to files inside the
+//! repository, and docs/configuration.md lists every variable `sluice::Config` reads.
 
 use std::sync::LazyLock;
 

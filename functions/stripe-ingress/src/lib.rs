@@ -4,6 +4,9 @@
 //! signature over the raw bytes (`400` naming the cause), then the envelope (`400` if it is not a
 //! Stripe event), then one transaction (see `sluice::stripe::process`). A processing failure
 //! answers `500` so that Stripe retries.
+//!
+//! The route and its answer type ([`ReceivedOut`]) are annotated for OpenAPI: the API function's
+//! document (`sluice_api::openapi`) includes them, so one document describes the whole gateway.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
