@@ -79,7 +79,7 @@ pub const BUDGET_EXCEEDED: &str = "budget.exceeded";
 const MAX_DEBIT_ATTEMPTS: usize = 8;
 
 /// What a ledger entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerKind {
     /// Credits added (a top-up): `amount_minor > 0`, balance raised.
@@ -110,7 +110,7 @@ impl LedgerKind {
 }
 
 /// One ledger entry (`TENANT#{tnt}` / `LEDGER#{created_ms:013}#{led}`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// `led_…`
     pub id: String,

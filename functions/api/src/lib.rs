@@ -17,6 +17,7 @@ pub mod admin;
 pub mod auth_layer;
 pub mod docs;
 pub mod health;
+pub mod json_body;
 pub mod openapi;
 pub mod v1;
 

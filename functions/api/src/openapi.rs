@@ -6,17 +6,17 @@
 //! operations (`#[utoipa::path]` on the handlers); [`document`] then adds, as a pure function of the
 //! generated document, what utoipa cannot express or what is the same on every route: the
 //! `Idempotency-Key` parameter and `Idempotent-Replayed` header of every write, the answers of the
-//! authentication and idempotency layers (401, 400/409/422), the retryable `500`, and the
+//! authentication and idempotency layers (401, 400/409/413/422), the `400` of a path parameter
+//! that does not decode, the retryable `500`, and the
 //! problem+json body of every error answer. The committed `docs/openapi.json` is [`pretty`] of it;
 //! a test fails when they differ.
 //!
 //! No AWS request: the document is built once per cold start, on first use.
 //!
-//! Routes annotated so far: `/health`, `/v1/account`, `/v1/events*`, `/admin/stats`,
-//! `/admin/cleanup`, `/admin/stripe-events*`. Not yet (next wave; the integration tests skip their
-//! answers, see `tests/it/openapi.rs::UNDOCUMENTED`): `POST /v1/usage`, `GET /v1/ledger`,
-//! `/v1/endpoints*`, `/v1/secrets*`, `POST /admin/tenants`, `/admin/tenants/{id}/api-keys*`,
-//! `POST /admin/secrets/rewrap`, and the ingress function's `POST /webhooks/stripe`.
+//! Every route of both HTTP functions is annotated: `/health`, `/v1/*`, `/admin/*`, and the
+//! ingress function's `POST /webhooks/stripe` (its operation and answer type come from the
+//! `stripe-ingress` crate, so the one document covers the one API Gateway). The integration
+//! tests validate every answer they receive against it (`tests/it/openapi.rs`).
 
 use std::sync::LazyLock;
 
@@ -51,14 +51,32 @@ use crate::AppState;
     paths(
         crate::health::health,
         crate::v1::account::show,
+        crate::v1::account::usage,
+        crate::v1::account::ledger,
+        crate::v1::endpoints::create,
+        crate::v1::endpoints::list,
+        crate::v1::endpoints::show,
+        crate::v1::endpoints::update,
+        crate::v1::endpoints::delete,
+        crate::v1::endpoints::secret,
+        crate::v1::endpoints::rotate_secret,
         crate::v1::events::create,
         crate::v1::events::show,
         crate::v1::events::replay,
+        crate::v1::secrets::create,
+        crate::v1::secrets::list,
+        crate::v1::secrets::replace,
+        crate::v1::secrets::delete,
+        crate::admin::create_tenant,
+        crate::admin::add_api_key,
+        crate::admin::revoke_api_key,
+        crate::admin::secrets::rewrap,
         crate::admin::stats::window,
         crate::admin::stats::cleanup,
         crate::admin::stripe_events::list,
         crate::admin::stripe_events::show,
         crate::admin::stripe_events::retry,
+        stripe_ingress::webhook,
     ),
     components(schemas(sluice::error::Problem)),
     modifiers(&SecuritySchemes),
@@ -66,7 +84,10 @@ use crate::AppState;
         (name = "health", description = "Liveness of the dependencies and of Stripe ingress"),
         (name = "account", description = "The caller's tenant, credits and budget (`Authorization: Bearer sk_…`)"),
         (name = "events", description = "Outbound events to the tenant's webhook endpoints"),
+        (name = "endpoints", description = "The tenant's webhook endpoints and their signing secrets"),
+        (name = "secrets", description = "The tenant's provider API keys, sealed with KMS and never returned"),
         (name = "admin", description = "The operator API (`X-Admin-Key`)"),
+        (name = "stripe", description = "Stripe webhook ingress (verified by `Stripe-Signature`; a separate function)"),
     ),
 )]
 pub struct ApiDoc;
@@ -316,13 +337,19 @@ pub fn complete(mut doc: Value) -> Value {
             // utoipa names operations after the handler (`show` twice); ids must be unique.
             op["operationId"] = json!(crate::docs::anchor(&format!("{method} {path}")));
             let write = guarded && WRITE_METHODS.contains(&method.as_str());
-            complete_operation(op, guarded, write, &problem_ref);
+            complete_operation(op, guarded, write, path.contains('{'), &problem_ref);
         }
     }
     doc
 }
 
-fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &Value) {
+fn complete_operation(
+    op: &mut Value,
+    guarded: bool,
+    write: bool,
+    path_params: bool,
+    problem_ref: &Value,
+) {
     let responses = op["responses"].as_object_mut().map(std::mem::take);
     let mut responses = responses.unwrap_or_default();
     let mut add = |status: &str, description: &str| {
@@ -332,6 +359,10 @@ fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &
     };
     if guarded {
         add("401", "Missing or invalid credentials");
+    }
+    if path_params {
+        // axum's `Path` refuses a segment that does not decode (e.g. `%FF`, not UTF-8).
+        add("400", "A path parameter does not decode");
     }
     if write {
         add("400", "The `Idempotency-Key` is invalid");
@@ -343,6 +374,9 @@ fn complete_operation(op: &mut Value, guarded: bool, write: bool, problem_ref: &
             "422",
             "This `Idempotency-Key` was used with a different request",
         );
+        // The idempotency layer reads a keyed write's body (to fingerprint it) up to its limit,
+        // and handlers read theirs up to axum's: any write can be refused as too large.
+        add("413", "The body is over the limit");
     }
     add(
         "500",
@@ -526,7 +560,7 @@ mod tests {
         );
         assert!(replay["responses"]["202"]["headers"]["Idempotent-Replayed"].is_object());
         assert!(replay["responses"]["500"]["headers"]["Idempotent-Replayed"].is_null());
-        for status in ["400", "401", "404", "409", "422", "500"] {
+        for status in ["400", "401", "404", "409", "413", "422", "500"] {
             assert_eq!(
                 replay["responses"][status]["content"][PROBLEM_JSON]["schema"]["$ref"],
                 "#/components/schemas/Problem",
@@ -536,6 +570,11 @@ mod tests {
         let health = &doc["paths"]["/health"]["get"];
         assert!(health["responses"]["401"].is_null(), "/health is public");
         assert!(health["parameters"].is_null());
+        let show = &doc["paths"]["/v1/events/{id}"]["get"];
+        assert!(
+            show["responses"]["400"].is_object(),
+            "a path that does not decode"
+        );
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(
             doc["paths"]["/v1/account"]["get"]["operationId"],

@@ -4,6 +4,9 @@
 //! signature over the raw bytes (`400` naming the cause), then the envelope (`400` if it is not a
 //! Stripe event), then one transaction (see `sluice::stripe::process`). A processing failure
 //! answers `500` so that Stripe retries.
+//!
+//! The route and its answer type ([`ReceivedOut`]) are annotated for OpenAPI: the API function's
+//! document (`sluice_api::openapi`) includes them, so one document describes the whole gateway.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -16,13 +19,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde_json::json;
+use serde::Serialize;
 use sluice::{
     ApiError, Config,
     aws::AwsClients,
     clock,
     config::ConfigError,
-    stripe::{self, Outcome, Processor, signature},
+    stripe::{self, Outcome, Processor, signature, store::EventStatus},
     telemetry,
 };
 use tracing::Instrument;
@@ -55,6 +58,21 @@ impl IngressState {
     }
 }
 
+/// The answer to an accepted Stripe event (stored now, or a redelivery of a stored one).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = StripeWebhookReceived)]
+pub struct ReceivedOut {
+    /// Always `true`.
+    pub received: bool,
+    /// `true` on a redelivery of an event already stored: nothing changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// Stripe's event id (`evt_…`).
+    pub id: String,
+    /// The stored status: `processed`, `ignored` or `unmatched` (a duplicate: its final status).
+    pub status: EventStatus,
+}
+
 /// The ingress router, ready for `lambda_http::run` or a local server.
 pub fn router(state: IngressState) -> Router {
     Router::new()
@@ -67,7 +85,27 @@ pub fn router(state: IngressState) -> Router {
         .with_state(state)
 }
 
-async fn webhook(State(state): State<IngressState>, headers: HeaderMap, body: Body) -> Response {
+/// `POST /webhooks/stripe`: a Stripe event, verified on its raw bytes, stored once.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    tag = "stripe",
+    summary = "Receive a Stripe webhook event",
+    description = "Register this URL in Stripe's dashboard. The body is verified against `Stripe-Signature` on its raw bytes before anything is stored; a refusal's `type` names the cause.",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's `t=…,v1=…` signature of the raw body")),
+    request_body(content = Object, description = "A Stripe event (`object: event`), at most 1 MiB, as Stripe sends it"),
+    responses(
+        (status = 200, description = "Stored (or already stored: `duplicate`)", body = ReceivedOut),
+        (status = 400, description = "Signature missing, malformed, not matching or out of tolerance; body not JSON or not a Stripe event"),
+        (status = 413, description = "The body is over 1 MiB"),
+        (status = 500, description = "Processing failed (stored `failed`) or AWS failed: Stripe retries"),
+    ),
+)]
+pub async fn webhook(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let span = tracing::info_span!(
         "stripe_webhook",
         stripe_event_id = tracing::field::Empty,
@@ -131,18 +169,19 @@ async fn handle(
         &[("EventType", &event.event_type), ("Status", status)],
     );
     match outcome {
-        Outcome::Done { status, .. } => Ok(Json(json!({
-            "received": true,
-            "id": event.id,
-            "status": status,
-        }))
+        Outcome::Done { status, .. } => Ok(Json(ReceivedOut {
+            received: true,
+            duplicate: false,
+            id: event.id,
+            status,
+        })
         .into_response()),
-        Outcome::Duplicate { status } => Ok(Json(json!({
-            "received": true,
-            "duplicate": true,
-            "id": event.id,
-            "status": status,
-        }))
+        Outcome::Duplicate { status } => Ok(Json(ReceivedOut {
+            received: true,
+            duplicate: true,
+            id: event.id,
+            status,
+        })
         .into_response()),
         // Stored as failed; a 500 makes Stripe deliver it again.
         Outcome::Failed { error } => Err(ApiError::internal(anyhow::anyhow!(

@@ -31,7 +31,8 @@ pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
 const MAX_STORED_PAYLOAD_BYTES: usize = 350 * 1024;
 
 /// Status of a stored event (SPEC §4.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[schema(as = StripeEventStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
     /// Stored, not yet processed (only seen if processing stopped half-way).

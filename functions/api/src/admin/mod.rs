@@ -6,8 +6,7 @@ use axum::{
     http::StatusCode,
     routing::{delete, post},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sluice::{
     ApiError, ApiResult,
     idempotency::SealStoredBody,
@@ -15,7 +14,9 @@ use sluice::{
     tenants::{self, NewTenant},
 };
 
-use crate::AppState;
+use utoipa::ToSchema;
+
+use crate::{AppState, json_body::JsonBody};
 
 pub mod secrets;
 pub mod stats;
@@ -32,25 +33,67 @@ pub fn routes() -> Router<AppState> {
         .route("/secrets/rewrap", post(secrets::rewrap))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /admin/tenants`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub struct CreateTenant {
+    /// 1–200 characters (trimmed).
+    #[schema(example = "Acme", min_length = 1, max_length = 200)]
     name: String,
+    /// Monthly spending budget in minor units, 1 … 10^12; budget notifications at 80 % and 100 %.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     monthly_budget_minor: Option<i64>,
+    /// Three-letter ISO 4217 code (default `usd`).
+    #[schema(example = "usd")]
     currency: Option<String>,
 }
 
-/// Parses a JSON body into `T`, answering a `400` that names the cause (axum's default is text/plain).
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+/// The answer of `POST /admin/tenants`: the tenant and its first API key (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct TenantCreatedOut {
+    /// `tnt_…`
+    pub id: String,
+    pub name: String,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    pub monthly_budget_minor: Option<i64>,
+    /// `sk_…`: shown once, never again.
+    pub api_key: String,
+    /// `key_…`: names the key to revoke it.
+    pub key_id: String,
 }
 
-async fn create_tenant(
+/// The answer of `POST /admin/tenants/{id}/api-keys`: a new key (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyOut {
+    /// `key_…`
+    pub key_id: String,
+    /// `sk_…`: shown once, never again.
+    pub api_key: String,
+}
+
+/// `POST /admin/tenants`: the tenant and its first API key.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants",
+    tag = "admin",
+    summary = "Create a tenant and its first API key",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created; the API key is shown only in this answer", body = TenantCreatedOut),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 422, description = "`name`, `monthly_budget_minor` or `currency` is out of range"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn create_tenant(
     State(state): State<AppState>,
-    body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<Value>)> {
-    let req: CreateTenant = parse_json(&body)?;
+    JsonBody(req): JsonBody<CreateTenant>,
+) -> ApiResult<(
+    StatusCode,
+    Extension<SealStoredBody>,
+    Json<TenantCreatedOut>,
+)> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::invalid_field("`name` must be 1–200 characters"));
@@ -75,21 +118,35 @@ async fn create_tenant(
     Ok((
         StatusCode::CREATED,
         Extension(SealStoredBody),
-        Json(json!({
-            "id": tenant.id,
-            "name": tenant.name,
-            "currency": tenant.currency,
-            "monthly_budget_minor": tenant.monthly_budget_minor,
-            "api_key": key.api_key,
-            "key_id": key.key_id,
-        })),
+        Json(TenantCreatedOut {
+            id: tenant.id,
+            name: tenant.name,
+            currency: tenant.currency,
+            monthly_budget_minor: tenant.monthly_budget_minor,
+            api_key: key.api_key,
+            key_id: key.key_id,
+        }),
     ))
 }
 
-async fn add_api_key(
+/// `POST /admin/tenants/{id}/api-keys`: another key for the tenant (several may be live at once,
+/// for a rotation).
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{id}/api-keys",
+    tag = "admin",
+    summary = "Issue another API key for a tenant",
+    params(("id" = String, Path, description = "Tenant id (`tnt_…`)")),
+    responses(
+        (status = 201, description = "Issued; the key is shown only in this answer", body = ApiKeyOut),
+        (status = 404, description = "No such tenant"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn add_api_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<SealStoredBody>, Json<ApiKeyOut>)> {
     if !ids::has_prefix(&id, "tnt") {
         return Err(ApiError::not_found("tenant"));
     }
@@ -97,11 +154,31 @@ async fn add_api_key(
     Ok((
         StatusCode::CREATED,
         Extension(SealStoredBody),
-        Json(json!({ "key_id": key.key_id, "api_key": key.api_key })),
+        Json(ApiKeyOut {
+            key_id: key.key_id,
+            api_key: key.api_key,
+        }),
     ))
 }
 
-async fn revoke_api_key(
+/// `DELETE /admin/tenants/{id}/api-keys/{key_id}`: `204`; refused at once on this instance, on
+/// other warm instances within `API_KEY_CACHE_SECS`.
+#[utoipa::path(
+    delete,
+    path = "/admin/tenants/{id}/api-keys/{key_id}",
+    tag = "admin",
+    summary = "Revoke an API key",
+    params(
+        ("id" = String, Path, description = "Tenant id (`tnt_…`)"),
+        ("key_id" = String, Path, description = "Key id (`key_…`)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key for this tenant"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn revoke_api_key(
     State(state): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {

@@ -23,7 +23,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{Json, extract::State};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sluice::{
     ApiError, ApiResult,
     idempotency::{self, RECORD_SK},
@@ -31,7 +30,9 @@ use sluice::{
     table::{self, Item, ItemExt, bin, n, s},
 };
 
-use crate::AppState;
+use utoipa::ToSchema;
+
+use crate::{AppState, json_body::OptionalJsonBody};
 
 /// Items scanned per call unless the request says otherwise.
 pub const DEFAULT_LIMIT: i32 = 200;
@@ -39,17 +40,18 @@ pub const DEFAULT_LIMIT: i32 = 200;
 pub const MAX_LIMIT: i32 = 1000;
 
 /// `POST /admin/secrets/rewrap` body (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewrapRequest {
     /// `next_cursor` of the previous call; absent to start from the first item.
     cursor: Option<String>,
-    /// Items to scan in this call, 1–[`MAX_LIMIT`].
+    /// Items to scan in this call, 1–1000 (default 200).
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<i32>,
 }
 
 /// Counts reported by a rewrap call.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct RewrapReport {
     /// Endpoint signing secrets moved to the current key.
     pub endpoint_secrets: u64,
@@ -90,11 +92,7 @@ fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
     Ok(table::key(position.pk, position.sk))
 }
 
-fn parse_request(body: &[u8]) -> ApiResult<RewrapRequest> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RewrapRequest::default());
-    }
-    let req: RewrapRequest = crate::admin::parse_json(body)?;
+fn check_request(req: RewrapRequest) -> ApiResult<RewrapRequest> {
     if req.limit.is_some_and(|l| !(1..=MAX_LIMIT).contains(&l)) {
         return Err(ApiError::invalid_field(format!(
             "`limit` must be 1–{MAX_LIMIT}"
@@ -104,8 +102,24 @@ fn parse_request(body: &[u8]) -> ApiResult<RewrapRequest> {
 }
 
 /// `POST /admin/secrets/rewrap {cursor?, limit?}`.
-pub async fn rewrap(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult<Json<Value>> {
-    let req = parse_request(&body)?;
+#[utoipa::path(
+    post,
+    path = "/admin/secrets/rewrap",
+    tag = "admin",
+    summary = "Move one page of stored secrets under the current KMS key",
+    request_body(content = Option<RewrapRequest>, description = "Optional; an empty body starts from the first item"),
+    responses(
+        (status = 200, description = "One page done; call again with `next_cursor` until `done`", body = RewrapReport),
+        (status = 400, description = "The body is not JSON of this shape, or `cursor` is not one this endpoint returned"),
+        (status = 422, description = "`limit` is out of range"),
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn rewrap(
+    State(state): State<AppState>,
+    OptionalJsonBody(req): OptionalJsonBody<RewrapRequest>,
+) -> ApiResult<Json<RewrapReport>> {
+    let req = check_request(req)?;
     let start = req.cursor.as_deref().map(decode_cursor).transpose()?;
     let sealer = state.sealer();
     let current = sealer.current_key_arn().await?;
@@ -144,7 +158,7 @@ pub async fn rewrap(State(state): State<AppState>, body: bytes::Bytes) -> ApiRes
         .and_then(encode_cursor);
     report.done = report.next_cursor.is_none();
     tracing::info!(?report, "secrets rewrapped");
-    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+    Ok(Json(report))
 }
 
 /// One rewrap call's context.
@@ -344,6 +358,10 @@ mod tests {
         for bad in ["", "!!", &URL_SAFE_NO_PAD.encode(r#"{"pk":"a"}"#)] {
             assert_eq!(decode_cursor(bad).unwrap_err().status(), 400, "{bad}");
         }
+    }
+
+    fn parse_request(body: &[u8]) -> ApiResult<RewrapRequest> {
+        crate::json_body::parse_optional(body).and_then(check_request)
     }
 
     #[test]

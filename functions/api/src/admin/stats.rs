@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sluice::{ApiError, ApiResult, stats, stripe::store};
 use utoipa::ToSchema;
 
-use super::{parse_json, stripe_events::query_params};
-use crate::AppState;
+use super::stripe_events::query_params;
+use crate::{AppState, json_body::OptionalJsonBody};
 
 /// Most events one cleanup call deletes; `more: true` says to call again.
 const MAX_DELETES_PER_CALL: usize = 1000;
@@ -96,13 +96,8 @@ pub struct CleanupOut {
 )]
 pub async fn cleanup(
     State(state): State<AppState>,
-    body: bytes::Bytes,
+    OptionalJsonBody(req): OptionalJsonBody<Cleanup>,
 ) -> ApiResult<Json<CleanupOut>> {
-    let req: Cleanup = if body.iter().all(u8::is_ascii_whitespace) {
-        Cleanup::default()
-    } else {
-        parse_json(&body)?
-    };
     let days = req.older_than_days.unwrap_or(DEFAULT_CLEANUP_DAYS);
     if !(0..=3650).contains(&days) {
         return Err(ApiError::invalid_field(

@@ -9,7 +9,6 @@ use axum::{
     response::Response,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sluice::{
     ApiError, ApiResult,
     account::{self, BudgetView, LedgerEntry},
@@ -21,7 +20,7 @@ use sluice::{
 use utoipa::ToSchema;
 
 use super::{Lock, invalid, lock_ref};
-use crate::AppState;
+use crate::{AppState, json_body::JsonBody};
 
 /// Largest single usage debit (minor units): far beyond any real charge, far below overflow.
 const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
@@ -93,21 +92,40 @@ pub async fn show(
     }))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/usage`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UsageRequest {
+pub struct UsageRequest {
+    /// The debit, in minor units of the tenant's currency: 1 … 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 150)]
     amount_minor: i64,
+    /// Kept on the ledger entry (trimmed, at most 500 characters).
+    #[schema(example = "tts")]
     description: Option<String>,
 }
 
 /// `POST /v1/usage`: debits credits atomically; `402` when the balance is short.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    tag = "account",
+    summary = "Debit credits for usage",
+    request_body = UsageRequest,
+    responses(
+        (status = 201, description = "Debited: the ledger entry", body = LedgerEntry),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 402, description = "The balance is lower than the debit; nothing was debited"),
+        (status = 404, description = "The tenant was deleted"),
+        (status = 422, description = "`amount_minor` or `description` is out of range"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn usage(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     lock: Lock,
-    body: bytes::Bytes,
+    JsonBody(req): JsonBody<UsageRequest>,
 ) -> ApiResult<Response> {
-    let req: UsageRequest = crate::admin::parse_json(&body)?;
     if req.amount_minor <= 0 || req.amount_minor > MAX_AMOUNT_MINOR {
         return Err(invalid(
             "`amount_minor` must be a positive integer (minor units)",
@@ -133,12 +151,37 @@ pub async fn usage(
     .await?)
 }
 
+/// A page of `GET /v1/ledger`.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerPageOut {
+    /// Newest first; every entry carries `currency`.
+    pub data: Vec<LedgerEntry>,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
 /// `GET /v1/ledger?limit=&cursor=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/ledger",
+    tag = "account",
+    summary = "The ledger: credits, debits and payments, newest first",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Entries per page (default 20)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = LedgerPageOut),
+        (status = 400, description = "`limit` or `cursor` is invalid"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn ledger(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Query(query): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LedgerPageOut>> {
     let limit = match query.get("limit") {
         None => account::DEFAULT_PAGE_SIZE,
         Some(v) => v
@@ -164,17 +207,17 @@ pub async fn ledger(
     )?;
     let page = page.map_err(|bad| ApiError::bad_request(bad.to_string()))?;
     let currency = tenant.map(|t| t.currency).unwrap_or_default();
-    let data: Vec<Value> = page
+    let data: Vec<LedgerEntry> = page
         .entries
         .into_iter()
         .map(|mut entry| {
             entry.currency.get_or_insert_with(|| currency.clone());
-            serde_json::to_value(entry).unwrap_or_default()
+            entry
         })
         .collect();
-    Ok(Json(json!({
-        "data": data,
-        "has_more": page.next_cursor.is_some(),
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(Json(LedgerPageOut {
+        data,
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+    }))
 }

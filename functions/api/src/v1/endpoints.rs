@@ -15,8 +15,7 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
@@ -28,8 +27,13 @@ use sluice::{
     table::{self, Item, ItemExt, n, s},
 };
 
-use super::{Lock, invalid, lock_ref, parse_optional_json};
-use crate::AppState;
+use utoipa::ToSchema;
+
+use super::{Lock, invalid, lock_ref};
+use crate::{
+    AppState,
+    json_body::{JsonBody, OptionalJsonBody},
+};
 
 /// A rotated-out secret keeps signing beside the new one this long.
 pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
@@ -62,19 +66,75 @@ fn endpoint_key(tenant_id: &str, endpoint_id: &str) -> Item {
     table::key(table::tenant_pk(tenant_id), table::endpoint_sk(endpoint_id))
 }
 
+/// A webhook endpoint as the tenant sees it (never its secrets).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Endpoint)]
+pub struct EndpointOut {
+    /// `ep_…`
+    pub id: String,
+    #[schema(example = "https://example.com/webhooks")]
+    pub url: String,
+    pub description: Option<String>,
+    /// The event types it receives; empty: every type.
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    /// Why it is disabled (by the tenant, a `410 Gone`, or failing too long); `null` when enabled.
+    pub disabled_reason: Option<String>,
+    /// Epoch seconds of the first failure of the current streak; `null` when delivering fine.
+    pub failing_since: Option<i64>,
+    /// Epoch seconds.
+    pub created_at: i64,
+    /// Epoch seconds.
+    pub updated_at: i64,
+}
+
 /// The tenant-visible view of an endpoint item (never its secrets).
-fn view(item: &Item) -> Value {
-    json!({
-        "id": item.get_s(attr::ID),
-        "url": item.get_s(attr::URL),
-        "description": item.get_s(attr::DESCRIPTION),
-        "event_types": item.get_string_list(attr::EVENT_TYPES),
-        "enabled": item.get_bool(attr::ENABLED).unwrap_or(false),
-        "disabled_reason": item.get_s(attr::DISABLED_REASON),
-        "failing_since": item.get_i64(attr::FAILING_SINCE),
-        "created_at": item.get_i64(attr::CREATED_AT),
-        "updated_at": item.get_i64(attr::UPDATED_AT),
-    })
+fn view(item: &Item) -> EndpointOut {
+    EndpointOut {
+        id: item.get_s(attr::ID).unwrap_or_default().to_owned(),
+        url: item.get_s(attr::URL).unwrap_or_default().to_owned(),
+        description: item.get_s(attr::DESCRIPTION).map(str::to_owned),
+        event_types: item.get_string_list(attr::EVENT_TYPES),
+        enabled: item.get_bool(attr::ENABLED).unwrap_or(false),
+        disabled_reason: item.get_s(attr::DISABLED_REASON).map(str::to_owned),
+        failing_since: item.get_i64(attr::FAILING_SINCE),
+        created_at: item.get_i64(attr::CREATED_AT).unwrap_or_default(),
+        updated_at: item.get_i64(attr::UPDATED_AT).unwrap_or_default(),
+    }
+}
+
+/// The answer of `POST /v1/endpoints`: the endpoint and its signing secret.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EndpointCreated)]
+pub struct EndpointCreatedOut {
+    #[serde(flatten)]
+    pub endpoint: EndpointOut,
+    /// `whsec_…`: verifies the `webhook-signature` of its deliveries.
+    pub secret: String,
+}
+
+/// The answer of `GET /v1/endpoints`.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointListOut {
+    pub data: Vec<EndpointOut>,
+}
+
+/// The answer of `GET /v1/endpoints/{id}/secret`.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointSecretOut {
+    /// `whsec_…`: the current (newest) signing secret.
+    pub secret: String,
+}
+
+/// The answer of `POST /v1/endpoints/{id}/rotate-secret`.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedSecretOut {
+    /// `ep_…`
+    pub id: String,
+    /// `whsec_…`: the new secret, signing first from now on.
+    pub secret: String,
+    /// Epoch seconds until which the previous secrets keep signing beside it.
+    pub previous_secrets_expire_at: i64,
 }
 
 async fn validate_url(state: &AppState, raw: &str) -> ApiResult<String> {
@@ -153,24 +213,44 @@ async fn get_endpoint(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<
     out.item.ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/endpoints`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
+    /// `https` (or `http` with `EGRESS_ALLOW_HTTP`); private, loopback and metadata addresses
+    /// are refused unless in `EGRESS_ALLOW_CIDRS`.
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
+    /// Event types to receive (at most 100, each 1–100 printable characters); empty or absent:
+    /// every type.
     #[serde(default)]
     event_types: Vec<String>,
+    /// At most 500 characters.
     description: Option<String>,
 }
 
 /// `POST /v1/endpoints`: `201` with the id and the signing secret. The endpoint and the stored
 /// answer commit in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    summary = "Register a webhook endpoint",
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, description = "Created, with its signing secret", body = EndpointCreatedOut,
+            headers(("Location" = String, description = "`/v1/endpoints/{id}`"))),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 422, description = "`url`, `event_types` or `description` is unacceptable; `detail` names it"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     lock: Lock,
-    body: bytes::Bytes,
+    JsonBody(req): JsonBody<CreateEndpoint>,
 ) -> ApiResult<Response> {
-    let req: CreateEndpoint = crate::admin::parse_json(&body)?;
     let url = validate_url(&state, &req.url).await?;
     let event_types = validate_event_types(req.event_types)?;
     let description = validate_description(req.description)?;
@@ -198,8 +278,10 @@ pub async fn create(
     if let Some(d) = &description {
         item.insert(attr::DESCRIPTION.into(), s(d));
     }
-    let mut body = view(&item);
-    body["secret"] = Value::String(secret.expose().to_owned());
+    let body = EndpointCreatedOut {
+        endpoint: view(&item),
+        secret: secret.expose().to_owned(),
+    };
     let response = StoredResponse::json(StatusCode::CREATED, &body)
         .with_location(format!("/v1/endpoints/{id}"))
         .sensitive();
@@ -213,11 +295,19 @@ pub async fn create(
     Ok(commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await?)
 }
 
-/// `GET /v1/endpoints`.
+/// `GET /v1/endpoints`: every endpoint of the tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    summary = "The tenant's webhook endpoints",
+    responses((status = 200, description = "Every endpoint", body = EndpointListOut)),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointListOut>> {
     let items = table::query_prefix(
         &state.aws.dynamodb,
         state.table(),
@@ -225,25 +315,50 @@ pub async fn list(
         &table::endpoint_sk(""),
     )
     .await?;
-    let data: Vec<Value> = items.iter().map(view).collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(EndpointListOut {
+        data: items.iter().map(view).collect(),
+    }))
 }
 
 /// `GET /v1/endpoints/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    summary = "One webhook endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointOut),
+        (status = 404, description = "No such endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointOut>> {
     Ok(Json(view(&get_endpoint(&state, &tenant_id, &id).await?)))
 }
 
 /// `GET /v1/endpoints/{id}/secret`: the current (newest) signing secret.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}/secret",
+    tag = "endpoints",
+    summary = "The endpoint's current signing secret",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The newest secret", body = EndpointSecretOut),
+        (status = 404, description = "No such endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn secret(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointSecretOut>> {
     let item = get_endpoint(&state, &tenant_id, &id).await?;
     let current = SealedEndpointSecret::list_from_item(&item)
         .into_iter()
@@ -256,27 +371,48 @@ pub async fn secret(
             &current.ciphertext,
         )
         .await?;
-    Ok(Json(json!({ "secret": secret.expose() })))
+    Ok(Json(EndpointSecretOut {
+        secret: secret.expose().to_owned(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// The body of `PATCH /v1/endpoints/{id}`: only the fields present change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
+    /// As in `POST /v1/endpoints`.
     url: Option<String>,
+    /// Replaces the list; empty: every type.
     event_types: Option<Vec<String>>,
+    /// `true` re-enables it and clears its failure streak; `false` disables it.
     enabled: Option<bool>,
+    /// An empty string removes it.
     description: Option<String>,
 }
 
 /// `PATCH /v1/endpoints/{id}`: re-enabling clears the failure streak.
+#[utoipa::path(
+    patch,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    summary = "Change, disable or re-enable an endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body(content = Option<UpdateEndpoint>, description = "Optional; an empty body changes nothing but `updated_at`"),
+    responses(
+        (status = 200, description = "The endpoint as changed", body = EndpointOut),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 404, description = "No such endpoint for this tenant"),
+        (status = 422, description = "A field is unacceptable; `detail` names it"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
-    body: bytes::Bytes,
-) -> ApiResult<Json<Value>> {
+    OptionalJsonBody(req): OptionalJsonBody<UpdateEndpoint>,
+) -> ApiResult<Json<EndpointOut>> {
     valid_id(&id)?;
-    let req: UpdateEndpoint = parse_optional_json(&body)?;
     // Every attribute goes through a name placeholder (`url` is a DynamoDB reserved word).
     let mut set = vec!["#updated_at = :now".to_owned()];
     let mut remove: Vec<&str> = Vec::new();
@@ -351,6 +487,18 @@ pub async fn update(
 }
 
 /// `DELETE /v1/endpoints/{id}`: `204`; the deletion and the stored answer commit together.
+#[utoipa::path(
+    delete,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    summary = "Delete an endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
@@ -403,6 +551,19 @@ fn rotation_keeps(
 /// `POST /v1/endpoints/{id}/rotate-secret`: a new secret signs first; the previous one keeps
 /// signing beside it for 24 h. Secrets that already expired are dropped; at most
 /// [`MAX_ACTIVE_SECRETS`] sign at once (`409` with `Retry-After` beyond).
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/rotate-secret",
+    tag = "endpoints",
+    summary = "Issue a new signing secret; the previous one keeps signing for 24 h",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The new secret", body = RotatedSecretOut),
+        (status = 404, description = "No such endpoint for this tenant"),
+        (status = 409, description = "Already 3 active secrets (`Retry-After`: when the oldest expires), or the endpoint changed concurrently"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
@@ -454,11 +615,11 @@ pub async fn rotate_secret(
             .expression_attribute_values(":next", n(1)),
     };
     let update = update.build().expect("table, key and expression set");
-    let body = json!({
-        "id": id,
-        "secret": secret.expose(),
-        "previous_secrets_expire_at": overlap_until,
-    });
+    let body = RotatedSecretOut {
+        id: id.clone(),
+        secret: secret.expose().to_owned(),
+        previous_secrets_expire_at: overlap_until,
+    };
     let response = StoredResponse::json(StatusCode::OK, &body).sensitive();
     let items = vec![TransactWriteItem::builder().update(update).build()];
     match commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await {

@@ -16,8 +16,11 @@ use sluice::{
 };
 use utoipa::ToSchema;
 
-use super::{attr_to_json, invalid, parse_optional_json};
-use crate::AppState;
+use super::{attr_to_json, invalid};
+use crate::{
+    AppState,
+    json_body::{JsonBody, OptionalJsonBody},
+};
 
 const MAX_TYPE_LEN: usize = 100;
 /// The event item holds `data` as JSON text; DynamoDB items are at most 400 KB.
@@ -107,9 +110,8 @@ fn valid_type(t: &str) -> bool {
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
-    body: bytes::Bytes,
+    JsonBody(req): JsonBody<CreateEvent>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
-    let req: CreateEvent = crate::admin::parse_json(&body)?;
     if !valid_type(&req.event_type) {
         return Err(invalid(format!(
             "`type` must be 1–{MAX_TYPE_LEN} characters of letters, digits, `.`, `_`, `-`, `:`"
@@ -234,10 +236,9 @@ pub async fn replay(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    OptionalJsonBody(req): OptionalJsonBody<Replay>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     valid_event_id(&id)?;
-    let req: Replay = parse_optional_json(&body)?;
     if let Some(ep) = &req.endpoint_id
         && !ids::has_prefix(ep, "ep")
     {

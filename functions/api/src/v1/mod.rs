@@ -9,9 +9,8 @@ use axum::{
     Extension, Router,
     routing::{get, post},
 };
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sluice::{ApiError, ApiResult, idempotency::IdempotencyLock};
+use sluice::{ApiError, idempotency::IdempotencyLock};
 
 use crate::AppState;
 
@@ -56,16 +55,7 @@ pub fn lock_ref(lock: &Lock) -> Option<&IdempotencyLock> {
     lock.as_ref().map(|Extension(lock)| lock)
 }
 
-/// Parses a JSON body; an empty body reads as `{}` (for bodies whose fields are all optional).
-pub fn parse_optional_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        crate::admin::parse_json(b"{}")
-    } else {
-        crate::admin::parse_json(body)
-    }
-}
-
-/// A `400` for a request body whose fields fail validation: `422` names the field.
+/// A `422` for a well-formed request body whose field is unacceptable; `detail` names the field.
 pub fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::invalid_field(detail)
 }

@@ -11,8 +11,7 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
@@ -22,8 +21,10 @@ use sluice::{
     table::{self, Item, ItemExt, bin, n, s},
 };
 
+use utoipa::ToSchema;
+
 use super::{Lock, invalid, lock_ref};
-use crate::AppState;
+use crate::{AppState, json_body::JsonBody};
 
 const MAX_PROVIDER_LEN: usize = 64;
 const MAX_VALUE_LEN: usize = 8192;
@@ -64,13 +65,34 @@ fn check_value(v: &str) -> ApiResult<Secret> {
     Ok(Secret::new(v))
 }
 
-fn view(item: &Item) -> Value {
-    json!({
-        "provider": item.get_s(attr::PROVIDER),
-        "hint": item.get_s(attr::HINT),
-        "created_at": item.get_i64(attr::CREATED_AT),
-        "updated_at": item.get_i64(attr::UPDATED_AT),
-    })
+/// A provider secret as the tenant sees it: never its value.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProviderSecret)]
+pub struct SecretOut {
+    #[schema(example = "openai")]
+    pub provider: String,
+    /// The value's last characters (`…last4`), to recognise it.
+    #[schema(example = "…x7Qa")]
+    pub hint: String,
+    /// Epoch seconds.
+    pub created_at: i64,
+    /// Epoch seconds.
+    pub updated_at: i64,
+}
+
+/// The answer of `GET /v1/secrets`.
+#[derive(Serialize, ToSchema)]
+pub struct SecretListOut {
+    pub data: Vec<SecretOut>,
+}
+
+fn view(item: &Item) -> SecretOut {
+    SecretOut {
+        provider: item.get_s(attr::PROVIDER).unwrap_or_default().to_owned(),
+        hint: item.get_s(attr::HINT).unwrap_or_default().to_owned(),
+        created_at: item.get_i64(attr::CREATED_AT).unwrap_or_default(),
+        updated_at: item.get_i64(attr::UPDATED_AT).unwrap_or_default(),
+    }
 }
 
 fn secret_key(tenant_id: &str, provider: &str) -> Item {
@@ -80,22 +102,41 @@ fn secret_key(tenant_id: &str, provider: &str) -> Item {
     )
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/secrets`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
+    /// 1–64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit.
+    #[schema(example = "openai", max_length = 64)]
     provider: String,
+    /// The key: 1–8192 bytes without control characters. Stored KMS-sealed, never returned.
+    #[schema(max_length = 8192)]
     value: String,
 }
 
 /// `POST /v1/secrets {provider, value}`: `201 {provider, hint, created_at}`; `409` if that
 /// provider exists. The write and the stored answer commit in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/secrets",
+    tag = "secrets",
+    summary = "Store a provider's API key, sealed with KMS",
+    request_body = CreateSecret,
+    responses(
+        (status = 201, description = "Stored; the value is never returned", body = SecretOut,
+            headers(("Location" = String, description = "`/v1/secrets/{provider}`"))),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 409, description = "A secret for this provider exists (replace it with `PUT`)"),
+        (status = 422, description = "`provider` or `value` is unacceptable, or the value cannot be sealed"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     lock: Lock,
-    body: bytes::Bytes,
+    JsonBody(req): JsonBody<CreateSecret>,
 ) -> ApiResult<Response> {
-    let req: CreateSecret = crate::admin::parse_json(&body)?;
     check_provider(&req.provider)?;
     let value = check_value(&req.value)?;
     let ciphertext = state
@@ -128,21 +169,37 @@ pub async fn create(
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /v1/secrets/{provider}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceSecret {
+    /// The key: 1–8192 bytes without control characters.
+    #[schema(max_length = 8192)]
     value: String,
 }
 
 /// `PUT /v1/secrets/{provider} {value}`: replaces (or creates) the provider's key.
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{provider}",
+    tag = "secrets",
+    summary = "Replace (or create) a provider's API key",
+    params(("provider" = String, Path, description = "Provider name (`openai`, …)")),
+    request_body = ReplaceSecret,
+    responses(
+        (status = 200, description = "Stored; the value is never returned", body = SecretOut),
+        (status = 400, description = "The body is not JSON of this shape"),
+        (status = 422, description = "`provider` or `value` is unacceptable, or the value cannot be sealed"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn replace(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(provider): Path<String>,
-    body: bytes::Bytes,
-) -> ApiResult<Json<Value>> {
+    JsonBody(req): JsonBody<ReplaceSecret>,
+) -> ApiResult<Json<SecretOut>> {
     check_provider(&provider)?;
-    let req: ReplaceSecret = crate::admin::parse_json(&body)?;
     let value = check_value(&req.value)?;
     let ciphertext = state
         .sealer()
@@ -175,10 +232,18 @@ pub async fn replace(
 }
 
 /// `GET /v1/secrets`: every provider, redacted to a hint.
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    tag = "secrets",
+    summary = "The tenant's provider keys, redacted to a hint",
+    responses((status = 200, description = "Every provider secret", body = SecretListOut)),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretListOut>> {
     let mut data = Vec::new();
     let mut start = None;
     loop {
@@ -206,10 +271,22 @@ pub async fn list(
             _ => break,
         }
     }
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(SecretListOut { data }))
 }
 
 /// `DELETE /v1/secrets/{provider}`: `204`, `404` if absent.
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{provider}",
+    tag = "secrets",
+    summary = "Delete a provider's API key",
+    params(("provider" = String, Path, description = "Provider name (`openai`, …)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such secret for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
