@@ -263,3 +263,17 @@ fn the_committed_catalog_is_what_the_code_generates() {
          `SLUICE_BLESS=1 cargo test -p sluice-local --test it event_types::the_committed` and commit it"
     );
 }
+
+#[test]
+fn the_reference_page_lists_every_webhook() {
+    let html = sluice_api::docs::render(&sluice_api::openapi::document());
+    assert!(html.contains("id=\"tag-webhooks\""));
+    for e in event_types::catalog() {
+        let anchor = sluice_api::docs::anchor(&format!("op post {}", e.name));
+        assert!(html.contains(&format!("id=\"{anchor}\"")), "{}", e.name);
+        assert!(html.contains(&format!(
+            "id=\"schema-{}\"",
+            sluice_api::docs::anchor(e.payload)
+        )));
+    }
+}

@@ -316,7 +316,10 @@ mod tests {
     fn the_wire_type_and_data_come_from_the_variant_and_its_payload() {
         let warning = SluiceEvent::BudgetWarning(alert());
         assert_eq!(warning.event_type(), "budget.warning");
-        assert_eq!(SluiceEvent::BudgetExceeded(alert()).event_type(), "budget.exceeded");
+        assert_eq!(
+            SluiceEvent::BudgetExceeded(alert()).event_type(),
+            "budget.exceeded"
+        );
         assert_eq!(
             warning.data(),
             serde_json::json!({"month": "2026-12", "monthly_limit_minor": 1000, "used_this_month_minor": 800})
@@ -330,7 +333,13 @@ mod tests {
         });
         // Absent values are sent as `null`, never left out: the schema requires every field.
         assert_eq!(failed.data()["currency"], Value::Null);
-        assert!(failed.data().as_object().unwrap().contains_key("subscription_id"));
+        assert!(
+            failed
+                .data()
+                .as_object()
+                .unwrap()
+                .contains_key("subscription_id")
+        );
     }
 
     #[test]
@@ -338,7 +347,11 @@ mod tests {
         let entries = catalog();
         assert_eq!(entries.len(), 8);
         for (i, e) in entries.iter().enumerate() {
-            assert!(entries[i + 1..].iter().all(|o| o.name != e.name), "{}", e.name);
+            assert!(
+                entries[i + 1..].iter().all(|o| o.name != e.name),
+                "{}",
+                e.name
+            );
             assert!(!e.description.is_empty() && e.version >= 1, "{}", e.name);
             assert_eq!(e.schema["type"], "object", "{}", e.name);
             let props = e.schema["properties"].as_object().unwrap();

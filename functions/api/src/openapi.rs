@@ -12,7 +12,10 @@
 //!
 //! No AWS request: the document is built once per cold start, on first use.
 //!
-//! Routes annotated so far: `/health`, `/v1/account`, `/v1/events*`, `/admin/stats`,
+//! [`webhooks`] adds the event-type catalog ([`sluice::event_types`]) as the document's
+//! `webhooks`, with each payload's schema in `components.schemas`.
+//!
+//! Routes annotated so far: `/health`, `/v1/account`, `/v1/event-types`, `/v1/events*`, `/admin/stats`,
 //! `/admin/cleanup`, `/admin/stripe-events*`. Not yet (next wave; the integration tests skip their
 //! answers, see `tests/it/openapi.rs::UNDOCUMENTED`): `POST /v1/usage`, `GET /v1/ledger`,
 //! `/v1/endpoints*`, `/v1/secrets*`, `POST /admin/tenants`, `/admin/tenants/{id}/api-keys*`,

@@ -15,8 +15,7 @@ use serde_json::{Map, Value};
 use crate::{
     ApiError,
     event_types::{
-        InvoiceUncollectible, PaymentFailed, SluiceEvent, SubscriptionCanceled,
-        SubscriptionUpdated,
+        InvoiceUncollectible, PaymentFailed, SluiceEvent, SubscriptionCanceled, SubscriptionUpdated,
     },
 };
 
@@ -513,24 +512,26 @@ fn invoice(event: &StripeEvent) -> Result<Handling, String> {
         }
         "invoice.payment_failed" => {
             plan.subscription = change("past_due", false);
-            plan.notices.push(Notice::from(SluiceEvent::PaymentFailed(PaymentFailed {
-                invoice_id: id,
-                amount_due_minor: inv.get("amount_due").and_then(Value::as_i64),
-                currency: currency(inv).ok(),
-                subscription_id: sub,
-                attempt_count: inv.get("attempt_count").and_then(Value::as_i64),
-            })));
-        }
-        "invoice.marked_uncollectible" => {
-            plan.subscription = change("unpaid", false);
-            plan.notices.push(Notice::from(SluiceEvent::InvoiceUncollectible(
-                InvoiceUncollectible {
+            plan.notices
+                .push(Notice::from(SluiceEvent::PaymentFailed(PaymentFailed {
                     invoice_id: id,
                     amount_due_minor: inv.get("amount_due").and_then(Value::as_i64),
                     currency: currency(inv).ok(),
                     subscription_id: sub,
-                },
-            )));
+                    attempt_count: inv.get("attempt_count").and_then(Value::as_i64),
+                })));
+        }
+        "invoice.marked_uncollectible" => {
+            plan.subscription = change("unpaid", false);
+            plan.notices
+                .push(Notice::from(SluiceEvent::InvoiceUncollectible(
+                    InvoiceUncollectible {
+                        invoice_id: id,
+                        amount_due_minor: inv.get("amount_due").and_then(Value::as_i64),
+                        currency: currency(inv).ok(),
+                        subscription_id: sub,
+                    },
+                )));
         }
         _ => unreachable!("dispatched on invoice types only"),
     }

@@ -42,6 +42,7 @@ use aws_sdk_dynamodb::{
         ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
     },
 };
+
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
     store::{self, EventStatus, attr},
@@ -1102,13 +1103,15 @@ impl<'a> Processor<'a> {
                 notes.push(format!("invoice {} was already recorded", payment.key));
             } else {
                 let ledger_id = money(payment, LedgerKind::Payment, tx).id;
-                notices.push(Notice::from(SluiceEvent::PaymentSucceeded(PaymentSucceeded {
-                    invoice_id: payment.key.clone(),
-                    amount_minor: payment.amount_minor,
-                    currency: payment.currency.clone(),
-                    subscription_id: sub.clone(),
-                    ledger_id,
-                })));
+                notices.push(Notice::from(SluiceEvent::PaymentSucceeded(
+                    PaymentSucceeded {
+                        invoice_id: payment.key.clone(),
+                        amount_minor: payment.amount_minor,
+                        currency: payment.currency.clone(),
+                        subscription_id: sub.clone(),
+                        ledger_id,
+                    },
+                )));
             }
         }
 
