@@ -268,7 +268,7 @@ pub fn webhooks(mut doc: Value) -> Value {
     components["parameters"]["webhook-id"] = header(
         "webhook-id",
         "The event's id (`msg_…`): the same on every retry and replay of the event, so a receiver can drop duplicates.",
-        "msg_2Ki3Qn7yE5Lf9Tg1",
+        "msg_2Ki3Qn7yE5Lf9Tg1aB4cD6eF",
     );
     components["parameters"]["webhook-timestamp"] = header(
         "webhook-timestamp",
