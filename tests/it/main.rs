@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod egress;
+mod event_types;
 mod fanout;
 mod idempotency;
 mod localstripe;

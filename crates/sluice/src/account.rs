@@ -39,12 +39,13 @@ use aws_sdk_dynamodb::{
 use axum::body::Body;
 use http::Response;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::{
     ApiError,
     aws::AwsClients,
-    clock, fanout,
+    clock,
+    event_types::{BudgetAlert, SluiceEvent},
+    fanout,
     idempotency::{self, CommitError, IdempotencyLock, StoredResponse},
     ids,
     table::{self, Item, ItemExt, n, s},
@@ -574,15 +575,18 @@ fn planned_update(
 }
 
 fn alert_event(tenant_id: &str, event_type: &str, plan: &Plan, month: &str) -> fanout::Deferred {
-    fanout::Deferred::new(
-        tenant_id,
-        event_type,
-        json!({
-            "month": month,
-            "monthly_limit_minor": plan.limit,
-            "used_this_month_minor": plan.used_after,
-        }),
-    )
+    let alert = BudgetAlert {
+        month: month.to_owned(),
+        // An alert is due only under a budget.
+        monthly_limit_minor: plan.limit.unwrap_or_default(),
+        used_this_month_minor: plan.used_after,
+    };
+    let event = if event_type == BUDGET_EXCEEDED {
+        SluiceEvent::BudgetExceeded(alert)
+    } else {
+        SluiceEvent::BudgetWarning(alert)
+    };
+    fanout::Deferred::new(tenant_id, event.event_type(), event.data())
 }
 
 /// Why a debit did not happen.

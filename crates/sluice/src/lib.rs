@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery_log;
 pub mod error;
+pub mod event_types;
 pub mod fanout;
 pub mod idempotency;
 pub mod ids;

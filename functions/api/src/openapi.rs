@@ -17,6 +17,9 @@
 //! ingress function's `POST /webhooks/stripe` (its operation and answer type come from the
 //! `stripe-ingress` crate, so the one document covers the one API Gateway). The integration
 //! tests validate every answer they receive against it (`tests/it/openapi.rs`).
+//!
+//! [`webhooks`] adds the event-type catalog ([`sluice::event_types`]) as the document's
+//! `webhooks`, with each payload's schema in `components.schemas`.
 
 use std::sync::LazyLock;
 
@@ -60,6 +63,7 @@ use crate::AppState;
         crate::v1::endpoints::delete,
         crate::v1::endpoints::secret,
         crate::v1::endpoints::rotate_secret,
+        crate::v1::event_types::list,
         crate::v1::events::create,
         crate::v1::events::show,
         crate::v1::events::replay,
@@ -88,6 +92,7 @@ use crate::AppState;
         (name = "secrets", description = "The tenant's provider API keys, sealed with KMS and never returned"),
         (name = "admin", description = "The operator API (`X-Admin-Key`)"),
         (name = "stripe", description = "Stripe webhook ingress (verified by `Stripe-Signature`; a separate function)"),
+        (name = "webhooks", description = "What Sluice sends to the tenant's endpoints (`webhooks`; also `GET /v1/event-types` and docs/event-types.md)"),
     ),
 )]
 pub struct ApiDoc;
@@ -259,7 +264,83 @@ const WRITE_METHODS: [&str; 4] = ["post", "put", "patch", "delete"];
 /// The whole document, as served at `/openapi.json` and committed as `docs/openapi.json`.
 pub fn document() -> Value {
     let generated = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    complete(generated)
+    webhooks(complete(generated))
+}
+
+/// Adds the catalog of event types Sluice publishes ([`sluice::event_types::catalog`]) as the
+/// document's `webhooks` (OpenAPI 3.1): one Path Item per type, whose `post` is the delivery an
+/// endpoint receives — the envelope `{type, timestamp, data}` with the type's payload schema
+/// (added to `components.schemas`) and the Standard Webhooks headers. Pure.
+pub fn webhooks(mut doc: Value) -> Value {
+    let components = &mut doc["components"];
+    for (name, schema) in sluice::event_types::payload_schemas() {
+        components["schemas"][name] = schema;
+    }
+    let header = |name: &str, description: &str, example: &str| {
+        json!({
+            "name": name,
+            "in": "header",
+            "required": true,
+            "description": description,
+            "schema": { "type": "string" },
+            "example": example,
+        })
+    };
+    components["parameters"]["webhook-id"] = header(
+        "webhook-id",
+        "The event's id (`msg_…`): the same on every retry and replay of the event, so a receiver can drop duplicates.",
+        "msg_2Ki3Qn7yE5Lf9Tg1aB4cD6eF",
+    );
+    components["parameters"]["webhook-timestamp"] = header(
+        "webhook-timestamp",
+        "When this attempt was signed (Unix seconds); reject attempts too far from your clock.",
+        "1764676800",
+    );
+    components["parameters"]["webhook-signature"] = header(
+        "webhook-signature",
+        "Space-separated `v1,{base64 HMAC-SHA256}` signatures of `{webhook-id}.{webhook-timestamp}.{body}`, one per active secret of the endpoint (two during a rotation); accept the delivery when one matches.",
+        "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    );
+    let params: Vec<Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .iter()
+        .map(|p| json!({ "$ref": format!("#/components/parameters/{p}") }))
+        .collect();
+    let mut hooks = Map::new();
+    for e in sluice::event_types::catalog() {
+        let envelope = json!({
+            "type": "object",
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": { "type": "string", "const": e.name },
+                "timestamp": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When Sluice created the event (RFC 3339, UTC)."
+                },
+                "data": { "$ref": format!("#/components/schemas/{}", e.payload) },
+            },
+        });
+        let post = json!({
+            "operationId": crate::docs::anchor(&format!("webhook {}", e.name)),
+            "tags": ["webhooks"],
+            "summary": e.name,
+            "description": format!("{} Payload version {}.", e.description, e.version),
+            "x-event-version": e.version,
+            "parameters": params,
+            "requestBody": {
+                "required": true,
+                "content": { "application/json": { "schema": envelope } },
+            },
+            "responses": {
+                "2XX": { "description": "Delivered: any 2xx acknowledges the event." },
+                "410": { "description": "Gone: the endpoint is disabled; nothing more is sent to it until it is enabled again." },
+                "default": { "description": "Any other answer, or none within `EGRESS_TIMEOUT_SECS`, is retried with backoff (`Retry-After` on 429 and 503 lengthens the delay)." },
+            },
+        });
+        hooks.insert(e.name.to_owned(), json!({ "post": post }));
+    }
+    doc["webhooks"] = Value::Object(hooks);
+    doc
 }
 
 /// Adds to a generated document what every route shares (see the module docs). Pure.

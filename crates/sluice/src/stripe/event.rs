@@ -10,9 +10,14 @@
 //! Sluice needs is an `Err` naming the field (stored `failed`), never `Ignored`. A customer whose
 //! `metadata.tenant_id` names a tenant is linked to it, as a completed checkout links its own.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::ApiError;
+use crate::{
+    ApiError,
+    event_types::{
+        InvoiceUncollectible, PaymentFailed, SluiceEvent, SubscriptionCanceled, SubscriptionUpdated,
+    },
+};
 
 /// A Stripe event envelope, as far as Sluice reads it.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,11 +200,21 @@ pub struct SubChange {
     pub only_if_past_due: bool,
 }
 
-/// A notification to the tenant's endpoints, published through the outbound fan-out.
+/// A notification to the tenant's endpoints, published through the outbound fan-out. Built
+/// only from a typed [`SluiceEvent`] (the catalog's payloads), never from free JSON.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notice {
     pub event_type: &'static str,
     pub data: Value,
+}
+
+impl From<SluiceEvent> for Notice {
+    fn from(event: SluiceEvent) -> Self {
+        Notice {
+            event_type: event.event_type(),
+            data: event.data(),
+        }
+    }
 }
 
 /// What a handled event does once its tenant is known.
@@ -431,23 +446,20 @@ fn subscription(event: &StripeEvent) -> Result<Handling, String> {
             .to_owned()
     };
     let details = sub_details(sub);
-    let notice = if deleted {
-        Notice {
-            event_type: "subscription.canceled",
-            data: json!({ "subscription_id": id, "status": status }),
-        }
+    let notice = Notice::from(if deleted {
+        SluiceEvent::SubscriptionCanceled(SubscriptionCanceled {
+            subscription_id: id.clone(),
+            status: status.clone(),
+        })
     } else {
-        Notice {
-            event_type: "subscription.updated",
-            data: json!({
-                "subscription_id": id,
-                "status": status,
-                "price_id": details.price_id,
-                "current_period_end": details.current_period_end,
-                "cancel_at_period_end": details.cancel_at_period_end,
-            }),
-        }
-    };
+        SluiceEvent::SubscriptionUpdated(SubscriptionUpdated {
+            subscription_id: id.clone(),
+            status: status.clone(),
+            price_id: details.price_id.clone(),
+            current_period_end: details.current_period_end,
+            cancel_at_period_end: details.cancel_at_period_end,
+        })
+    });
     Ok(Handling::Handled(Box::new(Plan {
         subscription: Some((
             SubChange {
@@ -500,28 +512,26 @@ fn invoice(event: &StripeEvent) -> Result<Handling, String> {
         }
         "invoice.payment_failed" => {
             plan.subscription = change("past_due", false);
-            plan.notices.push(Notice {
-                event_type: "payment.failed",
-                data: json!({
-                    "invoice_id": id,
-                    "amount_due_minor": inv.get("amount_due").and_then(Value::as_i64),
-                    "currency": currency(inv).ok(),
-                    "subscription_id": sub,
-                    "attempt_count": inv.get("attempt_count").and_then(Value::as_i64),
-                }),
-            });
+            plan.notices
+                .push(Notice::from(SluiceEvent::PaymentFailed(PaymentFailed {
+                    invoice_id: id,
+                    amount_due_minor: inv.get("amount_due").and_then(Value::as_i64),
+                    currency: currency(inv).ok(),
+                    subscription_id: sub,
+                    attempt_count: inv.get("attempt_count").and_then(Value::as_i64),
+                })));
         }
         "invoice.marked_uncollectible" => {
             plan.subscription = change("unpaid", false);
-            plan.notices.push(Notice {
-                event_type: "invoice.uncollectible",
-                data: json!({
-                    "invoice_id": id,
-                    "amount_due_minor": inv.get("amount_due").and_then(Value::as_i64),
-                    "currency": currency(inv).ok(),
-                    "subscription_id": sub,
-                }),
-            });
+            plan.notices
+                .push(Notice::from(SluiceEvent::InvoiceUncollectible(
+                    InvoiceUncollectible {
+                        invoice_id: id,
+                        amount_due_minor: inv.get("amount_due").and_then(Value::as_i64),
+                        currency: currency(inv).ok(),
+                        subscription_id: sub,
+                    },
+                )));
         }
         _ => unreachable!("dispatched on invoice types only"),
     }
@@ -555,6 +565,8 @@ pub fn plan(event: &StripeEvent) -> Result<Handling, String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn fixture_bytes(name: &str) -> Vec<u8> {

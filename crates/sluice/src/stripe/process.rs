@@ -42,7 +42,6 @@ use aws_sdk_dynamodb::{
         ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
     },
 };
-use serde_json::json;
 
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
@@ -53,6 +52,7 @@ use crate::{
     account::{self, LedgerEntry, LedgerKind, Placeholders, TenantClauses},
     aws::AwsClients,
     clock,
+    event_types::{CreditsAdded, PaymentSucceeded, SluiceEvent},
     fanout::Deferred,
     ids,
     stats::StatsDelta,
@@ -1089,15 +1089,12 @@ impl<'a> Processor<'a> {
                 tenant_update.merge(clauses);
                 tenant_present =
                     OnFail::Fatal(format!("the tenant's currency is not {}", credit.currency));
-                notices.push(Notice {
-                    event_type: "credits.added",
-                    data: json!({
-                        "amount_minor": credit.amount_minor,
-                        "currency": credit.currency,
-                        "ledger_id": entry.id,
-                        "payment_id": credit.key,
-                    }),
-                });
+                notices.push(Notice::from(SluiceEvent::CreditsAdded(CreditsAdded {
+                    amount_minor: credit.amount_minor,
+                    currency: credit.currency.clone(),
+                    ledger_id: entry.id.clone(),
+                    payment_id: credit.key.clone(),
+                })));
             }
         }
 
@@ -1106,16 +1103,15 @@ impl<'a> Processor<'a> {
                 notes.push(format!("invoice {} was already recorded", payment.key));
             } else {
                 let ledger_id = money(payment, LedgerKind::Payment, tx).id;
-                notices.push(Notice {
-                    event_type: "payment.succeeded",
-                    data: json!({
-                        "invoice_id": payment.key,
-                        "amount_minor": payment.amount_minor,
-                        "currency": payment.currency,
-                        "subscription_id": sub,
-                        "ledger_id": ledger_id,
-                    }),
-                });
+                notices.push(Notice::from(SluiceEvent::PaymentSucceeded(
+                    PaymentSucceeded {
+                        invoice_id: payment.key.clone(),
+                        amount_minor: payment.amount_minor,
+                        currency: payment.currency.clone(),
+                        subscription_id: sub.clone(),
+                        ledger_id,
+                    },
+                )));
             }
         }
 

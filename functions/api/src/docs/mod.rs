@@ -410,12 +410,14 @@ fn grouped(doc: &Value) -> Vec<(String, Vec<Op<'_>>)> {
         .filter_map(|t| t.get("name")?.as_str())
         .map(|name| (name.to_owned(), Vec::new()))
         .collect();
-    for (path, item) in doc
-        .get("paths")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
+    // Webhooks (named by event type) are listed like operations, under their `webhooks` tag.
+    let items = |key: &str| {
+        doc.get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+    };
+    for (path, item) in items("paths").chain(items("webhooks")) {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
             let tag = op

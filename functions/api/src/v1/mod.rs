@@ -16,6 +16,7 @@ use crate::AppState;
 
 pub mod account;
 pub mod endpoints;
+pub mod event_types;
 pub mod events;
 pub mod secrets;
 
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
             "/endpoints/{id}/rotate-secret",
             post(endpoints::rotate_secret),
         )
+        .route("/event-types", get(event_types::list))
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/replay", post(events::replay))
