@@ -51,6 +51,8 @@ use crate::AppState;
     paths(
         crate::health::health,
         crate::v1::account::show,
+        crate::v1::billing::create_checkout,
+        crate::v1::billing::create_portal,
         crate::v1::events::create,
         crate::v1::events::show,
         crate::v1::events::replay,
@@ -65,6 +67,7 @@ use crate::AppState;
     tags(
         (name = "health", description = "Liveness of the dependencies and of Stripe ingress"),
         (name = "account", description = "The caller's tenant, credits and budget (`Authorization: Bearer sk_…`)"),
+        (name = "billing", description = "Payments through Stripe Checkout and the Billing Portal"),
         (name = "events", description = "Outbound events to the tenant's webhook endpoints"),
         (name = "admin", description = "The operator API (`X-Admin-Key`)"),
     ),
@@ -229,6 +232,30 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
         status: 400,
         title: "Not a Stripe event",
         description: "A correctly signed JSON body that is not a Stripe event (`object`, `id`, `type`, `created`, `data`).",
+    },
+    ProblemType {
+        slug: "stripe-refused",
+        status: 422,
+        title: "Refused by Stripe",
+        description: "Stripe refused the request (e.g. an unknown price); `detail` carries Stripe's error code and request id. Nothing was created.",
+    },
+    ProblemType {
+        slug: "stripe-payment-refused",
+        status: 402,
+        title: "Payment refused by Stripe",
+        description: "Stripe refused a payment; `detail` carries Stripe's (decline) code and request id.",
+    },
+    ProblemType {
+        slug: "stripe-unavailable",
+        status: 502,
+        title: "Stripe unavailable",
+        description: "Stripe did not complete the request after retries, or refused the deployment's key; `detail` carries Stripe's request id. Safe to retry with the same `Idempotency-Key`.",
+    },
+    ProblemType {
+        slug: "billing-not-configured",
+        status: 503,
+        title: "Billing not configured",
+        description: "The deployment has no Stripe API key, so `/v1/billing/*` is off.",
     },
 ];
 
