@@ -6,6 +6,7 @@
 
 mod support;
 
+mod billing;
 mod browser;
 mod egress;
 mod fanout;
@@ -17,4 +18,5 @@ mod refusals;
 mod sealing;
 
 mod stripe_ingress;
+mod stripe_standin;
 mod tenant_api;
