@@ -76,10 +76,14 @@ impl Billing {
     }
 
     async fn tenant(&self) -> tenants::Tenant {
-        tenants::get_tenant(&self.stack.aws.dynamodb, &self.stack.config.table_name, &self.tenant)
-            .await
-            .unwrap()
-            .unwrap()
+        tenants::get_tenant(
+            &self.stack.aws.dynamodb,
+            &self.stack.config.table_name,
+            &self.tenant,
+        )
+        .await
+        .unwrap()
+        .unwrap()
     }
 
     /// `checkout.session.completed` for `session` (the stand-in's answer), paid, as Stripe sends
@@ -112,7 +116,13 @@ impl Billing {
 #[tokio::test]
 async fn a_credits_checkout_names_the_tenant_and_its_completion_credits_once() {
     let b = billing().await;
-    let res = b.post("/v1/billing/checkout-sessions", Some("buy-1"), &credits(2500)).await;
+    let res = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-1"),
+            &credits(2500),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     let answer = res.json();
     assert!(answer["id"].as_str().unwrap().starts_with("cs_test_"));
@@ -122,7 +132,10 @@ async fn a_credits_checkout_names_the_tenant_and_its_completion_credits_once() {
     // The customer was created at (local)Stripe for this tenant and linked as the ingress links.
     let customers = b.standin.requests(CUSTOMERS);
     assert_eq!(customers.len(), 1);
-    assert_eq!(customers[0].param("metadata[tenant_id]"), Some(b.tenant.as_str()));
+    assert_eq!(
+        customers[0].param("metadata[tenant_id]"),
+        Some(b.tenant.as_str())
+    );
     let customer = b.tenant().await.stripe_customer_id.expect("linked");
     assert!(customer.starts_with("cus_"));
     let link = b
@@ -135,17 +148,26 @@ async fn a_credits_checkout_names_the_tenant_and_its_completion_credits_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(link.item().unwrap().get_s("tenant_id"), Some(b.tenant.as_str()));
+    assert_eq!(
+        link.item().unwrap().get_s("tenant_id"),
+        Some(b.tenant.as_str())
+    );
 
     // The session names the tenant wherever the ingress looks.
     let sessions = b.standin.requests(CHECKOUT);
     assert_eq!(sessions.len(), 1);
     let s = &sessions[0];
-    assert_eq!(s.stripe_version.as_deref(), Some(sluice::stripe::client::API_VERSION));
+    assert_eq!(
+        s.stripe_version.as_deref(),
+        Some(sluice::stripe::client::API_VERSION)
+    );
     assert_eq!(s.param("customer"), Some(customer.as_str()));
     assert_eq!(s.param("client_reference_id"), Some(b.tenant.as_str()));
     assert_eq!(s.param("metadata[tenant_id]"), Some(b.tenant.as_str()));
-    assert_eq!(s.param("payment_intent_data[metadata][purpose]"), Some("credits"));
+    assert_eq!(
+        s.param("payment_intent_data[metadata][purpose]"),
+        Some("credits")
+    );
     assert_eq!(
         s.param("payment_intent_data[metadata][tenant_id]"),
         Some(b.tenant.as_str())
@@ -171,7 +193,13 @@ async fn a_credits_checkout_names_the_tenant_and_its_completion_credits_once() {
 #[tokio::test]
 async fn a_retry_after_a_lost_lock_is_the_same_session_at_stripe() {
     let b = billing().await;
-    let first = b.post("/v1/billing/checkout-sessions", Some("buy-2"), &credits(900)).await;
+    let first = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-2"),
+            &credits(900),
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
     // The idempotency record disappears (a lock lost and the record expired): the retry runs
     // the handler again, and Stripe sees the same Idempotency-Key, so the same session.
@@ -187,14 +215,26 @@ async fn a_retry_after_a_lost_lock_is_the_same_session_at_stripe() {
         .send()
         .await
         .unwrap();
-    let retry = b.post("/v1/billing/checkout-sessions", Some("buy-2"), &credits(900)).await;
+    let retry = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-2"),
+            &credits(900),
+        )
+        .await;
     assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text());
     assert_eq!(retry.json()["id"], first.json()["id"]);
     let sessions = b.standin.requests(CHECKOUT);
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0].idempotency_key, sessions[1].idempotency_key);
     // Another key is another session.
-    let other = b.post("/v1/billing/checkout-sessions", Some("buy-3"), &credits(900)).await;
+    let other = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-3"),
+            &credits(900),
+        )
+        .await;
     assert_ne!(other.json()["id"], first.json()["id"]);
 }
 
@@ -205,8 +245,12 @@ async fn concurrent_first_billing_calls_create_one_customer() {
     let calls = (0..4).map(|i| {
         let (b, body) = (&b, body.clone());
         async move {
-            b.post("/v1/billing/portal-sessions", Some(&format!("portal-{i}")), &body)
-                .await
+            b.post(
+                "/v1/billing/portal-sessions",
+                Some(&format!("portal-{i}")),
+                &body,
+            )
+            .await
         }
     });
     let answers = futures::future::join_all(calls).await;
@@ -219,14 +263,24 @@ async fn concurrent_first_billing_calls_create_one_customer() {
     let creations = b.standin.requests(CUSTOMERS);
     assert!(!creations.is_empty());
     let key = format!("sluice-customer-{}", b.tenant);
-    assert!(creations.iter().all(|c| c.idempotency_key.as_deref() == Some(key.as_str())));
+    assert!(
+        creations
+            .iter()
+            .all(|c| c.idempotency_key.as_deref() == Some(key.as_str()))
+    );
     assert_eq!(b.standin.forwarded(CUSTOMERS), 1);
     let customer = b.tenant().await.stripe_customer_id.expect("linked");
     let portals = b.standin.requests(PORTAL);
     assert_eq!(portals.len(), 4);
-    assert!(portals.iter().all(|p| p.param("customer") == Some(customer.as_str())));
+    assert!(
+        portals
+            .iter()
+            .all(|p| p.param("customer") == Some(customer.as_str()))
+    );
     // Later calls use the link without asking Stripe again.
-    let later = b.post("/v1/billing/portal-sessions", Some("portal-9"), &body).await;
+    let later = b
+        .post("/v1/billing/portal-sessions", Some("portal-9"), &body)
+        .await;
     assert_eq!(later.status, StatusCode::CREATED);
     assert_eq!(b.standin.requests(CUSTOMERS).len(), creations.len());
 }
@@ -235,7 +289,13 @@ async fn concurrent_first_billing_calls_create_one_customer() {
 async fn stripe_answering_500_is_retried_and_then_502_with_its_request_id() {
     let b = billing().await;
     b.standin.fail_next(CHECKOUT, 500, "api_error", 1);
-    let res = b.post("/v1/billing/checkout-sessions", Some("buy-500"), &credits(1000)).await;
+    let res = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-500"),
+            &credits(1000),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
     let sessions = b.standin.requests(CHECKOUT);
     assert_eq!(sessions.len(), 2, "retried once");
@@ -243,14 +303,30 @@ async fn stripe_answering_500_is_retried_and_then_502_with_its_request_id() {
 
     // Failing every attempt: 502 carrying Stripe's request id, not its body; the key is
     // released, so the client's retry runs again and succeeds.
-    b.standin
-        .fail_next(CHECKOUT, 503, "api_error", sluice::stripe::client::MAX_ATTEMPTS as usize);
-    let failed = b.post("/v1/billing/checkout-sessions", Some("buy-503"), &credits(1000)).await;
+    b.standin.fail_next(
+        CHECKOUT,
+        503,
+        "api_error",
+        sluice::stripe::client::MAX_ATTEMPTS as usize,
+    );
+    let failed = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-503"),
+            &credits(1000),
+        )
+        .await;
     let problem = failed.assert_problem(502);
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("req_standin"), "{detail}");
     assert!(!failed.text().contains("scripted"), "{}", failed.text());
-    let retried = b.post("/v1/billing/checkout-sessions", Some("buy-503"), &credits(1000)).await;
+    let retried = b
+        .post(
+            "/v1/billing/checkout-sessions",
+            Some("buy-503"),
+            &credits(1000),
+        )
+        .await;
     assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text());
 }
 
@@ -258,19 +334,34 @@ async fn stripe_answering_500_is_retried_and_then_502_with_its_request_id() {
 async fn stripe_refusals_are_4xx_problems_with_its_code_and_nothing_is_linked() {
     let b = billing().await;
     // A refusal of the customer itself: nothing is linked, no session is asked for.
-    b.standin.fail_next(CUSTOMERS, 400, "parameter_invalid_empty", 1);
-    let res = b.post("/v1/billing/checkout-sessions", Some("r-1"), &credits(1000)).await;
+    b.standin
+        .fail_next(CUSTOMERS, 400, "parameter_invalid_empty", 1);
+    let res = b
+        .post("/v1/billing/checkout-sessions", Some("r-1"), &credits(1000))
+        .await;
     let problem = res.assert_problem(422);
-    assert!(problem["detail"].as_str().unwrap().contains("parameter_invalid_empty"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("parameter_invalid_empty")
+    );
     assert!(!res.text().contains("scripted"));
     assert_eq!(b.tenant().await.stripe_customer_id, None);
     assert!(b.standin.requests(CHECKOUT).is_empty());
 
     // 402 from Stripe: 402 with Stripe's code, not retried.
     b.standin.fail_next(CHECKOUT, 402, "card_declined", 1);
-    let res = b.post("/v1/billing/checkout-sessions", Some("r-2"), &credits(1000)).await;
+    let res = b
+        .post("/v1/billing/checkout-sessions", Some("r-2"), &credits(1000))
+        .await;
     let problem = res.assert_problem(402);
-    assert!(problem["detail"].as_str().unwrap().contains("card_declined"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("card_declined")
+    );
     assert_eq!(b.standin.requests(CHECKOUT).len(), 1);
 
     // 400 (e.g. a price Stripe no longer has): 422 with Stripe's code.
@@ -279,16 +370,28 @@ async fn stripe_refusals_are_4xx_problems_with_its_code_and_nothing_is_linked() 
         "mode": "subscription", "price": "price_pro",
         "success_url": format!("{ORIGIN}/ok"), "cancel_url": format!("{ORIGIN}/no"),
     });
-    let res = b.post("/v1/billing/checkout-sessions", Some("r-3"), &sub).await;
+    let res = b
+        .post("/v1/billing/checkout-sessions", Some("r-3"), &sub)
+        .await;
     let problem = res.assert_problem(422);
-    assert!(problem["detail"].as_str().unwrap().contains("resource_missing"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("resource_missing")
+    );
     assert_eq!(b.tenant().await.balance_minor, 0);
 
     // The same subscription request with a new key passes the stand-in's parameter check.
-    let ok = b.post("/v1/billing/checkout-sessions", Some("r-4"), &sub).await;
+    let ok = b
+        .post("/v1/billing/checkout-sessions", Some("r-4"), &sub)
+        .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
     let last = b.standin.requests(CHECKOUT).pop().unwrap();
-    assert_eq!(last.param("subscription_data[metadata][tenant_id]"), Some(b.tenant.as_str()));
+    assert_eq!(
+        last.param("subscription_data[metadata][tenant_id]"),
+        Some(b.tenant.as_str())
+    );
     assert_eq!(last.param("mode"), Some("subscription"));
 }
 
@@ -297,7 +400,9 @@ async fn a_return_url_of_another_origin_is_refused_before_stripe_is_called() {
     let b = billing().await;
     let mut body = credits(1000);
     body["success_url"] = json!("https://evil.example.net/phish");
-    let res = b.post("/v1/billing/checkout-sessions", Some("evil-1"), &body).await;
+    let res = b
+        .post("/v1/billing/checkout-sessions", Some("evil-1"), &body)
+        .await;
     let problem = res.assert_problem(422);
     assert!(problem["detail"].as_str().unwrap().contains("success_url"));
     let res = b
@@ -308,7 +413,9 @@ async fn a_return_url_of_another_origin_is_refused_before_stripe_is_called() {
         )
         .await;
     res.assert_problem(422);
-    let res = b.post("/v1/billing/checkout-sessions", Some("evil-3"), &credits(5)).await;
+    let res = b
+        .post("/v1/billing/checkout-sessions", Some("evil-3"), &credits(5))
+        .await;
     res.assert_problem(422);
     assert!(b.standin.requests(CUSTOMERS).is_empty());
     assert!(b.standin.requests(CHECKOUT).is_empty());

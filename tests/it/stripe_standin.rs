@@ -172,7 +172,13 @@ async fn handle(
         (request_id, fault)
     };
     if !header("authorization").is_some_and(|a| a.starts_with("Bearer sk_")) {
-        return stripe_error(401, "invalid_request_error", "", "no valid key", &request_id);
+        return stripe_error(
+            401,
+            "invalid_request_error",
+            "",
+            "no valid key",
+            &request_id,
+        );
     }
     if let Some(f) = fault {
         let kind = if f.status == 402 {
@@ -242,10 +248,8 @@ async fn handle(
         },
         _ => {
             shared.inner.lock().unwrap().forwarded.push(path.clone());
-            let mut req = http_client().request(
-                method.clone(),
-                format!("{}{}", shared.localstripe, uri),
-            );
+            let mut req =
+                http_client().request(method.clone(), format!("{}{}", shared.localstripe, uri));
             for name in ["authorization", "content-type", "stripe-version"] {
                 if let Some(v) = header(name) {
                     req = req.header(name, v);
@@ -333,7 +337,10 @@ fn check(params: &[(String, String)], documented: &[(&str, Kind)]) -> Result<(),
     for (name, value) in params {
         let shaped = shape(name);
         let Some((_, kind)) = documented.iter().find(|(n, _)| *n == shaped) else {
-            return Err(("parameter_unknown", format!("Received unknown parameter: {name}")));
+            return Err((
+                "parameter_unknown",
+                format!("Received unknown parameter: {name}"),
+            ));
         };
         let ok = match kind {
             Kind::Str => !value.is_empty(),
@@ -342,7 +349,10 @@ fn check(params: &[(String, String)], documented: &[(&str, Kind)]) -> Result<(),
             Kind::Enum(values) => values.contains(&value.as_str()),
         };
         if !ok {
-            return Err(("parameter_invalid_empty", format!("Invalid value for {name}")));
+            return Err((
+                "parameter_invalid_empty",
+                format!("Invalid value for {name}"),
+            ));
         }
     }
     Ok(())
@@ -376,9 +386,13 @@ fn fixture(name: &str) -> Value {
 
 fn checkout(params: &[(String, String)]) -> Result<Value, Refusal> {
     check(params, CHECKOUT_PARAMS)?;
-    let mode = get(params, "mode").ok_or(("parameter_missing", "Missing required param: mode.".into()))?;
+    let mode =
+        get(params, "mode").ok_or(("parameter_missing", "Missing required param: mode.".into()))?;
     if get(params, "success_url").is_none() {
-        return Err(("parameter_missing", "Missing required param: success_url.".into()));
+        return Err((
+            "parameter_missing",
+            "Missing required param: success_url.".into(),
+        ));
     }
     let has = |prefix: &str| params.iter().any(|(k, _)| k.starts_with(prefix));
     if mode != "subscription" && has("subscription_data") {
@@ -394,7 +408,10 @@ fn checkout(params: &[(String, String)]) -> Result<Value, Refusal> {
         ));
     }
     if !has("line_items[0]") {
-        return Err(("parameter_missing", "line_items is required in this mode".into()));
+        return Err((
+            "parameter_missing",
+            "line_items is required in this mode".into(),
+        ));
     }
     let id = format!("cs_test_{}", sluice::ids::new_id("x").replace('_', ""));
     let mut session = fixture("checkout.session");
@@ -417,8 +434,10 @@ fn checkout(params: &[(String, String)]) -> Result<Value, Refusal> {
 
 fn portal(params: &[(String, String)]) -> Result<Value, Refusal> {
     check(params, PORTAL_PARAMS)?;
-    let customer = get(params, "customer")
-        .ok_or(("parameter_missing", "Missing required param: customer.".into()))?;
+    let customer = get(params, "customer").ok_or((
+        "parameter_missing",
+        "Missing required param: customer.".into(),
+    ))?;
     let mut session = fixture("billing_portal.session");
     session["customer"] = json!(customer);
     session["return_url"] = json!(get(params, "return_url"));
@@ -427,4 +446,47 @@ fn portal(params: &[(String, String)]) -> Result<Value, Refusal> {
         sluice::ids::new_id("x").replace('_', "")
     ));
     Ok(session)
+}
+
+#[test]
+fn the_stand_in_refuses_what_stripe_refuses() {
+    let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        shape("line_items[0][price_data][unit_amount]"),
+        "line_items[N][price_data][unit_amount]"
+    );
+    assert_eq!(
+        shape("payment_intent_data[metadata][tenant_id]"),
+        "payment_intent_data[metadata][*]"
+    );
+    let base = [
+        ("mode", "payment"),
+        ("success_url", "https://a/ok"),
+        ("line_items[0][quantity]", "1"),
+        ("line_items[0][price_data][unit_amount]", "100"),
+    ];
+    assert!(checkout(&p(&base)).is_ok());
+    let code = |extra: (&str, &str)| {
+        let mut all = p(&base);
+        all.push((extra.0.into(), extra.1.into()));
+        checkout(&all).unwrap_err().0
+    };
+    assert_eq!(code(("client_reference", "x")), "parameter_unknown");
+    assert_eq!(
+        code(("line_items[1][quantity]", "one")),
+        "parameter_invalid_empty"
+    );
+    assert_eq!(
+        code(("subscription_data[metadata][tenant_id]", "t")),
+        "parameter_invalid"
+    );
+    assert_eq!(
+        portal(&p(&[("return_url", "https://a/")])).unwrap_err().0,
+        "parameter_missing"
+    );
 }

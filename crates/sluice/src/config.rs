@@ -277,7 +277,10 @@ impl std::fmt::Debug for BillingConfig {
     // The key never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BillingConfig")
-            .field("stripe_key", &self.stripe_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "stripe_key",
+                &self.stripe_key.as_ref().map(|_| "[redacted]"),
+            )
             .field("stripe_api_base", &self.stripe_api_base)
             .field("stripe_prices", &self.stripe_prices)
             .field("return_origins", &self.return_origins)
@@ -364,10 +367,16 @@ mod tests {
         let c = base(&[
             ("STRIPE_API_KEY", "sk_test_x"),
             ("STRIPE_PRICES", "price_a, price_b"),
-            ("BILLING_RETURN_ORIGINS", "https://app.example.com/, http://localhost:5173"),
+            (
+                "BILLING_RETURN_ORIGINS",
+                "https://app.example.com/, http://localhost:5173",
+            ),
         ])
         .unwrap();
-        assert!(matches!(c.billing.stripe_key, Some(StripeKeySource::Plain(_))));
+        assert!(matches!(
+            c.billing.stripe_key,
+            Some(StripeKeySource::Plain(_))
+        ));
         assert!(!format!("{c:?}").contains("sk_test_x"));
         assert_eq!(c.billing.stripe_prices, ["price_a", "price_b"]);
         assert_eq!(

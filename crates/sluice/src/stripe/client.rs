@@ -54,7 +54,11 @@ pub fn origin_of(url: &str) -> Option<String> {
 /// How long to wait before attempt `attempt + 1`, or `None` to stop. `status` is `None` for a
 /// connection error or timeout (the request may or may not have reached Stripe: the
 /// idempotency key makes the retry safe).
-pub fn retry_delay(attempt: u32, status: Option<u16>, should_retry: Option<bool>) -> Option<Duration> {
+pub fn retry_delay(
+    attempt: u32,
+    status: Option<u16>,
+    should_retry: Option<bool>,
+) -> Option<Duration> {
     if attempt >= MAX_ATTEMPTS {
         return None;
     }
@@ -204,7 +208,10 @@ impl StripeClient {
                                     aws_sdk_kms::error::DisplayErrorContext(e)
                                 ))
                             })?;
-                        let plain = out.plaintext().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                        let plain = out
+                            .plaintext()
+                            .map(|b| b.as_ref().to_vec())
+                            .unwrap_or_default();
                         String::from_utf8(plain).map(Zeroizing::new).map_err(|_| {
                             ApiError::internal(anyhow::anyhow!(
                                 "STRIPE_API_KEY_CIPHERTEXT does not decrypt to text"
@@ -239,7 +246,10 @@ impl StripeClient {
                 .bearer_auth(key)
                 .header("Stripe-Version", API_VERSION)
                 .header("Idempotency-Key", idempotency_key)
-                .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
                 .body(body.clone())
                 .send()
                 .await;
@@ -252,7 +262,12 @@ impl StripeClient {
                             .map(String::from)
                     };
                     let should_retry = header("stripe-should-retry").map(|v| v == "true");
-                    (Some(res.status().as_u16()), should_retry, header("request-id"), Some(res))
+                    (
+                        Some(res.status().as_u16()),
+                        should_retry,
+                        header("request-id"),
+                        Some(res),
+                    )
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, attempt, path, "Stripe request failed");
@@ -262,8 +277,7 @@ impl StripeClient {
             let res = match res {
                 Some(res) if res.status().is_success() => {
                     let bytes = res.bytes().await.map_err(|e| unavailable(&request_id, e))?;
-                    return serde_json::from_slice(&bytes)
-                        .map_err(|e| unavailable(&request_id, e));
+                    return serde_json::from_slice(&bytes).map_err(|e| unavailable(&request_id, e));
                 }
                 other => other,
             };
@@ -351,7 +365,8 @@ mod tests {
 
     #[test]
     fn refusals_are_4xx_with_the_code_and_the_rest_502_with_the_request_id() {
-        let refused: ApiError = classify(402, Some("card_declined".into()), Some("req_1".into())).into();
+        let refused: ApiError =
+            classify(402, Some("card_declined".into()), Some("req_1".into())).into();
         assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
         assert!(refused.to_string().contains("card_declined"));
         assert!(refused.to_string().contains("req_1"));

@@ -116,7 +116,9 @@ pub fn check_return_url(field: &str, url: &str, origins: &[String]) -> ApiResult
             "`{field}` must have one of the configured origins (BILLING_RETURN_ORIGINS); \
              {origin} is not one"
         ))),
-        None => Err(invalid(format!("`{field}` must be an absolute http(s) URL"))),
+        None => Err(invalid(format!(
+            "`{field}` must be an absolute http(s) URL"
+        ))),
     }
 }
 
@@ -159,7 +161,10 @@ pub fn checkout_params(
                 p("payment_intent_data[metadata][purpose]", "credits"),
                 p("payment_intent_data[metadata][tenant_id]", tenant_id),
                 p("line_items[0][price_data][currency]", currency),
-                p("line_items[0][price_data][unit_amount]", &amount.to_string()),
+                p(
+                    "line_items[0][price_data][unit_amount]",
+                    &amount.to_string(),
+                ),
                 p("line_items[0][price_data][product_data][name]", "Credits"),
             ]);
         }
@@ -172,7 +177,9 @@ pub fn checkout_params(
                 .as_deref()
                 .filter(|p| config.stripe_prices.iter().any(|c| c == p))
                 .ok_or_else(|| {
-                    invalid("`price` must be one of the prices this deployment offers (STRIPE_PRICES)")
+                    invalid(
+                        "`price` must be one of the prices this deployment offers (STRIPE_PRICES)",
+                    )
                 })?;
             params.extend([
                 p("mode", "subscription"),
@@ -425,9 +432,18 @@ mod tests {
         assert_eq!(get(&p, "customer"), Some("cus_1"));
         assert_eq!(get(&p, "client_reference_id"), Some("tnt_1"));
         assert_eq!(get(&p, "metadata[tenant_id]"), Some("tnt_1"));
-        assert_eq!(get(&p, "payment_intent_data[metadata][purpose]"), Some("credits"));
-        assert_eq!(get(&p, "payment_intent_data[metadata][tenant_id]"), Some("tnt_1"));
-        assert_eq!(get(&p, "line_items[0][price_data][unit_amount]"), Some("2500"));
+        assert_eq!(
+            get(&p, "payment_intent_data[metadata][purpose]"),
+            Some("credits")
+        );
+        assert_eq!(
+            get(&p, "payment_intent_data[metadata][tenant_id]"),
+            Some("tnt_1")
+        );
+        assert_eq!(
+            get(&p, "line_items[0][price_data][unit_amount]"),
+            Some("2500")
+        );
         assert_eq!(get(&p, "line_items[0][price_data][currency]"), Some("eur"));
     }
 
@@ -442,7 +458,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(get(&p, "mode"), Some("subscription"));
-        assert_eq!(get(&p, "subscription_data[metadata][tenant_id]"), Some("tnt_1"));
+        assert_eq!(
+            get(&p, "subscription_data[metadata][tenant_id]"),
+            Some("tnt_1")
+        );
         assert_eq!(get(&p, "line_items[0][price]"), Some("price_pro"));
     }
 
@@ -457,8 +476,14 @@ mod tests {
         assert_eq!(refused(req(CheckoutMode::Credits, Some(99), None)), u);
         assert_eq!(refused(req(CheckoutMode::Credits, Some(10_001), None)), u);
         assert_eq!(refused(req(CheckoutMode::Credits, None, None)), u);
-        assert_eq!(refused(req(CheckoutMode::Subscription, None, Some("price_x"))), u);
-        assert_eq!(refused(req(CheckoutMode::Subscription, Some(5), Some("price_pro"))), u);
+        assert_eq!(
+            refused(req(CheckoutMode::Subscription, None, Some("price_x"))),
+            u
+        );
+        assert_eq!(
+            refused(req(CheckoutMode::Subscription, Some(5), Some("price_pro"))),
+            u
+        );
         let mut elsewhere = req(CheckoutMode::Credits, Some(500), None);
         elsewhere.success_url = "https://evil.example.net/ok".into();
         assert_eq!(refused(elsewhere), u);
