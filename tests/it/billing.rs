@@ -421,3 +421,81 @@ async fn a_return_url_of_another_origin_is_refused_before_stripe_is_called() {
     assert!(b.standin.requests(CHECKOUT).is_empty());
     assert_eq!(b.tenant().await.stripe_customer_id, None);
 }
+
+#[tokio::test]
+async fn the_deployed_key_is_a_kms_ciphertext_decrypted_at_first_use() {
+    let mut b = billing().await;
+    // As an operator makes it: `aws kms encrypt` under the stack's key, with the context.
+    let (name, value) = sluice::stripe::client::KEY_CONTEXT;
+    let blob = b
+        .stack
+        .aws
+        .kms
+        .encrypt()
+        .key_id(&b.stack.config.kms_key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new("sk_test_from_kms"))
+        .encryption_context(name, value)
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+        .into_inner();
+    b.stack.config.billing.stripe_key =
+        Some(sluice::config::StripeKeySource::KmsCiphertext(blob.clone()));
+    let res = b
+        .post(
+            "/v1/billing/portal-sessions",
+            Some("kms-1"),
+            &json!({"return_url": format!("{ORIGIN}/account")}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert_eq!(b.standin.requests(PORTAL).len(), 1);
+
+    // A ciphertext made without the context does not decrypt: a retryable 500, nothing at Stripe.
+    let wrong = b
+        .stack
+        .aws
+        .kms
+        .encrypt()
+        .key_id(&b.stack.config.kms_key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new("sk_test_from_kms"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+        .into_inner();
+    b.stack.config.billing.stripe_key = Some(sluice::config::StripeKeySource::KmsCiphertext(wrong));
+    let res = b
+        .post(
+            "/v1/billing/portal-sessions",
+            Some("kms-2"),
+            &json!({"return_url": format!("{ORIGIN}/account")}),
+        )
+        .await;
+    let problem = res.assert_problem(500);
+    assert!(!problem["detail"].as_str().unwrap().contains("KMS"));
+    assert_eq!(b.standin.requests(PORTAL).len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_key_billing_answers_503() {
+    let stack = Stack::new().await;
+    let (_, key) = stack.create_tenant("Acme").await;
+    let res = stack
+        .send(
+            Req::post("/v1/billing/portal-sessions")
+                .bearer(&key)
+                .json(&json!({"return_url": format!("{ORIGIN}/account")})),
+        )
+        .await;
+    let problem = res.assert_problem(503);
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("billing-not-configured")
+    );
+}

@@ -53,12 +53,15 @@ struct Fault {
     code: &'static str,
 }
 
+/// The first request under one `Idempotency-Key`: its body and answer (status, JSON).
+type Slot = Arc<tokio::sync::Mutex<Option<(String, (u16, Value))>>>;
+
 #[derive(Default)]
 struct Inner {
     seen: Vec<Seen>,
     faults: Vec<Fault>,
     /// Idempotency-Key → (body, answer); the per-key lock serialises concurrent uses.
-    idempotent: HashMap<String, Arc<tokio::sync::Mutex<Option<(String, (u16, Value))>>>>,
+    idempotent: HashMap<String, Slot>,
     /// Requests forwarded to localstripe (after idempotent replays were answered here).
     forwarded: Vec<String>,
     counter: u64,
