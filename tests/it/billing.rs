@@ -499,3 +499,70 @@ async fn without_a_key_billing_answers_503() {
             .ends_with("billing-not-configured")
     );
 }
+
+/// `POST` straight to localstripe, as an app (or a Stripe dashboard user) would.
+async fn localstripe_post(path: &str, fields: &[(&str, &str)]) -> Value {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    crate::support::http_client()
+        .post(format!("{}{path}", localstripe().url))
+        .bearer_auth("sk_test_sluice")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_sweep_recovers_a_payment_whose_webhook_never_arrived_and_never_twice() {
+    let b = billing().await;
+    // This localstripe has no webhook registered: the payment's events reach nobody.
+    let since = clock::now_epoch() - 1;
+    let pi = localstripe_post(
+        "/v1/payment_intents",
+        &[
+            ("amount", "2500"),
+            ("currency", "usd"),
+            ("metadata[purpose]", "credits"),
+            ("metadata[tenant_id]", &b.tenant),
+            ("payment_method", "pm_card_visa"),
+            ("confirm", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(pi["status"], "succeeded", "{pi}");
+    assert_eq!(b.tenant().await.balance_minor, 0);
+
+    let sweep = |body: Value| {
+        let b = &b;
+        async move {
+            let res = b
+                .stack
+                .send(
+                    Req::post("/admin/stripe/reconcile")
+                        .admin(&b.stack.admin_key)
+                        .json(&body),
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+            res.json()
+        }
+    };
+    let first = sweep(json!({ "since": since })).await;
+    assert_eq!(first["done"], true, "{first}");
+    assert!(first["recovered"].as_u64().unwrap() >= 1, "{first}");
+    assert_eq!(b.tenant().await.balance_minor, 2500);
+    let checkpoint = first["checkpoint"].as_i64().expect("a checkpoint");
+    assert!(checkpoint >= since);
+
+    // From the checkpoint: the same events again are duplicates, credited once.
+    let second = sweep(json!({})).await;
+    assert_eq!(second["since"].as_i64(), Some(checkpoint), "{second}");
+    assert!(second["duplicates"].as_u64().unwrap() >= 1, "{second}");
+    assert_eq!(b.tenant().await.balance_minor, 2500);
+}

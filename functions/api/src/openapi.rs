@@ -13,7 +13,7 @@
 //! No AWS request: the document is built once per cold start, on first use.
 //!
 //! Routes annotated so far: `/health`, `/v1/account`, `/v1/events*`, `/admin/stats`,
-//! `/admin/cleanup`, `/admin/stripe-events*`. Not yet (next wave; the integration tests skip their
+//! `/admin/cleanup`, `/admin/stripe-events*`, `/v1/billing/*`, `POST /admin/stripe/reconcile`. Not yet (next wave; the integration tests skip their
 //! answers, see `tests/it/openapi.rs::UNDOCUMENTED`): `POST /v1/usage`, `GET /v1/ledger`,
 //! `/v1/endpoints*`, `/v1/secrets*`, `POST /admin/tenants`, `/admin/tenants/{id}/api-keys*`,
 //! `POST /admin/secrets/rewrap`, and the ingress function's `POST /webhooks/stripe`.
@@ -61,6 +61,7 @@ use crate::AppState;
         crate::admin::stripe_events::list,
         crate::admin::stripe_events::show,
         crate::admin::stripe_events::retry,
+        crate::admin::reconcile::run,
     ),
     components(schemas(sluice::error::Problem)),
     modifiers(&SecuritySchemes),

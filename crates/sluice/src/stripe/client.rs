@@ -232,25 +232,46 @@ impl StripeClient {
         params: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<T, ApiError> {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
+        self.call(path, Some((params, idempotency_key))).await
+    }
+
+    /// `GET {base}{path_and_query}` (a read: retried like a `POST`, no idempotency key needed).
+    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ApiError> {
+        self.call(path_and_query, None).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        post: Option<(&[(String, String)], &str)>,
+    ) -> Result<T, ApiError> {
+        let body = post.map(|(params, key)| {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params)
+                .finish();
+            (form, key)
+        });
         let key = self.secret().await?;
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
-                .http
-                .post(format!("{}{path}", self.base))
+            let url = format!("{}{path}", self.base);
+            let req = match &body {
+                Some((form, idempotency_key)) => self
+                    .http
+                    .post(url)
+                    .header("Idempotency-Key", *idempotency_key)
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.clone()),
+                None => self.http.get(url),
+            };
+            let sent = req
                 .bearer_auth(key)
                 .header("Stripe-Version", API_VERSION)
-                .header("Idempotency-Key", idempotency_key)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(body.clone())
                 .send()
                 .await;
             let (status, should_retry, request_id, res) = match sent {

@@ -17,6 +17,7 @@ use sluice::{
 
 use crate::AppState;
 
+pub mod reconcile;
 pub mod secrets;
 pub mod stats;
 pub mod stripe_events;
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/api-keys", post(add_api_key))
         .route("/tenants/{id}/api-keys/{key_id}", delete(revoke_api_key))
         .merge(stripe_events::routes())
+        .route("/stripe/reconcile", post(reconcile::run))
         .merge(stats::routes())
         .route("/secrets/rewrap", post(secrets::rewrap))
 }

@@ -98,7 +98,8 @@ struct StripeId {
     id: String,
 }
 
-fn stripe(state: &AppState) -> ApiResult<&StripeClient> {
+/// The Stripe client, or `503 billing-not-configured`.
+pub fn stripe(state: &AppState) -> ApiResult<&StripeClient> {
     state.stripe.as_deref().ok_or_else(|| ApiError::Client {
         status: StatusCode::SERVICE_UNAVAILABLE,
         slug: "billing-not-configured",
