@@ -9,7 +9,10 @@
 //!   only moves forward, to the `created` of the last event processed: everything listed before
 //!   it is done. Listing uses `created[gte]`, so events of that same second are listed again next
 //!   time (duplicates). A run that reaches its time budget ([`BUDGET`]) stores the checkpoint and
-//!   answers `done: false`; the next run resumes there.
+//!   answers `done: false`; the next run resumes there. A listing that takes more than half the
+//!   budget is cut short and moves no checkpoint (Stripe lists newest first, so the oldest events
+//!   would be missing): a backlog that large needs `since` windows, or paging oldest first with
+//!   `ending_before` (not done).
 //! - Without a checkpoint or `since`, the sweep starts 30 days back (what Stripe keeps).
 //!
 //! Cost per run: `ceil(events / 100)` Stripe `GET /v1/events`, one `GetItem` and one
@@ -68,6 +71,14 @@ pub struct Reconciled {
     pub done: bool,
 }
 
+/// The checkpoint to store after a run, if it moves: the `created` of the last event processed,
+/// only when the listing was complete (else older events may be missing) and only forward.
+pub fn next_checkpoint(stored: Option<i64>, reached: Option<i64>, listed_all: bool) -> Option<i64> {
+    reached
+        .filter(|_| listed_all)
+        .filter(|c| stored.is_none_or(|s| *c > s))
+}
+
 #[derive(Deserialize)]
 struct EventList {
     data: Vec<Value>,
@@ -113,7 +124,14 @@ pub async fn run(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult
     // Stripe lists newest first; collect everything since `since`, then process oldest first.
     let mut events: Vec<Value> = Vec::new();
     let mut after: Option<String> = None;
+    // Listing is newest first: a listing cut short lacks the oldest events, so the checkpoint
+    // must not move past them (the events listed are still processed: exactly once anyway).
+    let mut listed_all = true;
     loop {
+        if started.elapsed() > BUDGET / 2 {
+            listed_all = false;
+            break;
+        }
         // Event ids are `evt_` and alphanumerics: nothing to escape but the brackets.
         let mut query = format!("created%5Bgte%5D={since}&limit=100");
         if let Some(a) = after
@@ -149,7 +167,7 @@ pub async fn run(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult
         duplicates: 0,
         failed: 0,
         checkpoint: stored,
-        done: true,
+        done: listed_all,
     };
     let mut reached: Option<i64> = None;
     for raw in &events {
@@ -178,7 +196,7 @@ pub async fn run(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult
         reached = raw["created"].as_i64().or(reached);
     }
 
-    if let Some(created) = reached.filter(|c| stored.is_none_or(|s| *c > s)) {
+    if let Some(created) = next_checkpoint(stored, reached, listed_all) {
         let moved = db
             .update_item()
             .table_name(state.table())
@@ -207,4 +225,19 @@ pub async fn run(State(state): State<AppState>, body: bytes::Bytes) -> ApiResult
         "stripe reconciliation"
     );
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_checkpoint;
+
+    #[test]
+    fn the_checkpoint_moves_only_forward_and_only_after_a_complete_listing() {
+        assert_eq!(next_checkpoint(None, Some(10), true), Some(10));
+        assert_eq!(next_checkpoint(Some(5), Some(10), true), Some(10));
+        assert_eq!(next_checkpoint(Some(10), Some(10), true), None);
+        assert_eq!(next_checkpoint(Some(12), Some(10), true), None);
+        assert_eq!(next_checkpoint(Some(5), Some(10), false), None);
+        assert_eq!(next_checkpoint(Some(5), None, true), None);
+    }
 }
