@@ -6,6 +6,7 @@
 
 mod support;
 
+mod billing;
 mod browser;
 mod egress;
 mod event_types;
@@ -18,4 +19,5 @@ mod refusals;
 mod sealing;
 
 mod stripe_ingress;
+mod stripe_standin;
 mod tenant_api;

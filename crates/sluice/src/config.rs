@@ -68,6 +68,8 @@ pub struct Config {
     /// `API_KEY_CACHE_SECS` (default 60, 0 = off): how long a warm API function trusts an API key
     /// it has looked up — a revoked key stops working within this time.
     pub api_key_cache: Duration,
+    /// Stripe API settings of the API function's billing routes ([`BillingConfig`]).
+    pub billing: BillingConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -86,6 +88,7 @@ impl std::fmt::Debug for Config {
             .field("idempotency_required", &self.idempotency_required)
             .field("egress_allow_cidrs", &self.egress_allow_cidrs)
             .field("egress_allow_http", &self.egress_allow_http)
+            .field("billing", &self.billing)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +215,7 @@ impl Config {
                 get("API_KEY_CACHE_SECS"),
                 60,
             )?),
+            billing: BillingConfig::from_get(&get)?,
         })
     }
 
@@ -241,9 +245,151 @@ impl Config {
     }
 }
 
+/// Where the Stripe secret key comes from. Never plaintext in the deployed configuration.
+#[derive(Clone)]
+pub enum StripeKeySource {
+    /// `STRIPE_API_KEY_CIPHERTEXT`: a KMS ciphertext (base64) of the key under `KMS_KEY_ID` with
+    /// encryption context `purpose=stripe-api-key`; one `kms:Decrypt` at first use, then cached.
+    KmsCiphertext(Vec<u8>),
+    /// `STRIPE_API_KEY`: plaintext, for `make dev` and tests only (the template never sets it).
+    Plain(String),
+}
+
+/// The API function's billing settings (`/v1/billing/*`). Without a key the routes answer `503`.
+#[derive(Clone)]
+pub struct BillingConfig {
+    /// `STRIPE_API_KEY_CIPHERTEXT` or (locally) `STRIPE_API_KEY`; `None`: billing is off.
+    pub stripe_key: Option<StripeKeySource>,
+    /// `STRIPE_API_BASE` (default `https://api.stripe.com`): a local stand-in's URL in `make dev`.
+    pub stripe_api_base: String,
+    /// `STRIPE_PRICES`: comma-separated price ids a tenant may subscribe to.
+    pub stripe_prices: Vec<String>,
+    /// `BILLING_RETURN_ORIGINS`: comma-separated origins (`https://app.example.com`) that
+    /// `success_url`, `cancel_url` and `return_url` must have.
+    pub return_origins: Vec<String>,
+    /// `BILLING_CREDITS_MIN_MINOR` (default 100) ..= `BILLING_CREDITS_MAX_MINOR` (default
+    /// 1 000 000): the amounts a credits checkout accepts.
+    pub credits_min_minor: i64,
+    pub credits_max_minor: i64,
+}
+
+impl std::fmt::Debug for BillingConfig {
+    // The key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingConfig")
+            .field(
+                "stripe_key",
+                &self.stripe_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("stripe_prices", &self.stripe_prices)
+            .field("return_origins", &self.return_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BillingConfig {
+    fn from_get(get: &impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
+        use base64::Engine;
+        let list = |name: &'static str| -> Vec<String> {
+            get(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let stripe_key = match (get("STRIPE_API_KEY_CIPHERTEXT"), get("STRIPE_API_KEY")) {
+            (Some(c), _) => Some(StripeKeySource::KmsCiphertext(
+                base64::engine::general_purpose::STANDARD
+                    .decode(c)
+                    .map_err(|_| ConfigError {
+                        name: "STRIPE_API_KEY_CIPHERTEXT",
+                        reason: "must be base64 (the CiphertextBlob of `aws kms encrypt`)".into(),
+                    })?,
+            )),
+            (None, Some(k)) => Some(StripeKeySource::Plain(k)),
+            (None, None) => None,
+        };
+        let return_origins = list("BILLING_RETURN_ORIGINS")
+            .into_iter()
+            .map(|o| {
+                crate::stripe::client::origin_of(&o).ok_or_else(|| ConfigError {
+                    name: "BILLING_RETURN_ORIGINS",
+                    reason: format!("{o:?} is not an http(s) origin"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let int = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError {
+                        name,
+                        reason: "must be a positive integer (minor units)".into(),
+                    }),
+            }
+        };
+        let credits_min_minor = int("BILLING_CREDITS_MIN_MINOR", 100)?;
+        let credits_max_minor = int("BILLING_CREDITS_MAX_MINOR", 1_000_000)?;
+        if credits_max_minor < credits_min_minor {
+            return Err(ConfigError {
+                name: "BILLING_CREDITS_MAX_MINOR",
+                reason: "must be at least BILLING_CREDITS_MIN_MINOR".into(),
+            });
+        }
+        Ok(BillingConfig {
+            stripe_key,
+            stripe_api_base: get("STRIPE_API_BASE")
+                .unwrap_or_else(|| "https://api.stripe.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            stripe_prices: list("STRIPE_PRICES"),
+            return_origins,
+            credits_min_minor,
+            credits_max_minor,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn billing_settings_parse_and_name_the_variable() {
+        let c = base(&[
+            ("STRIPE_API_KEY", "sk_test_x"),
+            ("STRIPE_PRICES", "price_a, price_b"),
+            (
+                "BILLING_RETURN_ORIGINS",
+                "https://app.example.com/, http://localhost:5173",
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.billing.stripe_key,
+            Some(StripeKeySource::Plain(_))
+        ));
+        assert!(!format!("{c:?}").contains("sk_test_x"));
+        assert_eq!(c.billing.stripe_prices, ["price_a", "price_b"]);
+        assert_eq!(
+            c.billing.return_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(c.billing.stripe_api_base, "https://api.stripe.com");
+        assert!(base(&[]).unwrap().billing.stripe_key.is_none());
+        let err = base(&[("BILLING_RETURN_ORIGINS", "app.example.com")]).unwrap_err();
+        assert_eq!(err.name, "BILLING_RETURN_ORIGINS");
+        let err = base(&[("STRIPE_API_KEY_CIPHERTEXT", "not base64!")]).unwrap_err();
+        assert_eq!(err.name, "STRIPE_API_KEY_CIPHERTEXT");
+    }
 
     fn base(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut vars = vec![

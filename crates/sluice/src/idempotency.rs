@@ -618,6 +618,7 @@ async fn acquire(
                     scope,
                     pk,
                     token,
+                    fingerprint: *fp,
                     saved: AtomicBool::new(false),
                     commits: AtomicU32::new(0),
                 }),
@@ -858,6 +859,8 @@ struct LockState {
     scope: String,
     pk: String,
     token: String,
+    /// The request's fingerprint (see [`fingerprint`]).
+    fingerprint: [u8; 32],
     saved: AtomicBool,
     /// Commits attempted under this lock, numbering their `ClientRequestToken`s.
     commits: AtomicU32,
@@ -915,6 +918,22 @@ impl IdempotencyLock {
             &body,
             sealed,
         ))
+    }
+
+    /// A key for a third party's idempotency (e.g. Stripe's `Idempotency-Key`) that is the same
+    /// for every attempt of this request — the same scope, key and fingerprint, even after this
+    /// lock was lost and taken over — and differs for anything else: hex SHA-256 of `purpose`,
+    /// the record's key and the fingerprint. Unlike the lock token, it survives a lost lock, so a
+    /// retry can never make the third party act twice.
+    pub fn derived_key(&self, purpose: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [purpose.as_bytes(), self.state.pk.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(self.state.fingerprint);
+        hex::encode(h.finalize())
     }
 
     /// Tells the layer that the handler committed [`Self::completion_item`], so it does not

@@ -33,13 +33,32 @@ pub struct AppState {
     pub admin_key_sha256: [u8; 32],
     /// Tenant API keys this instance looked up recently.
     pub api_keys: Arc<sluice::auth::ApiKeyCache>,
+    /// The Stripe API (`/v1/billing/*`); `None` when no key is configured. Its key is decrypted
+    /// on first use and cached for the instance's life.
+    pub stripe: Option<Arc<sluice::stripe::client::StripeClient>>,
 }
 
 impl AppState {
     /// Checks the settings this function cannot run without.
     pub fn new(config: Config, aws: AwsClients) -> Result<Self, ConfigError> {
         let admin_key_sha256 = config.require_admin_key()?;
+        let stripe = match &config.billing.stripe_key {
+            None => None,
+            Some(source) => Some(Arc::new(
+                sluice::stripe::client::StripeClient::new(
+                    &config.billing.stripe_api_base,
+                    source.clone(),
+                    aws.kms.clone(),
+                    &config.kms_key_id,
+                )
+                .map_err(|e| ConfigError {
+                    name: "STRIPE_API_BASE",
+                    reason: format!("no HTTP client for it: {e}"),
+                })?,
+            )),
+        };
         Ok(AppState {
+            stripe,
             api_keys: Arc::new(sluice::auth::ApiKeyCache::new(config.api_key_cache)),
             config: Arc::new(config),
             aws,

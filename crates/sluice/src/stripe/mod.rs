@@ -9,6 +9,7 @@
 //!   statistics), duplicates, guards, unmatched events and their later processing.
 //! - [`store`]: the stored event item, its payload, and the operator's list/cleanup queries.
 
+pub mod client;
 pub mod event;
 pub mod process;
 pub mod signature;

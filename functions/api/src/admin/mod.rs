@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::{AppState, json_body::JsonBody};
 
+pub mod reconcile;
 pub mod secrets;
 pub mod stats;
 pub mod stripe_events;
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{id}/api-keys", post(add_api_key))
         .route("/tenants/{id}/api-keys/{key_id}", delete(revoke_api_key))
         .merge(stripe_events::routes())
+        .route("/stripe/reconcile", post(reconcile::run))
         .merge(stats::routes())
         .route("/secrets/rewrap", post(secrets::rewrap))
 }

@@ -15,6 +15,7 @@ use sluice::{ApiError, idempotency::IdempotencyLock};
 use crate::AppState;
 
 pub mod account;
+pub mod billing;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
@@ -24,6 +25,8 @@ pub mod secrets;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/account", get(account::show))
+        .route("/billing/checkout-sessions", post(billing::create_checkout))
+        .route("/billing/portal-sessions", post(billing::create_portal))
         .route("/usage", post(account::usage))
         .route("/ledger", get(account::ledger))
         .route("/endpoints", post(endpoints::create).get(endpoints::list))
