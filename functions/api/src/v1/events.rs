@@ -123,7 +123,6 @@ pub async fn create(
     let (event, endpoints) = fanout::publish(
         &state.aws,
         state.table(),
-        &state.config.queue_url,
         &tenant_id,
         &req.event_type,
         req.data,
