@@ -261,13 +261,14 @@ impl World {
         let (event, endpoints) = fanout::publish(
             &self.stack.aws,
             self.table(),
-            &self.stack.resources.queue_url,
             &self.tenant,
             event_type,
             json!({"object": "credit", "amount_minor": 2500, "currency": "usd"}),
         )
         .await
         .unwrap();
+        // The outbox relay (the stream consumer) sends the Deliver messages after the commit.
+        self.stack.relay_outbox().await;
         (event.id, endpoints)
     }
 
@@ -1099,11 +1100,6 @@ async fn malformed_and_orphaned_messages_fail_alone_and_orphans_are_dropped_afte
         }
         .to_body()
     };
-    let fanout = DeliveryMessage::Fanout {
-        tenant_id: world.tenant.clone(),
-        event_id: "msg_nothere".into(),
-    }
-    .to_body();
     let grace = webhook_egress::delivery::UNCOMMITTED_GRACE.as_secs() as i64;
     let response = handle_batch(
         &world.egress,
@@ -1112,8 +1108,12 @@ async fn malformed_and_orphaned_messages_fail_alone_and_orphans_are_dropped_afte
             ("unknown-kind", r#"{"kind":"teleport"}"#, 0),
             ("fresh-orphan", &deliver("msg_fresh"), 1),
             ("old-orphan", &deliver("msg_old"), grace + 60),
-            ("fresh-fanout", &fanout, 1),
-            ("old-fanout", &fanout, grace + 60),
+            // Fan-out is the stream consumer's: a `fanout` message is malformed now.
+            (
+                "fanout",
+                r#"{"kind":"fanout","tenant_id":"t","event_id":"msg_x"}"#,
+                0,
+            ),
         ]),
     )
     .await;
@@ -1123,7 +1123,7 @@ async fn malformed_and_orphaned_messages_fail_alone_and_orphans_are_dropped_afte
     // whose transaction may still commit come back soon; old orphans are dropped.
     assert_eq!(
         failed,
-        vec!["fresh-fanout", "fresh-orphan", "garbage", "unknown-kind"]
+        vec!["fanout", "fresh-orphan", "garbage", "unknown-kind"]
     );
     // No delivery item was created as a side effect.
     let items = world
@@ -1147,10 +1147,6 @@ async fn a_deferred_event_is_fanned_out_then_delivered() {
 
     // GIVEN an event published the deferred way (as Stripe ingress does)
     let deferred = fanout::Deferred::new(&world.tenant, "budget.warning", json!({"used": 80}));
-    deferred
-        .enqueue(&world.stack.aws.sqs, &world.stack.resources.queue_url)
-        .await
-        .unwrap();
     world
         .db()
         .transact_write_items()
@@ -1159,8 +1155,8 @@ async fn a_deferred_event_is_fanned_out_then_delivered() {
         .await
         .unwrap();
 
-    // WHEN the function handles the fan-out message, then the delivery it produced
-    assert!(failures(&world.run(1).await).is_empty());
+    // WHEN the function relays it from the table's stream, then handles the delivery it sent
+    assert_eq!(world.stack.relay_outbox().await.failures, 0);
     assert!(failures(&world.run(1).await).is_empty());
 
     // THEN the endpoint got a verifiable webhook
