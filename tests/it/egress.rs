@@ -1373,3 +1373,69 @@ async fn end_to_end_a_signed_stripe_event_in_a_verified_tenant_webhook_out() {
     );
     assert!(dev.wait().await.unwrap().success());
 }
+
+/// Issue 14: the outbox consumer is down while a Stripe event with a notification and a
+/// `POST /v1/events` commit; restarted from its checkpoint it relays both, and when it crashes
+/// again before saving its checkpoint (so the same stream records come again) nothing is
+/// delivered twice.
+#[tokio::test]
+async fn a_consumer_that_crashes_after_the_commit_loses_nothing_and_sends_nothing_twice() {
+    let stack = Stack::new().await;
+    let (tenant, key) = stack.create_tenant("Crashy Co").await;
+    let receiver = Receiver::answering(200).await;
+    let res = stack
+        .send(
+            crate::support::Req::post("/v1/endpoints")
+                .bearer(&key)
+                .json(&json!({"url": receiver.url("/hook")})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    // The consumer stops here.
+    let stopped = stack.outbox_checkpoint();
+
+    crate::stripe_ingress::deliver_ok(
+        &stack,
+        crate::stripe_ingress::fixture("payment_intent.succeeded.credits", &tenant),
+        "processed",
+    )
+    .await;
+    let res = stack
+        .send(
+            crate::support::Req::post("/v1/events")
+                .bearer(&key)
+                .json(&json!({"type": "invoice.paid", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert!(stack.queued_messages().await.is_empty(), "nothing sent yet");
+
+    // Restarted from its checkpoint: both committed events are relayed.
+    let (first, saved) = stack.relay_outbox_from(stopped.clone()).await;
+    assert_eq!(first.failures, 0, "{first:?}");
+    assert!(first.invocations >= 1, "{first:?}");
+    assert_ne!(saved, stopped, "the checkpoint moved past them");
+    // Crashed before saving that checkpoint: the same records are relayed again.
+    let (second, _) = stack.relay_outbox_from(stopped).await;
+    assert_eq!(second.failures, 0, "{second:?}");
+    // Nothing more to relay from the saved checkpoint.
+    let (after, _) = stack.relay_outbox_from(saved).await;
+    assert_eq!(after.invocations, 0, "{after:?}");
+
+    // The egress function drains the queue (as its SQS event source does).
+    let egress = stack.egress();
+    let sqs = &stack.aws.sqs;
+    let (url, arn) = (&stack.resources.queue_url, &stack.resources.queue_arn);
+    while poller::poll_once(sqs, url, arn, &egress, 0).await.unwrap() > 0 {}
+
+    let got = receiver.requests();
+    let mut types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["credits.added", "invoice.paid"], "each once");
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 2);
+}
