@@ -1435,7 +1435,6 @@ async fn a_consumer_that_crashes_after_the_commit_loses_nothing_and_sends_nothin
         .collect();
     types.sort();
     assert_eq!(types, ["credits.added", "invoice.paid"], "each once");
-    let ids: std::collections::HashSet<&str> =
-        got.iter().map(|r| r.header("webhook-id")).collect();
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 2);
 }

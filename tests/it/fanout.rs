@@ -92,7 +92,7 @@ async fn publish_reaches_enabled_subscribed_endpoints_only() {
 
 #[tokio::test]
 async fn a_deferred_event_is_relayed_once_its_transaction_commits_and_a_redelivery_sends_nothing_new()
-{
+ {
     let stack = Stack::new().await;
     let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
     put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
@@ -109,8 +109,14 @@ async fn a_deferred_event_is_relayed_once_its_transaction_commits_and_a_redelive
                 .condition_check(
                     aws_sdk_dynamodb::types::ConditionCheck::builder()
                         .table_name(t)
-                        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("nope".into()))
-                        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("nope".into()))
+                        .key(
+                            "pk",
+                            aws_sdk_dynamodb::types::AttributeValue::S("nope".into()),
+                        )
+                        .key(
+                            "sk",
+                            aws_sdk_dynamodb::types::AttributeValue::S("nope".into()),
+                        )
                         .condition_expression("attribute_exists(pk)")
                         .build()
                         .unwrap(),
@@ -136,7 +142,11 @@ async fn a_deferred_event_is_relayed_once_its_transaction_commits_and_a_redelive
         .await
         .unwrap();
     let drained = stack.relay_outbox().await;
-    assert_eq!((drained.invocations, drained.failures), (1, 0), "{drained:?}");
+    assert_eq!(
+        (drained.invocations, drained.failures),
+        (1, 0),
+        "{drained:?}"
+    );
     let deliveries = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &deferred.event.id)
         .await
         .unwrap();

@@ -704,7 +704,10 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
     expected.sort();
     assert_eq!(endpoints, expected);
     assert!(!endpoints.contains(&other["id"].as_str().unwrap()));
-    assert!(stack.queued_messages().await.is_empty(), "nothing sent on the request path");
+    assert!(
+        stack.queued_messages().await.is_empty(),
+        "nothing sent on the request path"
+    );
     stack.relay_outbox().await;
     let delivers = stack.queued_messages().await;
     assert_eq!(delivers.len(), 2, "one message per delivery");

@@ -9,9 +9,10 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     emulator::Emulator,
-    iam, poller, stream_poller,
+    iam, poller,
     provision::{self, Resources, StackDefinition},
     server::{self, HttpFunctions},
+    stream_poller,
 };
 
 /// Loopback ranges local receivers listen on; allowed as endpoint targets only in local runs.
@@ -135,7 +136,8 @@ pub async fn run() -> anyhow::Result<()> {
         stripe_secret: stripe_secrets.clone(),
     };
     let functions = stack.functions(&aws)?;
-    let egress = webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?;
+    let egress =
+        webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?;
     let (stop, stopped) = watch::channel(false);
     // Lambda's event source mapping, not the function: its calls are checked against SAM's
     // implicit poller policy.
@@ -153,7 +155,11 @@ pub async fn run() -> anyhow::Result<()> {
         .clone()
         .context("the template's table has no stream")?;
     let relay = tokio::spawn(stream_poller::run(
-        stream_poller::StreamPoller::new(&emulator.sdk_config().await, "webhook-egress", &stream_arn)?,
+        stream_poller::StreamPoller::new(
+            &emulator.sdk_config().await,
+            "webhook-egress",
+            &stream_arn,
+        )?,
         webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?,
         stopped.clone(),
     ));

@@ -793,10 +793,17 @@ Resources:
         let used = actions_for("DynamoDB Streams", "GetShardIterator", &Json::Null);
         assert_eq!(
             used,
-            vec![Use::new("dynamodb:GetShardIterator", "SluiceTable/stream/*")]
+            vec![Use::new(
+                "dynamodb:GetShardIterator",
+                "SluiceTable/stream/*"
+            )]
         );
         assert!(implicit.iter().any(|g| g.covers(&used[0])));
         // Ingress no longer sends to SQS at all (the outbox).
-        assert!(!p.granted["stripe-ingress"].iter().any(|g| g.action.starts_with("sqs:")));
+        assert!(
+            !p.granted["stripe-ingress"]
+                .iter()
+                .any(|g| g.action.starts_with("sqs:"))
+        );
     }
 }

@@ -152,8 +152,7 @@ impl StackDefinition {
                 indexes,
                 ttl_attribute: string_at(table, &["TimeToLiveSpecification", "AttributeName"])?,
                 ttl_enabled: string_at(table, &["TimeToLiveSpecification", "Enabled"])? == "true",
-                stream_view_type: string_at(table, &["StreamSpecification", "StreamViewType"])
-                    .ok(),
+                stream_view_type: string_at(table, &["StreamSpecification", "StreamViewType"]).ok(),
             },
             queue_visibility_timeout_secs: int_at(queue, &["VisibilityTimeout"])?,
             queue_retention_secs: int_at(queue, &["MessageRetentionPeriod"])?,
@@ -232,9 +231,7 @@ pub async fn provision(
         .send()
         .await
         .context("creating the table")?;
-    let stream_arn = created
-        .table_description
-        .and_then(|d| d.latest_stream_arn);
+    let stream_arn = created.table_description.and_then(|d| d.latest_stream_arn);
     aws.dynamodb
         .update_time_to_live()
         .table_name(&table_name)

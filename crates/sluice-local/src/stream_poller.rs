@@ -332,7 +332,11 @@ impl StreamPoller {
 }
 
 /// Polls until `shutdown` turns true (what `make dev` runs beside the SQS poller).
-pub async fn run(mut poller: StreamPoller, state: EgressState, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    mut poller: StreamPoller,
+    state: EgressState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         if let Err(err) = poller.drain(&state).await {
             tracing::warn!(error = %format!("{err:#}"), "reading the table's stream failed");

@@ -24,13 +24,8 @@ use std::{sync::Arc, time::Duration};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use sluice::{
-    Config,
-    aws::AwsClients,
-    config::ConfigError,
-    fanout::DeliveryMessage,
-    sealing::Sealer,
-    ssrf::UrlPolicy,
-    telemetry,
+    Config, aws::AwsClients, config::ConfigError, fanout::DeliveryMessage, sealing::Sealer,
+    ssrf::UrlPolicy, telemetry,
 };
 use tracing::{Instrument, field::Empty};
 

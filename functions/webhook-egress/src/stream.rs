@@ -94,15 +94,10 @@ pub fn outbound_event(record: &StreamRecord) -> Option<OutboundEvent> {
 
 /// Relays a batch; reports the first record (in stream order) that must be retried.
 pub async fn handle_stream_batch(state: &EgressState, event: StreamEvent) -> SqsBatchResponse {
-    let results = futures::future::join_all(event.records.iter().map(|r| relay_record(state, r)))
-        .await;
+    let results =
+        futures::future::join_all(event.records.iter().map(|r| relay_record(state, r))).await;
     let mut response = SqsBatchResponse::default();
-    if let Some((record, _)) = event
-        .records
-        .iter()
-        .zip(results)
-        .find(|(_, ok)| !ok)
-    {
+    if let Some((record, _)) = event.records.iter().zip(results).find(|(_, ok)| !ok) {
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = record.dynamodb.sequence_number.clone();
         response.batch_item_failures.push(failure);
