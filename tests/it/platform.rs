@@ -507,11 +507,22 @@ async fn post_v1_events_makes_no_sqs_call_and_one_transaction() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(counter.count("SQS"), 0);
-    // The lock, the endpoints the answer names, the event with its deliveries, the idempotency
-    // completion. (Issue 14's target, lock + 1 transaction, needs the completion inside the
-    // transaction and the answer without `endpoints`: not done yet.)
+    // The lock, the endpoints the answer names (SPEC: `202 {id, endpoints}`), then ONE
+    // transaction: the event, its deliveries and the idempotency completion.
     assert_eq!(
         counter.operations("DynamoDB"),
-        ["PutItem", "Query", "TransactWriteItems", "UpdateItem"]
+        ["PutItem", "Query", "TransactWriteItems"]
     );
+    // Its replay is the lock's one request.
+    counter.reset();
+    let again = invoke(
+        &functions,
+        Req::post("/v1/events")
+            .bearer(&key)
+            .header("idempotency-key", "publish-1")
+            .json(&serde_json::json!({"type": "x.y", "data": {}})),
+    )
+    .await;
+    assert_eq!(again, StatusCode::ACCEPTED);
+    assert_eq!(counter.operations("DynamoDB"), ["PutItem"]);
 }

@@ -8,7 +8,8 @@
 //!
 //! Three ways in, one item layout:
 //! - [`publish`] (`POST /v1/events`): one `Query` of the tenant's endpoints (the answer names
-//!   them), then one transaction: the event (with `endpoint_ids`) and its delivery items.
+//!   them), then one transaction: the event (with `endpoint_ids`) and its delivery items — the
+//!   API adds its idempotency completion to that same transaction ([`plan_publish`]).
 //! - [`Deferred`] (Stripe ingress, usage budget alerts): a writer that must stay at one DynamoDB
 //!   transaction puts the event item (without `endpoint_ids`) into *its* transaction; [`relay`]
 //!   later does the endpoint lookup and writes the deliveries. No request of the writer's own.
@@ -247,9 +248,7 @@ impl Deferred {
     }
 }
 
-/// Publishes an event now: `202 {id, endpoints}` of `POST /v1/events`. One `Query` (the
-/// endpoints the answer names), one transaction (the event with `endpoint_ids`, its deliveries);
-/// no SQS call: the stream's consumer ([`relay`]) sends the `Deliver` messages.
+/// Publishes an event now (`POST /v1/events`): [`plan_publish`], then [`Publication::commit`].
 pub async fn publish(
     aws: &AwsClients,
     table: &str,
@@ -257,25 +256,71 @@ pub async fn publish(
     event_type: &str,
     data: serde_json::Value,
 ) -> Result<(OutboundEvent, Vec<String>), ApiError> {
+    plan_publish(aws, table, tenant_id, event_type, data)
+        .await?
+        .commit(&aws.dynamodb)
+        .await
+}
+
+/// An event to publish with the endpoints it goes to, and the items of its transaction: the
+/// event (with `endpoint_ids`) and one delivery per endpoint. No SQS call: the stream's consumer
+/// ([`relay`]) sends the `Deliver` messages once they commit.
+pub struct Publication {
+    pub event: OutboundEvent,
+    pub endpoint_ids: Vec<String>,
+    items: Vec<TransactWriteItem>,
+}
+
+/// Finds the endpoints (one `Query`: the answer `202 {id, endpoints}` names them) and builds the
+/// publication's items.
+pub async fn plan_publish(
+    aws: &AwsClients,
+    table: &str,
+    tenant_id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<Publication, ApiError> {
     let mut event = OutboundEvent::new(tenant_id, event_type, data);
     let endpoint_ids = matching_endpoints(&aws.dynamodb, table, tenant_id, event_type).await?;
     event.endpoint_ids = Some(endpoint_ids.clone());
-
     let event_put = Put::builder()
         .table_name(table)
         .set_item(Some(event.to_item()))
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .expect("table and item are set");
-    write_deliveries(
-        &aws.dynamodb,
+    let items = transaction_items(
         table,
         &event,
         &endpoint_ids,
         TransactWriteItem::builder().put(event_put).build(),
-    )
-    .await?;
-    Ok((event, endpoint_ids))
+    );
+    Ok(Publication {
+        event,
+        endpoint_ids,
+        items,
+    })
+}
+
+impl Publication {
+    /// Whether its items and one more (an idempotency completion) fit one transaction.
+    pub fn fits_one_transaction_with_one_more(&self) -> bool {
+        self.items.len() < MAX_TRANSACTION_ITEMS
+    }
+
+    /// The items, the event's put first (for the caller's own transaction).
+    pub fn into_items(self) -> Vec<TransactWriteItem> {
+        self.items
+    }
+
+    /// Writes it: one transaction when it fits, else the first carries the event.
+    pub async fn commit(
+        self,
+        db: &aws_sdk_dynamodb::Client,
+    ) -> Result<(OutboundEvent, Vec<String>), ApiError> {
+        commit_chunks(db, self.items).await?;
+        Ok((self.event, self.endpoint_ids))
+    }
 }
 
 /// Error of [`expand`] and [`replay`] callers can act on.
@@ -622,15 +667,13 @@ impl From<WriteError> for ApiError {
     }
 }
 
-/// Writes `first` (the event's put or update) with the delivery items: one transaction when
-/// they fit, else the first transaction carries `first` and later ones the remaining deliveries.
-async fn write_deliveries(
-    db: &aws_sdk_dynamodb::Client,
+/// `first` (the event's put or update) followed by one conditional put per delivery.
+fn transaction_items(
     table: &str,
     event: &OutboundEvent,
     endpoint_ids: &[String],
     first: TransactWriteItem,
-) -> Result<(), WriteError> {
+) -> Vec<TransactWriteItem> {
     let mut items = vec![first];
     items.extend(endpoint_ids.iter().map(|ep| {
         let put = Put::builder()
@@ -641,6 +684,27 @@ async fn write_deliveries(
             .expect("table and item are set");
         TransactWriteItem::builder().put(put).build()
     }));
+    items
+}
+
+/// Writes `first` with the delivery items: one transaction when they fit, else the first
+/// transaction carries `first` and later ones the remaining deliveries.
+async fn write_deliveries(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: &OutboundEvent,
+    endpoint_ids: &[String],
+    first: TransactWriteItem,
+) -> Result<(), WriteError> {
+    commit_chunks(db, transaction_items(table, event, endpoint_ids, first)).await
+}
+
+/// Commits items in transactions of at most 100; a failed condition on the first item of the
+/// first one is [`WriteError::Conflict`].
+async fn commit_chunks(
+    db: &aws_sdk_dynamodb::Client,
+    items: Vec<TransactWriteItem>,
+) -> Result<(), WriteError> {
     let mut first_chunk = true;
     for chunk in items.chunks(MAX_TRANSACTION_ITEMS) {
         let result = db

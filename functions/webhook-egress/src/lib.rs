@@ -232,7 +232,6 @@ fn message_meta(record: &SqsMessage) -> MessageMeta {
         receive_count: attr("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
-        sent_at_ms: attr("SentTimestamp").and_then(|v| v.parse().ok()),
         deadline_ms: None,
     }
 }

@@ -4,6 +4,7 @@ use axum::{
     Extension, Json,
     extract::{Path, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,12 +12,13 @@ use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
     fanout::{self, attr},
+    idempotency::{self, CommitError, StoredResponse},
     ids,
     table::{self, Item, ItemExt},
 };
 use utoipa::ToSchema;
 
-use super::{attr_to_json, invalid, parse_optional_json};
+use super::{Lock, attr_to_json, invalid, lock_ref, parse_optional_json};
 use crate::AppState;
 
 const MAX_TYPE_LEN: usize = 100;
@@ -107,8 +109,9 @@ fn valid_type(t: &str) -> bool {
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
+    lock: Lock,
     body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
+) -> ApiResult<Response> {
     let req: CreateEvent = crate::admin::parse_json(&body)?;
     if !valid_type(&req.event_type) {
         return Err(invalid(format!(
@@ -120,7 +123,7 @@ pub async fn create(
             "`data` must be at most {MAX_DATA_BYTES} bytes of JSON"
         )));
     }
-    let (event, endpoints) = fanout::publish(
+    let publication = fanout::plan_publish(
         &state.aws,
         state.table(),
         &tenant_id,
@@ -128,13 +131,29 @@ pub async fn create(
         req.data,
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(EventAccepted {
-            id: event.id,
-            endpoints,
-        }),
-    ))
+    let accepted = EventAccepted {
+        id: publication.event.id.clone(),
+        endpoints: publication.endpoint_ids.clone(),
+    };
+    if publication.fits_one_transaction_with_one_more() {
+        // The event, its deliveries and the idempotency completion commit together: the lock and
+        // this transaction are the request's only writes.
+        let response = StoredResponse::json(StatusCode::ACCEPTED, &accepted);
+        return idempotency::commit_with_response(
+            &state.aws.dynamodb,
+            publication.into_items(),
+            lock_ref(&lock),
+            response,
+        )
+        .await
+        .map_err(|err| match err {
+            // The only condition is the new event id's: taken only by a concurrent twin.
+            CommitError::Cancelled(_) => ApiError::conflict("the event exists already"),
+            other => other.into(),
+        });
+    }
+    publication.commit(&state.aws.dynamodb).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 fn valid_event_id(id: &str) -> ApiResult<()> {
