@@ -90,14 +90,19 @@ pub async fn handle_any(
     state: &EgressState,
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<SqsBatchResponse, serde_json::Error> {
-    let from_stream = event.payload["Records"][0]["eventSource"] == "aws:dynamodb";
-    if from_stream {
+    if is_stream_event(&event.payload) {
         let batch = serde_json::from_value(event.payload)?;
         Ok(stream::handle_stream_batch(state, batch).await)
     } else {
         let batch = serde_json::from_value(event.payload)?;
         Ok(handle_invocation(state, LambdaEvent::new(batch, event.context)).await)
     }
+}
+
+/// Whether an invocation's payload is a DynamoDB Stream batch (else it is an SQS one). Lambda
+/// never mixes sources in one batch, so the first record says it.
+pub fn is_stream_event(payload: &serde_json::Value) -> bool {
+    payload["Records"][0]["eventSource"] == "aws:dynamodb"
 }
 
 /// Processes one batch; only the messages that must come back are reported as failures.
@@ -258,5 +263,19 @@ async fn set_visibility(state: &EgressState, receipt_handle: &str, delay: Durati
             error = %aws_sdk_sqs::error::DisplayErrorContext(err),
             "changing the message's visibility failed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_source_is_told_by_the_first_record() {
+        let stream = serde_json::json!({"Records": [{"eventSource": "aws:dynamodb"}]});
+        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs"}]});
+        assert!(is_stream_event(&stream));
+        assert!(!is_stream_event(&sqs));
+        assert!(!is_stream_event(&serde_json::json!({"Records": []})));
     }
 }
