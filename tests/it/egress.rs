@@ -261,13 +261,14 @@ impl World {
         let (event, endpoints) = fanout::publish(
             &self.stack.aws,
             self.table(),
-            &self.stack.resources.queue_url,
             &self.tenant,
             event_type,
             json!({"object": "credit", "amount_minor": 2500, "currency": "usd"}),
         )
         .await
         .unwrap();
+        // The outbox relay (the stream consumer) sends the Deliver messages after the commit.
+        self.stack.relay_outbox().await;
         (event.id, endpoints)
     }
 
@@ -1088,7 +1089,7 @@ fn synthetic(records: &[(&str, &str, i64)]) -> SqsEvent {
 }
 
 #[tokio::test]
-async fn malformed_and_orphaned_messages_fail_alone_and_orphans_are_dropped_after_the_grace() {
+async fn malformed_messages_fail_alone_and_a_deliver_without_its_item_is_dropped() {
     let world = World::new().await;
     let deliver = |event: &str| {
         DeliveryMessage::Deliver {
@@ -1099,32 +1100,27 @@ async fn malformed_and_orphaned_messages_fail_alone_and_orphans_are_dropped_afte
         }
         .to_body()
     };
-    let fanout = DeliveryMessage::Fanout {
-        tenant_id: world.tenant.clone(),
-        event_id: "msg_nothere".into(),
-    }
-    .to_body();
-    let grace = webhook_egress::delivery::UNCOMMITTED_GRACE.as_secs() as i64;
     let response = handle_batch(
         &world.egress,
         synthetic(&[
             ("garbage", "{not json", 0),
             ("unknown-kind", r#"{"kind":"teleport"}"#, 0),
-            ("fresh-orphan", &deliver("msg_fresh"), 1),
-            ("old-orphan", &deliver("msg_old"), grace + 60),
-            ("fresh-fanout", &fanout, 1),
-            ("old-fanout", &fanout, grace + 60),
+            // Never sent by Sluice (the outbox writes the item first): dropped at once.
+            ("no-item", &deliver("msg_gone"), 1),
+            // Fan-out is the stream consumer's: a `fanout` message is malformed now.
+            (
+                "fanout",
+                r#"{"kind":"fanout","tenant_id":"t","event_id":"msg_x"}"#,
+                0,
+            ),
         ]),
     )
     .await;
     let mut failed = failures(&response);
     failed.sort();
-    // Malformed bodies come back until the redrive policy parks them in the DLQ; messages
-    // whose transaction may still commit come back soon; old orphans are dropped.
-    assert_eq!(
-        failed,
-        vec!["fresh-fanout", "fresh-orphan", "garbage", "unknown-kind"]
-    );
+    // Malformed bodies come back until the redrive policy parks them in the DLQ; a message
+    // without its delivery item is done (there are no orphans to wait for any more).
+    assert_eq!(failed, vec!["fanout", "garbage", "unknown-kind"]);
     // No delivery item was created as a side effect.
     let items = world
         .db()
@@ -1147,10 +1143,6 @@ async fn a_deferred_event_is_fanned_out_then_delivered() {
 
     // GIVEN an event published the deferred way (as Stripe ingress does)
     let deferred = fanout::Deferred::new(&world.tenant, "budget.warning", json!({"used": 80}));
-    deferred
-        .enqueue(&world.stack.aws.sqs, &world.stack.resources.queue_url)
-        .await
-        .unwrap();
     world
         .db()
         .transact_write_items()
@@ -1159,8 +1151,8 @@ async fn a_deferred_event_is_fanned_out_then_delivered() {
         .await
         .unwrap();
 
-    // WHEN the function handles the fan-out message, then the delivery it produced
-    assert!(failures(&world.run(1).await).is_empty());
+    // WHEN the function relays it from the table's stream, then handles the delivery it sent
+    assert_eq!(world.stack.relay_outbox().await.failures, 0);
     assert!(failures(&world.run(1).await).is_empty());
 
     // THEN the endpoint got a verifiable webhook
@@ -1376,4 +1368,101 @@ async fn end_to_end_a_signed_stripe_event_in_a_verified_tenant_webhook_out() {
             .success()
     );
     assert!(dev.wait().await.unwrap().success());
+}
+
+/// Issue 14: the outbox consumer is down while a Stripe event with a notification and a
+/// `POST /v1/events` commit; restarted from its checkpoint it relays both, and when it crashes
+/// again before saving its checkpoint (so the same stream records come again) nothing is
+/// delivered twice.
+#[tokio::test]
+async fn a_consumer_that_crashes_after_the_commit_loses_nothing_and_sends_nothing_twice() {
+    let stack = Stack::new().await;
+    let (tenant, key) = stack.create_tenant("Crashy Co").await;
+    let receiver = Receiver::answering(200).await;
+    let res = stack
+        .send(
+            crate::support::Req::post("/v1/endpoints")
+                .bearer(&key)
+                .json(&json!({"url": receiver.url("/hook")})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    // The consumer stops here.
+    let stopped = stack.outbox_checkpoint();
+
+    crate::stripe_ingress::deliver_ok(
+        &stack,
+        crate::stripe_ingress::fixture("payment_intent.succeeded.credits", &tenant),
+        "processed",
+    )
+    .await;
+    let res = stack
+        .send(
+            crate::support::Req::post("/v1/events")
+                .bearer(&key)
+                .json(&json!({"type": "invoice.paid", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert!(stack.queued_messages().await.is_empty(), "nothing sent yet");
+
+    // Restarted from its checkpoint: both committed events are relayed.
+    let (first, saved) = stack.relay_outbox_from(stopped.clone()).await;
+    assert_eq!(first.failures, 0, "{first:?}");
+    assert!(first.invocations >= 1, "{first:?}");
+    assert_ne!(saved, stopped, "the checkpoint moved past them");
+    // Crashed before saving that checkpoint: the same records are relayed again.
+    let (second, _) = stack.relay_outbox_from(stopped).await;
+    assert_eq!(second.failures, 0, "{second:?}");
+    // Nothing more to relay from the saved checkpoint.
+    let (after, _) = stack.relay_outbox_from(saved).await;
+    assert_eq!(after.invocations, 0, "{after:?}");
+
+    // The egress function drains the queue (as its SQS event source does).
+    let egress = stack.egress();
+    let sqs = &stack.aws.sqs;
+    let (url, arn) = (&stack.resources.queue_url, &stack.resources.queue_arn);
+    while poller::poll_once(sqs, url, arn, &egress, 0).await.unwrap() > 0 {}
+
+    let got = receiver.requests();
+    let mut types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["credits.added", "invoice.paid"], "each once");
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 2);
+}
+
+/// Issue 14 item 3, measured: a warm batch of ten deliveries costs 4 DynamoDB requests per
+/// message (claim and endpoint+event read together before the send, attempt record and hourly
+/// counter together after it): 40 requests, 2 sequential round trips per message.
+#[tokio::test]
+async fn a_warm_batch_of_ten_deliveries_costs_four_dynamodb_requests_each() {
+    let calls = CallCounter::new();
+    let aws = calls.clients(&emulator().sdk_config().await);
+    let world = World::with_stack(Stack::with_clients(aws, &[]).await).await;
+    let receiver = Receiver::answering(200).await;
+    world.endpoint(&receiver.url("/")).await;
+    // Warm: the first delivery decrypts the signing secret.
+    world.publish("credits.added").await;
+    let warm_up = world.receive(1).await;
+    world.invoke(warm_up).await;
+    for _ in 0..10 {
+        world.publish("credits.added").await;
+    }
+    let batch = world.receive(10).await;
+    assert_eq!(batch.records.len(), 10);
+    calls.reset();
+    let response = handle_batch(&world.egress, batch).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(calls.count("KMS"), 0);
+    assert_eq!(calls.count("SQS"), 0);
+    let mut dynamodb = calls.operations("DynamoDB");
+    dynamodb.sort();
+    dynamodb.dedup_by(|a, b| a == b);
+    assert_eq!(dynamodb, ["BatchGetItem", "UpdateItem"]);
+    assert_eq!(calls.count("DynamoDB"), 40);
+    assert_eq!(receiver.requests().len(), 11);
 }

@@ -42,7 +42,7 @@ fn deliver(tenant: &str, event: &str, endpoint: &str, generation: u32) -> Delive
 #[tokio::test]
 async fn publish_reaches_enabled_subscribed_endpoints_only() {
     let stack = Stack::new().await;
-    let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
+    let t = &stack.resources.table_name;
     put_endpoint(&stack, "tnt_a", "ep_all", true, &[]).await;
     put_endpoint(&stack, "tnt_a", "ep_match", true, &["invoice.paid"]).await;
     put_endpoint(&stack, "tnt_a", "ep_other", true, &["credits.added"]).await;
@@ -50,11 +50,14 @@ async fn publish_reaches_enabled_subscribed_endpoints_only() {
     put_endpoint(&stack, "tnt_b", "ep_b", true, &[]).await;
 
     let (event, mut endpoints) =
-        fanout::publish(&stack.aws, t, r, "tnt_a", "invoice.paid", json!({"n": 1}))
+        fanout::publish(&stack.aws, t, "tnt_a", "invoice.paid", json!({"n": 1}))
             .await
             .unwrap();
     endpoints.sort();
     assert_eq!(endpoints, ["ep_all", "ep_match"]);
+    // Nothing is sent on the request path: the outbox relay sends after the commit.
+    assert!(stack.queued_messages().await.is_empty());
+    stack.relay_outbox().await;
 
     let mut messages = stack.queued_messages().await;
     messages.sort_by_key(|m| format!("{m:?}"));
@@ -88,18 +91,48 @@ async fn publish_reaches_enabled_subscribed_endpoints_only() {
 }
 
 #[tokio::test]
-async fn a_deferred_event_is_expanded_once_after_its_transaction_commits() {
+async fn a_deferred_event_is_relayed_once_its_transaction_commits_and_a_redelivery_sends_nothing_new()
+ {
     let stack = Stack::new().await;
     let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
     put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
     let deferred = Deferred::new("tnt_a", "credits.added", json!({"amount_minor": 500}));
-    deferred.enqueue(&stack.aws.sqs, r).await.unwrap();
 
-    // Before the writer's transaction commits, the event does not exist: expand says so.
+    // A cancelled transaction leaves nothing in the outbox.
+    let cancelled = stack
+        .aws
+        .dynamodb
+        .transact_write_items()
+        .transact_items(deferred.transact_item(t))
+        .transact_items(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .condition_check(
+                    aws_sdk_dynamodb::types::ConditionCheck::builder()
+                        .table_name(t)
+                        .key(
+                            "pk",
+                            aws_sdk_dynamodb::types::AttributeValue::S("nope".into()),
+                        )
+                        .key(
+                            "sk",
+                            aws_sdk_dynamodb::types::AttributeValue::S("nope".into()),
+                        )
+                        .condition_expression("attribute_exists(pk)")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(cancelled.is_err());
+    stack.relay_outbox().await;
+    assert!(stack.queued_messages().await.is_empty());
     assert!(matches!(
         fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id).await,
         Err(FanoutError::EventNotFound)
     ));
+
     stack
         .aws
         .dynamodb
@@ -108,24 +141,31 @@ async fn a_deferred_event_is_expanded_once_after_its_transaction_commits() {
         .send()
         .await
         .unwrap();
-
-    let first = fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id)
-        .await
-        .unwrap();
-    assert_eq!(first, ["ep_1"]);
-    // A redelivered Fanout message changes nothing and sends nothing more.
-    let again = fanout::expand(&stack.aws, t, r, "tnt_a", &deferred.event.id)
-        .await
-        .unwrap();
-    assert_eq!(again, ["ep_1"]);
-    let messages = stack.queued_messages().await;
+    let drained = stack.relay_outbox().await;
     assert_eq!(
-        messages,
+        (drained.invocations, drained.failures),
+        (1, 0),
+        "{drained:?}"
+    );
+    let deliveries = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &deferred.event.id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    // The expansion's own writes (deliveries, endpoint_ids) are not outbox items.
+    assert_eq!(stack.relay_outbox().await.invocations, 0);
+    // The same record relayed again (a consumer that crashed before its checkpoint) finds the
+    // expansion done: no new delivery item, and the same Deliver message, which the claim makes
+    // harmless.
+    let (again, _) = stack.relay_outbox_from(Default::default()).await;
+    assert_eq!(again.failures, 0);
+    let after = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &deferred.event.id)
+        .await
+        .unwrap();
+    assert_eq!(after, deliveries);
+    assert_eq!(
+        stack.queued_messages().await,
         [
-            DeliveryMessage::Fanout {
-                tenant_id: "tnt_a".into(),
-                event_id: deferred.event.id.clone()
-            },
+            deliver("tnt_a", &deferred.event.id, "ep_1", 1),
             deliver("tnt_a", &deferred.event.id, "ep_1", 1),
         ]
     );
@@ -136,9 +176,10 @@ async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
     let stack = Stack::new().await;
     let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
     put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
-    let (event, _) = fanout::publish(&stack.aws, t, r, "tnt_a", "x.y", json!({}))
+    let (event, _) = fanout::publish(&stack.aws, t, "tnt_a", "x.y", json!({}))
         .await
         .unwrap();
+    stack.relay_outbox().await;
     stack.queued_messages().await;
 
     let replayed = fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, None)

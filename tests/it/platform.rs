@@ -482,3 +482,47 @@ async fn without_the_key_cache_a_key_revoked_elsewhere_is_refused_at_once() {
         401
     );
 }
+
+/// Issue 14: `POST /v1/events` sends nothing to SQS (the outbox relay does, after the commit).
+#[tokio::test]
+async fn post_v1_events_makes_no_sqs_call_and_one_transaction() {
+    let counter = sluice_local::counting::CallCounter::new();
+    let stack = crate::support::Stack::with_clients(
+        counter.clients(&crate::support::emulator().sdk_config().await),
+        &[],
+    )
+    .await;
+    let (_, key) = stack.create_tenant("Counted").await;
+    let functions = stack.functions();
+    // A warm instance: its API key lookup is cached.
+    invoke(&functions, Req::get("/v1/account").bearer(&key)).await;
+    counter.reset();
+    let status = invoke(
+        &functions,
+        Req::post("/v1/events")
+            .bearer(&key)
+            .header("idempotency-key", "publish-1")
+            .json(&serde_json::json!({"type": "x.y", "data": {}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(counter.count("SQS"), 0);
+    // The lock, the endpoints the answer names (SPEC: `202 {id, endpoints}`), then ONE
+    // transaction: the event, its deliveries and the idempotency completion.
+    assert_eq!(
+        counter.operations("DynamoDB"),
+        ["PutItem", "Query", "TransactWriteItems"]
+    );
+    // Its replay is the lock's one request.
+    counter.reset();
+    let again = invoke(
+        &functions,
+        Req::post("/v1/events")
+            .bearer(&key)
+            .header("idempotency-key", "publish-1")
+            .json(&serde_json::json!({"type": "x.y", "data": {}})),
+    )
+    .await;
+    assert_eq!(again, StatusCode::ACCEPTED);
+    assert_eq!(counter.operations("DynamoDB"), ["PutItem"]);
+}

@@ -7,7 +7,6 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use sluice::{
     clock,
-    fanout::DeliveryMessage,
     stripe::signature,
     table::{self, Item, ItemExt},
     tenants::{self, Tenant},
@@ -28,7 +27,7 @@ fn fixtures_dir() -> std::path::PathBuf {
 }
 
 /// A fixture file's text, its tenant replaced by `tenant`.
-fn fixture(name: &str, tenant: &str) -> String {
+pub(crate) fn fixture(name: &str, tenant: &str) -> String {
     std::fs::read_to_string(fixtures_dir().join(format!("{name}.json")))
         .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
         .replace(FIXTURE_TENANT, tenant)
@@ -57,7 +56,7 @@ async fn deliver(stack: &Stack, body: impl Into<Bytes>) -> Res {
 }
 
 /// Delivers and expects `200` with the given status (not a duplicate).
-async fn deliver_ok(stack: &Stack, body: impl Into<Bytes>, status: &str) -> Value {
+pub(crate) async fn deliver_ok(stack: &Stack, body: impl Into<Bytes>, status: &str) -> Value {
     let res = deliver(stack, body).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let v = res.json();
@@ -401,33 +400,22 @@ async fn twenty_concurrent_deliveries_of_one_event_have_one_effect() {
         count(&notifications(&stack, &tnt).await, "credits.added"),
         1
     );
-    // Every delivery announced its notification before its transaction; the 19 duplicates'
-    // messages name the one notification that committed, none points at nothing.
-    let committed: Vec<String> = partition(&stack, &table::tenant_pk(&tnt), "EVENT#")
-        .await
-        .iter()
-        .map(|i| i.get_s("id").unwrap().to_owned())
-        .collect();
-    let messages = stack.queued_messages().await;
+    // Nothing was sent on the request path; the outbox relay sends one Deliver per endpoint of
+    // the one notification that committed (the tenant has none: nothing at all), and the
+    // duplicates' cancelled transactions left nothing in the stream to relay.
+    assert!(stack.queued_messages().await.is_empty());
+    let drained = stack.relay_outbox().await;
     assert_eq!(
-        messages.len(),
-        20 * committed.len(),
-        "one Fanout per delivery and notification"
+        (drained.invocations, drained.failures),
+        (1, 0),
+        "{drained:?}"
     );
-    for message in messages {
-        let DeliveryMessage::Fanout {
-            tenant_id,
-            event_id,
-        } = message
-        else {
-            panic!("only Fanout messages before egress runs: {message:?}")
-        };
-        assert_eq!(tenant_id, tnt);
-        assert!(
-            committed.contains(&event_id),
-            "{event_id} points at nothing"
-        );
-    }
+    let committed = partition(&stack, &table::tenant_pk(&tnt), "EVENT#").await;
+    assert_eq!(committed.len(), 1);
+    assert!(
+        committed[0].contains_key("endpoint_ids"),
+        "relayed: expanded"
+    );
     assert_eq!(
         stored_event(&stack, "evt_fixture0002")
             .await
@@ -718,17 +706,19 @@ async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
     let (tnt, _) = stack.create_tenant("Counted Co").await;
     let body = fixture("payment_intent.succeeded.credits", &tnt);
 
-    // A new event found by metadata.tenant_id: the transaction, plus its notification's send.
+    // A new event found by metadata.tenant_id, with its notification: the transaction alone
+    // (the notification is an outbox item of it; the stream consumer sends, not ingress).
     counter.reset();
     deliver_ok(&stack, body.clone(), "processed").await;
     assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
-    assert_eq!(counter.operations("SQS"), ["SendMessage"]);
+    assert_eq!(counter.count("SQS"), 0);
 
     // Its duplicate: the cancelled transaction says so.
     counter.reset();
     let res = deliver(&stack, body).await;
     assert_eq!(res.json()["duplicate"], true);
     assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
+    assert_eq!(counter.count("SQS"), 0);
 
     // An ignored event: one request too, and no notification.
     counter.reset();

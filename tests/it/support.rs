@@ -44,6 +44,8 @@ pub struct Stack {
     /// `aws` with each function's IAM recorder (`sluice_local::iam`): what the functions use,
     /// while the tests' own setup and inspection through `aws` are not attributed to any.
     function_aws: FunctionClients,
+    /// Where [`Stack::relay_outbox`] stands in the table's stream.
+    outbox_checkpoint: std::sync::Mutex<sluice_local::stream_poller::Checkpoint>,
 }
 
 struct FunctionClients {
@@ -81,6 +83,7 @@ impl Stack {
         };
         Stack {
             function_aws,
+            outbox_checkpoint: Default::default(),
             aws,
             resources,
             config,
@@ -142,6 +145,41 @@ impl Stack {
         };
         crate::openapi::assert_valid(&method, &path, &res);
         res
+    }
+
+    /// Runs the outbox relay (the egress function fed from the table's stream, as Lambda's event
+    /// source mapping feeds it) until the stream is drained, continuing from where the previous
+    /// call stopped: what reaches the delivery queue after a commit.
+    pub async fn relay_outbox(&self) -> sluice_local::stream_poller::Drained {
+        let checkpoint = self.outbox_checkpoint.lock().unwrap().clone();
+        let (drained, checkpoint) = self.relay_outbox_from(checkpoint).await;
+        *self.outbox_checkpoint.lock().unwrap() = checkpoint;
+        drained
+    }
+
+    /// The relay's checkpoint now (to restart a consumer from it).
+    pub fn outbox_checkpoint(&self) -> sluice_local::stream_poller::Checkpoint {
+        self.outbox_checkpoint.lock().unwrap().clone()
+    }
+
+    /// A relay started from `checkpoint` (as a restarted consumer), drained; its new checkpoint.
+    pub async fn relay_outbox_from(
+        &self,
+        checkpoint: sluice_local::stream_poller::Checkpoint,
+    ) -> (
+        sluice_local::stream_poller::Drained,
+        sluice_local::stream_poller::Checkpoint,
+    ) {
+        let stream_arn = self.resources.stream_arn.as_deref().expect("a stream");
+        let mut poller = sluice_local::stream_poller::StreamPoller::new(
+            &emulator().sdk_config().await,
+            "webhook-egress",
+            stream_arn,
+        )
+        .unwrap()
+        .resume(checkpoint);
+        let drained = poller.drain(&self.egress()).await.unwrap();
+        (drained, poller.checkpoint().clone())
     }
 
     /// Every message on the delivery queue right now (received once, left in flight).

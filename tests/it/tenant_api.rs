@@ -394,14 +394,15 @@ async fn budget_alerts_are_published_once_a_month_and_rearmed_by_a_top_up() {
     assert_eq!(debit(10).await.status, 201);
     assert_eq!(events_of_type(&stack, &tenant, "budget.exceeded").await, 1);
 
-    // Each alert's Fanout message was queued for the egress function to expand.
-    let fanouts = stack
-        .queued_messages()
-        .await
-        .into_iter()
-        .filter(|m| matches!(m, DeliveryMessage::Fanout { .. }))
-        .count();
-    assert_eq!(fanouts, 3);
+    // Each alert is an outbox item of its debit's transaction: the stream consumer relays the
+    // three of them (and nothing else: no endpoints, so no Deliver messages).
+    assert!(stack.queued_messages().await.is_empty());
+    let drained = stack.relay_outbox().await;
+    assert_eq!(
+        (drained.invocations > 0, drained.failures),
+        (true, 0),
+        "{drained:?}"
+    );
 
     // A top-up re-arms both alerts for this month.
     credit(&stack, &tenant, 1_000).await;
@@ -703,6 +704,11 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
     expected.sort();
     assert_eq!(endpoints, expected);
     assert!(!endpoints.contains(&other["id"].as_str().unwrap()));
+    assert!(
+        stack.queued_messages().await.is_empty(),
+        "nothing sent on the request path"
+    );
+    stack.relay_outbox().await;
     let delivers = stack.queued_messages().await;
     assert_eq!(delivers.len(), 2, "one message per delivery");
 

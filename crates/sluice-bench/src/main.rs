@@ -142,9 +142,12 @@ async fn run() -> anyhow::Result<()> {
             _ => {
                 let (tenant_id, queue_arn) = (tenant_id.clone(), queue_arn.clone());
                 Box::new(move |_| {
-                    let message = sluice::fanout::DeliveryMessage::Fanout {
+                    // A delivery that does not exist: the claim finds nothing to send.
+                    let message = sluice::fanout::DeliveryMessage::Deliver {
                         tenant_id: tenant_id.clone(),
                         event_id: sluice::ids::new_id("msg"),
+                        endpoint_id: "ep_none".into(),
+                        generation: 1,
                     };
                     events::sqs_event(&queue_arn, &[message.to_body()])
                 })

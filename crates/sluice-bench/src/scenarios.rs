@@ -105,6 +105,26 @@ async fn publish(s: &Scenario, i: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The outbox relay (the egress function fed from the table's stream) until the stream is
+/// drained: `POST /v1/events` sends nothing to SQS itself.
+async fn relay_outbox(sdk: &SdkConfig, s: &Scenario) -> anyhow::Result<()> {
+    let stream_arn = s
+        .stack
+        .resources
+        .stream_arn
+        .as_deref()
+        .context("the table has no stream")?;
+    let mut poller =
+        sluice_local::stream_poller::StreamPoller::new(sdk, "webhook-egress", stream_arn)?;
+    let state = webhook_egress::EgressState::new(s.stack.config.clone(), s.aws.clone())?;
+    let drained = poller.drain(&state).await?;
+    ensure!(
+        drained.failures == 0,
+        "relaying the outbox failed: {drained:?}"
+    );
+    Ok(())
+}
+
 /// One delivery per handler call (one message per `SqsEvent`), warm: the endpoint's secret was
 /// decrypted by an earlier delivery.
 pub async fn egress_deliveries(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost> {
@@ -114,6 +134,7 @@ pub async fn egress_deliveries(sdk: &SdkConfig, n: usize) -> anyhow::Result<Cost
     for i in 0..n + WARM_UP {
         publish(&s, i).await?;
     }
+    relay_outbox(sdk, &s).await?;
     let messages = s.receive_all(n + WARM_UP).await?;
     let state = webhook_egress::EgressState::new(s.stack.config.clone(), s.aws.clone())?;
     let queue_arn = s.stack.resources.queue_arn.clone();
@@ -155,6 +176,7 @@ pub async fn egress_concurrency(sdk: &SdkConfig) -> anyhow::Result<Concurrency> 
         add_endpoint(&s, &format!("http://{addr}/hook/{d}")).await?;
     }
     publish(&s, 0).await?;
+    relay_outbox(sdk, &s).await?;
     let messages = s.receive_all(10).await?;
     let state = webhook_egress::EgressState::new(s.stack.config.clone(), s.aws.clone())?;
     let event = sluice_local::poller::sqs_event(messages, &s.stack.resources.queue_arn);

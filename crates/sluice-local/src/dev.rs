@@ -12,6 +12,7 @@ use crate::{
     iam, poller,
     provision::{self, Resources, StackDefinition},
     server::{self, HttpFunctions},
+    stream_poller,
 };
 
 /// Loopback ranges local receivers listen on; allowed as endpoint targets only in local runs.
@@ -135,7 +136,8 @@ pub async fn run() -> anyhow::Result<()> {
         stripe_secret: stripe_secrets.clone(),
     };
     let functions = stack.functions(&aws)?;
-    let egress = webhook_egress::EgressState::new(config, iam::tag(&aws, "webhook-egress"))?;
+    let egress =
+        webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?;
     let (stop, stopped) = watch::channel(false);
     // Lambda's event source mapping, not the function: its calls are checked against SAM's
     // implicit poller policy.
@@ -145,6 +147,20 @@ pub async fn run() -> anyhow::Result<()> {
         resources.queue_url.clone(),
         resources.queue_arn.clone(),
         egress,
+        stopped.clone(),
+    ));
+    // The outbox: the table's stream feeds the same egress function (its second event source).
+    let stream_arn = resources
+        .stream_arn
+        .clone()
+        .context("the template's table has no stream")?;
+    let relay = tokio::spawn(stream_poller::run(
+        stream_poller::StreamPoller::new(
+            &emulator.sdk_config().await,
+            "webhook-egress",
+            &stream_arn,
+        )?,
+        webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?,
         stopped.clone(),
     ));
     let server = tokio::spawn(server::serve(listener, functions, stopped));
@@ -181,7 +197,7 @@ pub async fn run() -> anyhow::Result<()> {
     wait_for_stop_signal().await;
     println!("Stopping…");
     let _ = stop.send(true);
-    let _ = tokio::join!(poller, server);
+    let _ = tokio::join!(poller, relay, server);
     drop(emulator);
     Ok(())
 }

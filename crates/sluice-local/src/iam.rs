@@ -10,10 +10,12 @@
 //! - With `SLUICE_AWS_OPS_DIR` set, each process appends `function<TAB>action<TAB>resource`
 //!   lines (each distinct line once) to its own file there; `make test` runs the whole suite with
 //!   it set, then `sluice-local iam-check <dir>` runs [`check`] against the template.
-//! - The local SQS poller stands in for Lambda's event source mapping, which calls SQS with the
-//!   function's role but under the managed policy SAM attaches for an SQS event
-//!   (`AWSLambdaSQSQueueExecutionRole`), not the `Policies` we write: it is recorded as
-//!   `<function>@event-source` and only checked against that implicit grant.
+//! - The local SQS and stream pollers stand in for Lambda's event source mappings, which call
+//!   SQS and DynamoDB Streams with the function's role but under the managed policies SAM
+//!   attaches for an SQS event (`AWSLambdaSQSQueueExecutionRole`) and a DynamoDB event
+//!   (`AWSLambdaDynamoDBExecutionRole`, plus `sqs:SendMessage` on an SQS on-failure
+//!   destination), not the `Policies` we write: they are recorded as `<function>@event-source`
+//!   and only checked against that implicit grant.
 //!
 //! Resources are named by their logical id in the template: every table is `SluiceTable` (the
 //! template has one), an index `SluiceTable/index/<name>`, a queue URL ending in `-dlq` (how
@@ -102,6 +104,12 @@ pub fn actions_for(service: &str, operation: &str, body: &Json) -> Vec<Use> {
                 )],
             }
         }
+        // The stream's own API (the event source mapping's poller reads it): IAM actions are
+        // `dynamodb:*` on the stream's ARN.
+        "dynamodb streams" => vec![Use::new(
+            &format!("dynamodb:{operation}"),
+            "SluiceTable/stream/*",
+        )],
         "sqs" => {
             let queue = match str_at(body, "QueueUrl") {
                 Some(url) if url.ends_with("-dlq") => "DeliveryDeadLetterQueue",
@@ -231,6 +239,19 @@ pub fn tag(clients: &AwsClients, function: &str) -> AwsClients {
     }
 }
 
+/// A DynamoDB Streams client (the local stream poller's) with a recorder for `function`.
+pub fn tag_streams(
+    client: &aws_sdk_dynamodbstreams::Client,
+    function: &str,
+) -> aws_sdk_dynamodbstreams::Client {
+    let recorder = Recorder {
+        function: function.to_owned(),
+    };
+    aws_sdk_dynamodbstreams::Client::from_conf(
+        client.config().to_builder().interceptor(recorder).build(),
+    )
+}
+
 /// One `Allow` of an action on a resource pattern (`SluiceTable`, `SluiceTable/index/*`, `*`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
@@ -270,6 +291,16 @@ const SQS_POLLER_ACTIONS: &[&str] = &[
     "sqs:DeleteMessage",
     "sqs:GetQueueAttributes",
     "sqs:ReceiveMessage",
+];
+
+/// What SAM attaches to a function with a DynamoDB stream event: the managed policy
+/// `AWSLambdaDynamoDBExecutionRole` (its DynamoDB part, on every stream), which Lambda's poller
+/// uses.
+const STREAM_POLLER_ACTIONS: &[&str] = &[
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
 ];
 
 /// `!GetAtt X.Arn` → `X`; `!Sub ${X.Arn}/index/*` → `X/index/*`; `"*"` → `*`.
@@ -362,16 +393,35 @@ impl Policies {
                 .and_then(|p| p.get("Events"))
                 .and_then(Value::as_mapping);
             for event in events.into_iter().flat_map(|m| m.values()) {
-                if event.get("Type").and_then(Value::as_str) != Some("SQS") {
-                    continue;
-                }
-                out.implicit
+                let poller = match event.get("Type").and_then(Value::as_str) {
+                    Some("SQS") => SQS_POLLER_ACTIONS,
+                    Some("DynamoDB") => STREAM_POLLER_ACTIONS,
+                    _ => continue,
+                };
+                let implicit = out
+                    .implicit
                     .entry(format!("{function}{EVENT_SOURCE_SUFFIX}"))
-                    .or_default()
-                    .extend(SQS_POLLER_ACTIONS.iter().map(|a| Grant {
-                        action: (*a).to_owned(),
-                        resource: "*".to_owned(),
-                    }));
+                    .or_default();
+                implicit.extend(poller.iter().map(|a| Grant {
+                    action: (*a).to_owned(),
+                    resource: "*".to_owned(),
+                }));
+                // SAM also grants sending to an SQS on-failure destination.
+                let destination = event
+                    .get("Properties")
+                    .and_then(|p| p.get("DestinationConfig"))
+                    .and_then(|d| d.get("OnFailure"));
+                if let Some(on_failure) = destination
+                    && on_failure.get("Type").and_then(Value::as_str) == Some("SQS")
+                {
+                    let queue = on_failure
+                        .get("Destination")
+                        .ok_or_else(|| anyhow!("{id}: OnFailure without a Destination"))?;
+                    implicit.push(Grant {
+                        action: "sqs:SendMessage".to_owned(),
+                        resource: resource_name(queue).with_context(|| id.to_owned())?,
+                    });
+                }
             }
         }
         Ok(out)
@@ -728,5 +778,32 @@ Resources:
             assert!(!p.granted[f].is_empty(), "{f}");
         }
         assert!(p.implicit.contains_key("webhook-egress@event-source"));
+    }
+
+    #[test]
+    fn the_stream_poller_holds_sams_dynamodb_grant_and_its_on_failure_destination() {
+        let p = Policies::from_template().unwrap();
+        let implicit = &p.implicit["webhook-egress@event-source"];
+        let grant = |action: &str, resource: &str| Grant {
+            action: action.into(),
+            resource: resource.into(),
+        };
+        assert!(implicit.contains(&grant("dynamodb:GetRecords", "*")));
+        assert!(implicit.contains(&grant("sqs:SendMessage", "DeliveryDeadLetterQueue")));
+        let used = actions_for("DynamoDB Streams", "GetShardIterator", &Json::Null);
+        assert_eq!(
+            used,
+            vec![Use::new(
+                "dynamodb:GetShardIterator",
+                "SluiceTable/stream/*"
+            )]
+        );
+        assert!(implicit.iter().any(|g| g.covers(&used[0])));
+        // Ingress no longer sends to SQS at all (the outbox).
+        assert!(
+            !p.granted["stripe-ingress"]
+                .iter()
+                .any(|g| g.action.starts_with("sqs:"))
+        );
     }
 }

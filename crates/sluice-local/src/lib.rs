@@ -8,6 +8,8 @@
 //! - [`provision`]: the table, queues and KMS key, created from the definitions in `template.yaml`.
 //! - [`server`]: the two HTTP functions on one port, at their API Gateway paths.
 //! - [`poller`]: the egress function fed from SQS the way Lambda's event source mapping does.
+//! - [`stream_poller`]: the egress function fed from the table's DynamoDB Stream (the outbox) the
+//!   way Lambda's stream event source mapping does.
 //! - [`trigger`]: signs a Stripe event file and POSTs it to the running stack.
 //! - [`receiver`]: a development webhook endpoint that checks signatures (`sluice-local receive`).
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod poller;
 pub mod provision;
 pub mod receiver;
 pub mod server;
+pub mod stream_poller;
 pub mod trigger;
 
 /// The repository root (the runner and the tests run from a checkout).

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use anyhow::{Context, anyhow};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -45,6 +46,8 @@ pub struct TableDefinition {
     pub indexes: Vec<(String, KeySchema, String)>,
     pub ttl_attribute: String,
     pub ttl_enabled: bool,
+    /// `StreamSpecification.StreamViewType` (the outbox's stream), if any.
+    pub stream_view_type: Option<String>,
 }
 
 /// What was provisioned, by name.
@@ -55,6 +58,8 @@ pub struct Resources {
     pub queue_arn: String,
     pub dlq_url: String,
     pub kms_key_id: String,
+    /// The table's stream (`SluiceTable.StreamArn`), when the template enables one.
+    pub stream_arn: Option<String>,
 }
 
 impl Resources {
@@ -147,6 +152,7 @@ impl StackDefinition {
                 indexes,
                 ttl_attribute: string_at(table, &["TimeToLiveSpecification", "AttributeName"])?,
                 ttl_enabled: string_at(table, &["TimeToLiveSpecification", "Enabled"])? == "true",
+                stream_view_type: string_at(table, &["StreamSpecification", "StreamViewType"]).ok(),
             },
             queue_visibility_timeout_secs: int_at(queue, &["VisibilityTimeout"])?,
             queue_retention_secs: int_at(queue, &["MessageRetentionPeriod"])?,
@@ -180,7 +186,8 @@ pub async fn provision(
 ) -> anyhow::Result<Resources> {
     let table_name = format!("{prefix}-table");
     let t = &def.table;
-    aws.dynamodb
+    let created = aws
+        .dynamodb
         .create_table()
         .table_name(&table_name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -214,9 +221,17 @@ pub async fn provision(
                 })
                 .collect(),
         ))
+        .set_stream_specification(t.stream_view_type.as_deref().map(|view| {
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(view))
+                .build()
+                .expect("enabled flag set")
+        }))
         .send()
         .await
         .context("creating the table")?;
+    let stream_arn = created.table_description.and_then(|d| d.latest_stream_arn);
     aws.dynamodb
         .update_time_to_live()
         .table_name(&table_name)
@@ -290,6 +305,7 @@ pub async fn provision(
         queue_arn,
         dlq_url,
         kms_key_id: key_id,
+        stream_arn,
     })
 }
 

@@ -626,12 +626,12 @@ impl From<DebitError> for ApiError {
 /// ledger entry and, when `lock` is held, the idempotency completion storing `response`.
 ///
 /// DynamoDB requests: one `TransactWriteItems` in the common case; a second attempt when the
-/// month changed, a budget alert is due or the counters are unknown (then the alert events' SQS
-/// messages are sent before that transaction). A short balance costs the one failed attempt.
+/// month changed, a budget alert is due or the counters are unknown (the alert events are outbox
+/// items of that transaction, published from the table's stream: no SQS call here). A short
+/// balance costs the one failed attempt.
 pub async fn debit(
     aws: &AwsClients,
     table_name: &str,
-    queue_url: &str,
     tenant_id: &str,
     entry: &LedgerEntry,
     lock: Option<&IdempotencyLock>,
@@ -643,12 +643,6 @@ pub async fn debit(
     let mut tenant_update = fast_update(table_name, tenant_id, amount, &month);
     let mut deferred: Vec<fanout::Deferred> = Vec::new();
     for attempt in 0..MAX_DEBIT_ATTEMPTS {
-        for event in &deferred {
-            event
-                .enqueue(&aws.sqs, queue_url)
-                .await
-                .map_err(DebitError::Aws)?;
-        }
         let mut items = vec![
             TransactWriteItem::builder().update(tenant_update).build(),
             entry.put_item(table_name, tenant_id),

@@ -1,18 +1,31 @@
 //! Outbound events and their fan-out: one delivery (and one SQS message) per matching endpoint.
 //!
-//! Three ways in, one item layout (see [`crate::table`]):
-//! - [`publish`] (`POST /v1/events`): finds the tenant's enabled endpoints whose `event_types`
-//!   match, sends one [`DeliveryMessage::Deliver`] per endpoint, then writes the event and its
-//!   delivery items.
-//! - [`Deferred`] (Stripe ingress, usage budget alerts): a writer that must stay at one DynamoDB
-//!   transaction puts the event item into *its* transaction and sends one
-//!   [`DeliveryMessage::Fanout`]; the egress function later calls [`expand`], which does the
-//!   endpoint lookup and writes the deliveries. No DynamoDB request of the writer's own.
-//! - [`replay`]: bumps a delivery's generation and enqueues it again.
+//! A transactional outbox: no writer sends to SQS. An outbound event is an item (`EVENT#msg_…`,
+//! see [`crate::table`]) written in the *same transaction* as its cause; the egress function,
+//! triggered by the table's DynamoDB Stream (filtered to `INSERT`s of event items), publishes it
+//! ([`relay`]). So a notification exists exactly when its cause committed: nothing is announced
+//! for a transaction that was cancelled, and nothing committed is left unannounced.
 //!
-//! Messages are always sent *before* the write that makes them meaningful: a crash between the
-//! two leaves a message whose item does not exist (the egress function drops it after a few
-//! minutes), never an item that no message will ever deliver.
+//! Three ways in, one item layout:
+//! - [`publish`] (`POST /v1/events`): one `Query` of the tenant's endpoints (the answer names
+//!   them), then one transaction: the event (with `endpoint_ids`) and its delivery items — the
+//!   API adds its idempotency completion to that same transaction ([`plan_publish`]).
+//! - [`Deferred`] (Stripe ingress, usage budget alerts): a writer that must stay at one DynamoDB
+//!   transaction puts the event item (without `endpoint_ids`) into *its* transaction; [`relay`]
+//!   later does the endpoint lookup and writes the deliveries. No request of the writer's own.
+//! - [`replay`]: bumps a delivery's generation, then enqueues it again (the one SQS send left on
+//!   the API's path: it is after the write, so a lost send is redone by replaying again).
+//!
+//! [`relay`] is idempotent under the stream's at-least-once redelivery: deliveries are written
+//! with `attribute_not_exists` and the event's `endpoint_ids` is set once (a second expansion
+//! finds it and reuses it), and the `Deliver` messages it sends (generation 1) may be sent twice:
+//! the egress claim ([`DeliveryMessage::Deliver`]) makes a delivery send at most once
+//! successfully. Writes come before the `Deliver` sends, so every message names a delivery item
+//! that exists.
+//!
+//! AWS requests of [`relay`] per event: already expanded (from `publish`) one `SendMessageBatch`
+//! per 10 endpoints; deferred: one `Query`, one transaction, the sends (a redelivery adds a
+//! `GetItem`).
 
 use std::collections::HashMap;
 
@@ -38,8 +51,6 @@ const MAX_SQS_BATCH: usize = 10;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeliveryMessage {
-    /// Expand an outbound event into one `Deliver` per matching enabled endpoint.
-    Fanout { tenant_id: String, event_id: String },
     /// Deliver one event to one endpoint; `generation` is bumped by every replay.
     Deliver {
         tenant_id: String,
@@ -193,9 +204,8 @@ pub fn delivery_item(event: &OutboundEvent, endpoint_id: &str) -> Item {
 /// An outbound event whose fan-out is left to the egress function, so that publishing it costs
 /// the writer no DynamoDB request of its own.
 ///
-/// Use: `d.enqueue(..)` first, then commit `d.transact_item(..)` inside the writer's own
-/// transaction. If that transaction is cancelled the `Fanout` message finds no event and is
-/// dropped by the egress function.
+/// Use: commit `d.transact_item(..)` inside the writer's own transaction; the table's stream
+/// hands the committed item to [`relay`]. A cancelled transaction leaves nothing to relay.
 #[derive(Clone, Debug)]
 pub struct Deferred {
     pub event: OutboundEvent,
@@ -211,9 +221,9 @@ impl Deferred {
 
     /// The event derived from `source` (e.g. a Stripe event id): its id is a function of
     /// (tenant, source, type), so every delivery of the source names the same outbound event.
-    /// A redelivered source's `Fanout` message then points at the event its first delivery
-    /// committed (egress sees it expanded and is done) instead of at nothing, and the event's
-    /// `webhook-id` is stable for receivers that deduplicate.
+    /// A redelivered source's transaction then finds the event its first delivery committed
+    /// (its condition fails: published already), and the event's `webhook-id` is stable for
+    /// receivers that deduplicate.
     pub fn derived(
         tenant_id: &str,
         event_type: &str,
@@ -236,55 +246,81 @@ impl Deferred {
             .expect("table and item are set");
         TransactWriteItem::builder().put(put).build()
     }
-
-    /// Sends the `Fanout` message (before the transaction commits).
-    pub async fn enqueue(
-        &self,
-        sqs: &aws_sdk_sqs::Client,
-        queue_url: &str,
-    ) -> Result<(), ApiError> {
-        let message = DeliveryMessage::Fanout {
-            tenant_id: self.event.tenant_id.clone(),
-            event_id: self.event.id.clone(),
-        };
-        sqs.send_message()
-            .queue_url(queue_url)
-            .message_body(message.to_body())
-            .send()
-            .await?;
-        Ok(())
-    }
 }
 
-/// Publishes an event now: `202 {id, endpoints}` of `POST /v1/events`.
+/// Publishes an event now (`POST /v1/events`): [`plan_publish`], then [`Publication::commit`].
 pub async fn publish(
     aws: &AwsClients,
     table: &str,
-    queue_url: &str,
     tenant_id: &str,
     event_type: &str,
     data: serde_json::Value,
 ) -> Result<(OutboundEvent, Vec<String>), ApiError> {
+    plan_publish(aws, table, tenant_id, event_type, data)
+        .await?
+        .commit(&aws.dynamodb)
+        .await
+}
+
+/// An event to publish with the endpoints it goes to, and the items of its transaction: the
+/// event (with `endpoint_ids`) and one delivery per endpoint. No SQS call: the stream's consumer
+/// ([`relay`]) sends the `Deliver` messages once they commit.
+pub struct Publication {
+    pub event: OutboundEvent,
+    pub endpoint_ids: Vec<String>,
+    items: Vec<TransactWriteItem>,
+}
+
+/// Finds the endpoints (one `Query`: the answer `202 {id, endpoints}` names them) and builds the
+/// publication's items.
+pub async fn plan_publish(
+    aws: &AwsClients,
+    table: &str,
+    tenant_id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<Publication, ApiError> {
     let mut event = OutboundEvent::new(tenant_id, event_type, data);
     let endpoint_ids = matching_endpoints(&aws.dynamodb, table, tenant_id, event_type).await?;
     event.endpoint_ids = Some(endpoint_ids.clone());
-    send_deliveries(&aws.sqs, queue_url, &event, &endpoint_ids).await?;
-
     let event_put = Put::builder()
         .table_name(table)
         .set_item(Some(event.to_item()))
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .expect("table and item are set");
-    write_deliveries(
-        &aws.dynamodb,
+    let items = transaction_items(
         table,
         &event,
         &endpoint_ids,
         TransactWriteItem::builder().put(event_put).build(),
-    )
-    .await?;
-    Ok((event, endpoint_ids))
+    );
+    Ok(Publication {
+        event,
+        endpoint_ids,
+        items,
+    })
+}
+
+impl Publication {
+    /// Whether its items and one more (an idempotency completion) fit one transaction.
+    pub fn fits_one_transaction_with_one_more(&self) -> bool {
+        self.items.len() < MAX_TRANSACTION_ITEMS
+    }
+
+    /// The items, the event's put first (for the caller's own transaction).
+    pub fn into_items(self) -> Vec<TransactWriteItem> {
+        self.items
+    }
+
+    /// Writes it: one transaction when it fits, else the first carries the event.
+    pub async fn commit(
+        self,
+        db: &aws_sdk_dynamodb::Client,
+    ) -> Result<(OutboundEvent, Vec<String>), ApiError> {
+        commit_chunks(db, self.items).await?;
+        Ok((self.event, self.endpoint_ids))
+    }
 }
 
 /// Error of [`expand`] and [`replay`] callers can act on.
@@ -314,8 +350,7 @@ impl From<FanoutError> for ApiError {
     }
 }
 
-/// Expands a deferred event (the egress function's answer to a `Fanout` message). Idempotent:
-/// an event that is already expanded is left as it is.
+/// Expands a stored event by id: [`relay`] of the item read (strongly consistent).
 pub async fn expand(
     aws: &AwsClients,
     table: &str,
@@ -326,14 +361,38 @@ pub async fn expand(
     let event = get_event(&aws.dynamodb, table, tenant_id, event_id)
         .await?
         .ok_or(FanoutError::EventNotFound)?;
-    if let Some(done) = event.endpoint_ids {
-        // Expanded before (this is a redelivery): its Deliver messages were sent then.
-        return Ok(done);
-    }
+    Ok(relay(aws, table, queue_url, &event).await?)
+}
+
+/// Publishes a committed outbound event (the stream consumer's work for one `INSERT` of an event
+/// item, whose new image is `event`): a deferred event is expanded first (endpoint lookup, one
+/// transaction writing its deliveries and `endpoint_ids`), then one `Deliver` per endpoint is
+/// sent. Idempotent (see the module docs): a redelivered record finds the expansion done and
+/// sends the same messages again, which the egress claim makes harmless.
+pub async fn relay(
+    aws: &AwsClients,
+    table: &str,
+    queue_url: &str,
+    event: &OutboundEvent,
+) -> Result<Vec<String>, ApiError> {
+    let endpoint_ids = match &event.endpoint_ids {
+        Some(ids) => ids.clone(),
+        None => expand_deferred(aws, table, event).await?,
+    };
+    send_deliveries(&aws.sqs, queue_url, event, &endpoint_ids).await?;
+    Ok(endpoint_ids)
+}
+
+/// Writes a deferred event's deliveries and marks it expanded; returns its endpoints (those of
+/// an earlier expansion when there was one).
+async fn expand_deferred(
+    aws: &AwsClients,
+    table: &str,
+    event: &OutboundEvent,
+) -> Result<Vec<String>, ApiError> {
+    let (tenant_id, event_id) = (&event.tenant_id, &event.id);
     let endpoint_ids =
         matching_endpoints(&aws.dynamodb, table, tenant_id, &event.event_type).await?;
-    send_deliveries(&aws.sqs, queue_url, &event, &endpoint_ids).await?;
-
     let mark_expanded = Update::builder()
         .table_name(table)
         .set_key(Some(table::key(
@@ -349,19 +408,20 @@ pub async fn expand(
     match write_deliveries(
         &aws.dynamodb,
         table,
-        &event,
+        event,
         &endpoint_ids,
         TransactWriteItem::builder().update(mark_expanded).build(),
     )
     .await
     {
         Ok(()) => Ok(endpoint_ids),
-        // A concurrent expansion of the same event won; its deliveries stand.
+        // Expanded before (a redelivered record, or a concurrent consumer): its deliveries stand.
+        // An event gone since (retention) has nothing left to deliver.
         Err(WriteError::Conflict) => Ok(get_event(&aws.dynamodb, table, tenant_id, event_id)
             .await?
             .and_then(|e| e.endpoint_ids)
             .unwrap_or_default()),
-        Err(WriteError::Aws(err)) => Err(err.into()),
+        Err(WriteError::Aws(err)) => Err(err),
     }
 }
 
@@ -607,15 +667,13 @@ impl From<WriteError> for ApiError {
     }
 }
 
-/// Writes `first` (the event's put or update) with the delivery items: one transaction when
-/// they fit, else the first transaction carries `first` and later ones the remaining deliveries.
-async fn write_deliveries(
-    db: &aws_sdk_dynamodb::Client,
+/// `first` (the event's put or update) followed by one conditional put per delivery.
+fn transaction_items(
     table: &str,
     event: &OutboundEvent,
     endpoint_ids: &[String],
     first: TransactWriteItem,
-) -> Result<(), WriteError> {
+) -> Vec<TransactWriteItem> {
     let mut items = vec![first];
     items.extend(endpoint_ids.iter().map(|ep| {
         let put = Put::builder()
@@ -626,6 +684,27 @@ async fn write_deliveries(
             .expect("table and item are set");
         TransactWriteItem::builder().put(put).build()
     }));
+    items
+}
+
+/// Writes `first` with the delivery items: one transaction when they fit, else the first
+/// transaction carries `first` and later ones the remaining deliveries.
+async fn write_deliveries(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: &OutboundEvent,
+    endpoint_ids: &[String],
+    first: TransactWriteItem,
+) -> Result<(), WriteError> {
+    commit_chunks(db, transaction_items(table, event, endpoint_ids, first)).await
+}
+
+/// Commits items in transactions of at most 100; a failed condition on the first item of the
+/// first one is [`WriteError::Conflict`].
+async fn commit_chunks(
+    db: &aws_sdk_dynamodb::Client,
+    items: Vec<TransactWriteItem>,
+) -> Result<(), WriteError> {
     let mut first_chunk = true;
     for chunk in items.chunks(MAX_TRANSACTION_ITEMS) {
         let result = db
@@ -688,8 +767,11 @@ mod tests {
                 "endpoint_id": "ep_c", "generation": 2})
         );
         assert_eq!(DeliveryMessage::from_body(&body).unwrap(), m);
-        let f = DeliveryMessage::from_body(r#"{"kind":"fanout","tenant_id":"t","event_id":"e"}"#);
-        assert!(matches!(f, Ok(DeliveryMessage::Fanout { .. })));
+        // Fan-out is the stream consumer's now: no `Fanout` message exists any more.
+        assert!(
+            DeliveryMessage::from_body(r#"{"kind":"fanout","tenant_id":"t","event_id":"e"}"#)
+                .is_err()
+        );
         assert!(DeliveryMessage::from_body(r#"{"kind":"other"}"#).is_err());
     }
 

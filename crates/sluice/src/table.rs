@@ -24,10 +24,9 @@
 //!
 //! Messages on the delivery queue are `sluice::fanout::DeliveryMessage` JSON, tagged by `kind`:
 //! `{"kind":"deliver","tenant_id","event_id","endpoint_id","generation"}` (one per event and
-//! endpoint) or `{"kind":"fanout","tenant_id","event_id"}` (expand a deferred event). They are sent
-//! *before* the write that makes them meaningful commits, so a crash between the two never loses
-//! a delivery; the egress function retries a message whose item does not exist yet for a few
-//! minutes, then drops it (its transaction never committed). See `fanout`.
+//! endpoint). They are sent *after* the delivery item they name is written: by the outbox relay
+//! reading the table's stream (an outbound event item is the outbox entry, written in its cause's
+//! transaction), or by a replay after its generation bump. See `fanout`.
 //!
 //! Every key shape of the table has its builder in this file.
 

@@ -39,23 +39,6 @@ use crate::{
     retry::{self, Next},
 };
 
-/// A message whose delivery item does not exist yet is retried this long after it was sent
-/// (its transaction may still commit), then dropped (it never will).
-pub const UNCOMMITTED_GRACE: Duration = Duration::from_secs(120);
-/// Retry delays while waiting for that transaction, by receive: it usually commits within
-/// milliseconds (the message is sent just before it), so the first look comes back at once; the
-/// delays add up to more than the grace period within the queue's `maxReceiveCount`, so an
-/// orphan is dropped rather than parked in the dead-letter queue.
-pub const UNCOMMITTED_RETRIES: [Duration; 8] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-    Duration::from_secs(20),
-    Duration::from_secs(30),
-    Duration::from_secs(30),
-    Duration::from_secs(30),
-];
 /// Kept after a request, before the lease or the invocation ends, to record its outcome.
 pub const AFTER_SEND_RESERVE: Duration = Duration::from_secs(5);
 /// With less time than this left for the request, it is not sent.
@@ -90,8 +73,6 @@ pub const REASON_GONE: &str = "the endpoint answered 410 Gone";
 pub struct MessageMeta {
     /// 1-based (`ApproximateReceiveCount`): the attempt number.
     pub receive_count: u32,
-    /// `SentTimestamp`, epoch milliseconds.
-    pub sent_at_ms: Option<i64>,
     /// The invocation's deadline (Lambda's context), epoch milliseconds, if known.
     pub deadline_ms: Option<i64>,
 }
@@ -114,29 +95,6 @@ pub fn request_timeout(
             timeout.min(Duration::from_millis(left as u64))
         });
     (timeout >= MIN_REQUEST_TIME).then_some(timeout)
-}
-
-impl MessageMeta {
-    /// True while a message without its item may still see the item appear.
-    pub fn within_uncommitted_grace(&self, now_ms: i64) -> bool {
-        self.sent_at_ms
-            .is_none_or(|sent| now_ms - sent < UNCOMMITTED_GRACE.as_millis() as i64)
-    }
-
-    /// For a message whose item (`what`) does not exist: look again soon while its writer's
-    /// transaction may still commit, drop it once it cannot have.
-    pub fn uncommitted(&self, what: &str) -> Disposition {
-        if self.within_uncommitted_grace(clock::now_epoch_millis()) {
-            let i = (self.receive_count.max(1) as usize - 1).min(UNCOMMITTED_RETRIES.len() - 1);
-            Disposition::Retry {
-                delay: Some(UNCOMMITTED_RETRIES[i]),
-                outcome: "not_yet_committed",
-            }
-        } else {
-            tracing::warn!(what, "dropping a message whose item was never written");
-            Disposition::Done("orphaned")
-        }
-    }
 }
 
 /// What becomes of the message.
@@ -209,7 +167,7 @@ pub async fn deliver(
     meta: &MessageMeta,
     target: Target<'_>,
 ) -> anyhow::Result<Disposition> {
-    let (claim, reads) = tokio::join!(claim(state, meta, target), read(state, target));
+    let (claim, reads) = tokio::join!(claim(state, target), read(state, target));
     let (lease_id, lease_until, delivery) = match claim? {
         Claim::Held {
             lease_id,
@@ -401,11 +359,7 @@ fn retry_after(exchange: &Exchange) -> Option<Duration> {
     }
 }
 
-async fn claim(
-    state: &EgressState,
-    meta: &MessageMeta,
-    target: Target<'_>,
-) -> anyhow::Result<Claim> {
+async fn claim(state: &EgressState, target: Target<'_>) -> anyhow::Result<Claim> {
     let now = clock::now_epoch();
     let lease_id = ids::new_id("lease");
     let lease_until = now + state.config.egress_lease().as_secs() as i64;
@@ -448,10 +402,21 @@ async fn claim(
     };
     let generation = old.as_ref().and_then(|item| item.get_i64(attr::GENERATION));
     let disposition = match (old, generation) {
-        // No item, or not yet the generation this message was sent for: the transaction (or
-        // the replay's update) that makes it exist may still commit.
-        (None, _) | (Some(_), None) => meta.uncommitted("delivery"),
-        (Some(_), Some(g)) if g < i64::from(target.generation) => meta.uncommitted("delivery"),
+        // No item, or not the generation this message was sent for. Never by Sluice's own
+        // writers: the outbox relay sends a `Deliver` only after its delivery is written, and a
+        // replay only after its generation bump; only an item deleted since (retention, by
+        // hand) gets here, and nothing is left to send.
+        (None, _) | (Some(_), None) => {
+            tracing::warn!("no delivery item for this message; dropped");
+            Disposition::Done("missing")
+        }
+        (Some(_), Some(g)) if g < i64::from(target.generation) => {
+            tracing::warn!(
+                generation = g,
+                "the delivery is behind this message; dropped"
+            );
+            Disposition::Done("missing")
+        }
         (Some(_), Some(g)) if g > i64::from(target.generation) => Disposition::Done("superseded"),
         (Some(item), Some(_)) => {
             if item.get_s(attr::STATUS) == Some(status::SUCCEEDED) {
@@ -720,38 +685,6 @@ async fn count(state: &EgressState, outcome: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_orphan_is_dropped_before_the_queue_would_park_it_in_the_dlq() {
-        // Every receive but the last waits for the transaction; together they outlast the grace.
-        assert_eq!(UNCOMMITTED_RETRIES.len() as u32 + 1, retry::MAX_ATTEMPTS);
-        let total: Duration = UNCOMMITTED_RETRIES.iter().sum();
-        assert!(total > UNCOMMITTED_GRACE, "{total:?}");
-        assert_eq!(UNCOMMITTED_RETRIES[0], Duration::from_secs(1));
-
-        let now = clock::now_epoch_millis();
-        let meta = |receive_count, age_ms| MessageMeta {
-            receive_count,
-            sent_at_ms: Some(now - age_ms),
-            deadline_ms: None,
-        };
-        assert_eq!(
-            meta(1, 10).uncommitted("event"),
-            Disposition::Retry {
-                delay: Some(Duration::from_secs(1)),
-                outcome: "not_yet_committed"
-            }
-        );
-        assert!(matches!(
-            meta(5, 40_000).uncommitted("event"),
-            Disposition::Retry { delay: Some(d), .. } if d == Duration::from_secs(20)
-        ));
-        let late = UNCOMMITTED_GRACE.as_millis() as i64 + 1;
-        assert_eq!(
-            meta(2, late).uncommitted("event"),
-            Disposition::Done("orphaned")
-        );
-    }
 
     #[test]
     fn no_request_outlives_the_invocation_or_the_lease() {

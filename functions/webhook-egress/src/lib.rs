@@ -5,7 +5,10 @@
 //!   and reports only the records that must come back (`ReportBatchItemFailures`);
 //!   [`handle_invocation`] does the same within the invocation's deadline (no request outlives
 //!   it, see [`delivery::request_timeout`]).
-//! - A `Fanout` message is expanded into `Deliver` messages ([`sluice::fanout::expand`]).
+//! - The table's DynamoDB Stream (outbox items only, by the event source mapping's filter)
+//!   comes in through [`stream::handle_stream_batch`]: each committed outbound event is expanded
+//!   and its `Deliver` messages sent ([`sluice::fanout::relay`]). [`handle_any`] tells the two
+//!   event sources apart.
 //! - A `Deliver` message is claimed, signed, sent and recorded ([`delivery`]); a failed attempt
 //!   comes back after the [`retry`] schedule's delay, set as the message's visibility timeout.
 //! - [`http`] is the client (connect-time address checks, no redirects, timeout);
@@ -21,13 +24,8 @@ use std::{sync::Arc, time::Duration};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use sluice::{
-    Config,
-    aws::AwsClients,
-    config::ConfigError,
-    fanout::{self, DeliveryMessage, FanoutError},
-    sealing::Sealer,
-    ssrf::UrlPolicy,
-    telemetry,
+    Config, aws::AwsClients, config::ConfigError, fanout::DeliveryMessage, sealing::Sealer,
+    ssrf::UrlPolicy, telemetry,
 };
 use tracing::{Instrument, field::Empty};
 
@@ -35,6 +33,7 @@ pub mod delivery;
 pub mod http;
 pub mod retry;
 pub mod secret_cache;
+pub mod stream;
 
 use delivery::{Disposition, MessageMeta, Target};
 
@@ -83,6 +82,27 @@ pub async fn handle_invocation(
         .ok()
         .filter(|d| *d > 0);
     handle_batch_until(state, event.payload, deadline_ms).await
+}
+
+/// One invocation from either event source: a DynamoDB Stream batch (records with
+/// `eventSource: aws:dynamodb`) or an SQS batch. Both answer `{batchItemFailures}`.
+pub async fn handle_any(
+    state: &EgressState,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<SqsBatchResponse, serde_json::Error> {
+    if is_stream_event(&event.payload) {
+        let batch = serde_json::from_value(event.payload)?;
+        Ok(stream::handle_stream_batch(state, batch).await)
+    } else {
+        let batch = serde_json::from_value(event.payload)?;
+        Ok(handle_invocation(state, LambdaEvent::new(batch, event.context)).await)
+    }
+}
+
+/// Whether an invocation's payload is a DynamoDB Stream batch (else it is an SQS one). Lambda
+/// never mixes sources in one batch, so the first record says it.
+pub fn is_stream_event(payload: &serde_json::Value) -> bool {
+    payload["Records"][0]["eventSource"] == "aws:dynamodb"
 }
 
 /// Processes one batch; only the messages that must come back are reported as failures.
@@ -183,14 +203,6 @@ async fn process(
     };
     let span = tracing::Span::current();
     match message {
-        DeliveryMessage::Fanout {
-            tenant_id,
-            event_id,
-        } => {
-            span.record("tenant_id", tenant_id.as_str());
-            span.record("event_id", event_id.as_str());
-            expand(state, &meta, &tenant_id, &event_id).await
-        }
         DeliveryMessage::Deliver {
             tenant_id,
             event_id,
@@ -219,45 +231,12 @@ async fn process(
     }
 }
 
-async fn expand(
-    state: &EgressState,
-    meta: &MessageMeta,
-    tenant_id: &str,
-    event_id: &str,
-) -> Disposition {
-    let result = fanout::expand(
-        &state.aws,
-        &state.config.table_name,
-        &state.config.queue_url,
-        tenant_id,
-        event_id,
-    )
-    .await;
-    match result {
-        Ok(endpoints) => {
-            tracing::info!(endpoints = endpoints.len(), "event fanned out");
-            Disposition::Done("expanded")
-        }
-        // The writer's transaction may not have committed yet; after the grace period it
-        // never will.
-        Err(FanoutError::EventNotFound) => meta.uncommitted("event"),
-        Err(err) => {
-            tracing::error!(error = %format!("{:#}", sluice::ApiError::from(err)), "fan-out failed");
-            Disposition::Retry {
-                delay: None,
-                outcome: "error",
-            }
-        }
-    }
-}
-
 fn message_meta(record: &SqsMessage) -> MessageMeta {
     let attr = |name: &str| record.attributes.get(name).map(String::as_str);
     MessageMeta {
         receive_count: attr("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
-        sent_at_ms: attr("SentTimestamp").and_then(|v| v.parse().ok()),
         deadline_ms: None,
     }
 }
@@ -284,5 +263,19 @@ async fn set_visibility(state: &EgressState, receipt_handle: &str, delay: Durati
             error = %aws_sdk_sqs::error::DisplayErrorContext(err),
             "changing the message's visibility failed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_source_is_told_by_the_first_record() {
+        let stream = serde_json::json!({"Records": [{"eventSource": "aws:dynamodb"}]});
+        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs"}]});
+        assert!(is_stream_event(&stream));
+        assert!(!is_stream_event(&sqs));
+        assert!(!is_stream_event(&serde_json::json!({"Records": []})));
     }
 }

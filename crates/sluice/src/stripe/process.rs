@@ -554,8 +554,6 @@ impl<'a> Processor<'a> {
         let mut flags = Degrade::default();
         let mut deferred: BTreeMap<&'static str, Deferred> = BTreeMap::new();
         let mut read: Option<PreRead> = None;
-        // Outbound events already announced on the queue: a later round reuses them.
-        let mut enqueued: Vec<String> = Vec::new();
         // Notifications found already stored: published by an earlier delivery of this event.
         let mut published: Vec<&'static str> = Vec::new();
 
@@ -704,10 +702,6 @@ impl<'a> Processor<'a> {
                         d.transact_item(self.table),
                         OnFail::Published(notice.event_type),
                     );
-                    if !enqueued.contains(&d.event.id) {
-                        d.enqueue(&self.aws.sqs, self.queue_url).await?;
-                        enqueued.push(d.event.id.clone());
-                    }
                 }
             }
 

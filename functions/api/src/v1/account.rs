@@ -142,7 +142,6 @@ pub async fn usage(
     Ok(account::debit(
         &state.aws,
         state.table(),
-        &state.config.queue_url,
         &tenant_id,
         &entry,
         lock_ref(&lock),

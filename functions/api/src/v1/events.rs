@@ -4,6 +4,7 @@ use axum::{
     Extension, Json,
     extract::{Path, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,12 +12,13 @@ use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
     fanout::{self, attr},
+    idempotency::{self, CommitError, StoredResponse},
     ids,
     table::{self, Item, ItemExt},
 };
 use utoipa::ToSchema;
 
-use super::{attr_to_json, invalid};
+use super::{Lock, attr_to_json, invalid, lock_ref};
 use crate::{
     AppState,
     json_body::{JsonBody, OptionalJsonBody},
@@ -110,8 +112,9 @@ fn valid_type(t: &str) -> bool {
 pub async fn create(
     State(state): State<AppState>,
     Extension(TenantId(tenant_id)): Extension<TenantId>,
+    lock: Lock,
     JsonBody(req): JsonBody<CreateEvent>,
-) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
+) -> ApiResult<Response> {
     if !valid_type(&req.event_type) {
         return Err(invalid(format!(
             "`type` must be 1–{MAX_TYPE_LEN} characters of letters, digits, `.`, `_`, `-`, `:`"
@@ -122,22 +125,37 @@ pub async fn create(
             "`data` must be at most {MAX_DATA_BYTES} bytes of JSON"
         )));
     }
-    let (event, endpoints) = fanout::publish(
+    let publication = fanout::plan_publish(
         &state.aws,
         state.table(),
-        &state.config.queue_url,
         &tenant_id,
         &req.event_type,
         req.data,
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(EventAccepted {
-            id: event.id,
-            endpoints,
-        }),
-    ))
+    let accepted = EventAccepted {
+        id: publication.event.id.clone(),
+        endpoints: publication.endpoint_ids.clone(),
+    };
+    if publication.fits_one_transaction_with_one_more() {
+        // The event, its deliveries and the idempotency completion commit together: the lock and
+        // this transaction are the request's only writes.
+        let response = StoredResponse::json(StatusCode::ACCEPTED, &accepted);
+        return idempotency::commit_with_response(
+            &state.aws.dynamodb,
+            publication.into_items(),
+            lock_ref(&lock),
+            response,
+        )
+        .await
+        .map_err(|err| match err {
+            // The only condition is the new event id's: taken only by a concurrent twin.
+            CommitError::Cancelled(_) => ApiError::conflict("the event exists already"),
+            other => other.into(),
+        });
+    }
+    publication.commit(&state.aws.dynamodb).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 fn valid_event_id(id: &str) -> ApiResult<()> {
