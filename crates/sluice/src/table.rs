@@ -29,7 +29,8 @@
 //! a delivery; the egress function retries a message whose item does not exist yet for a few
 //! minutes, then drops it (its transaction never committed). See `fanout`.
 //!
-//! Every key shape of the table has its builder in this file.
+//! Every key shape of the table has its builder in this file (the endpoint's is re-exported
+//! from `endpoints`, which owns that item).
 
 use std::collections::HashMap;
 
@@ -68,10 +69,9 @@ pub fn tenant_api_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
 }
 
-/// `ENDPOINT#{ep}` under the tenant.
-pub fn endpoint_sk(endpoint_id: &str) -> String {
-    format!("ENDPOINT#{endpoint_id}")
-}
+/// `ENDPOINT#{ep}` under the tenant; defined with the rest of the endpoint in
+/// [`crate::endpoints`].
+pub use crate::endpoints::sk as endpoint_sk;
 /// `SECRET#{provider}` under the tenant.
 pub fn provider_secret_sk(provider: &str) -> String {
     format!("SECRET#{provider}")
