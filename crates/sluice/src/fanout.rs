@@ -497,12 +497,9 @@ pub async fn matching_endpoints(
     .await?;
     Ok(endpoints
         .iter()
-        .filter(|item| {
-            let types = item.get_string_list("event_types");
-            item.get_bool("enabled").unwrap_or(false)
-                && (types.is_empty() || types.iter().any(|t| t == event_type))
-        })
-        .filter_map(|item| item.get_s("id").map(str::to_owned))
+        .filter_map(crate::endpoints::Endpoint::from_item)
+        .filter(|endpoint| endpoint.accepts(event_type))
+        .map(|endpoint| endpoint.id.into_string())
         .collect())
 }
 

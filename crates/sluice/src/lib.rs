@@ -7,6 +7,7 @@
 //! - [`table`]: the single-table layout (key shapes, attribute helpers).
 //! - [`ids`], [`clock`]: prefixed opaque ids and time.
 //! - [`auth`], [`tenants`]: API keys, the admin key, tenant records.
+//! - [`endpoints`]: the webhook endpoint entity (key, attributes, typed id, matching rule).
 //! - [`idempotency`]: the idempotency `tower` layer (DynamoDB conditional writes).
 //! - [`account`]: credits, usage debits, the ledger and monthly budget alerts.
 //! - [`sealing`], [`ssrf`]: KMS-sealed secrets at rest, endpoint URL checks.
@@ -19,6 +20,7 @@ pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod delivery_log;
+pub mod endpoints;
 pub mod error;
 pub mod event_types;
 pub mod fanout;

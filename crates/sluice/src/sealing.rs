@@ -446,11 +446,6 @@ impl crate::idempotency::BodySealer for Sealer {
 
 /// Attribute of a provider-secret item holding the ciphertext.
 pub const CIPHERTEXT: &str = "ciphertext";
-/// Attribute of an endpoint item holding its sealed signing secrets (newest first).
-pub const ENDPOINT_SECRETS: &str = "secrets";
-/// Attribute of an endpoint item counting changes of `secrets`: every rewrite of the list is
-/// conditioned on it, so concurrent rotations (or a rotation and a rewrap) never lose a secret.
-pub const ENDPOINT_SECRETS_VERSION: &str = "secrets_version";
 
 /// A new endpoint signing secret: `whsec_` + base64 of 32 random bytes (Standard Webhooks).
 pub fn new_endpoint_secret() -> Secret {
@@ -502,7 +497,7 @@ pub struct SealedEndpointSecret {
 impl SealedEndpointSecret {
     /// Reads the endpoint item's `secrets` list (newest first), skipping malformed entries.
     pub fn list_from_item(item: &Item) -> Vec<SealedEndpointSecret> {
-        let Some(AttributeValue::L(list)) = item.get(ENDPOINT_SECRETS) else {
+        let Some(AttributeValue::L(list)) = item.get(crate::endpoints::attr::SECRETS) else {
             return Vec::new();
         };
         list.iter()
@@ -655,7 +650,7 @@ mod tests {
             },
         ];
         let item = Item::from([(
-            ENDPOINT_SECRETS.to_owned(),
+            crate::endpoints::attr::SECRETS.to_owned(),
             AttributeValue::L(list.iter().map(|s| s.to_attribute()).collect()),
         )]);
         assert_eq!(SealedEndpointSecret::list_from_item(&item), list);

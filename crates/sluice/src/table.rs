@@ -10,7 +10,7 @@
 //! | api key (lookup) | `APIKEY#{sha256 hex}` | `APIKEY` | `tenant_id`, `key_id` |
 //! | api key (owner ref) | `TENANT#{tnt}` | `APIKEY#{key}` | `digest`, to revoke |
 //! | idempotency record | `IDEM#{scope}#{key}` | `IDEM` | `status` (`in_progress`/`completed`), `fingerprint`, `lock_token`, `lock_expires_at` (ms), `response_*` (`response_sealed` when the body is KMS-sealed), `ttl`; see `idempotency` |
-//! | webhook endpoint | `TENANT#{tnt}` | `ENDPOINT#{ep}` | `url`, `event_types` (L of S, empty = all), `enabled`, `secrets` (L of M `{ciphertext: B, created_at: N, expires_at?: N}`, newest first), `secrets_version` (N, conditions every rewrite of `secrets`), `failing_since?`, `disabled_reason?`, `description?`, `created_at`, `updated_at` |
+//! | webhook endpoint | `TENANT#{tnt}` | `ENDPOINT#{ep}` | owned by `endpoints`: `id`, `url`, `event_types` (L of S, empty = all), `enabled`, `secrets` (L of M `{ciphertext: B, created_at: N, expires_at?: N}`, newest first), `secrets_version` (N, conditions every rewrite of `secrets`), `failing_since?`, `disabled_reason?`, `disabled_at?`, `description?`, `created_at`, `updated_at` |
 //! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `provider`, `ciphertext` (B), `hint`, `created_at`, `updated_at` |
 //! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at`; API debits carry no `currency` (the tenant's) |
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
@@ -28,7 +28,8 @@
 //! reading the table's stream (an outbound event item is the outbox entry, written in its cause's
 //! transaction), or by a replay after its generation bump. See `fanout`.
 //!
-//! Every key shape of the table has its builder in this file.
+//! Every key shape of the table has its builder in this file (the endpoint's is re-exported
+//! from `endpoints`, which owns that item).
 
 use std::collections::HashMap;
 
@@ -67,10 +68,9 @@ pub fn tenant_api_key_sk(key_id: &str) -> String {
     format!("APIKEY#{key_id}")
 }
 
-/// `ENDPOINT#{ep}` under the tenant.
-pub fn endpoint_sk(endpoint_id: &str) -> String {
-    format!("ENDPOINT#{endpoint_id}")
-}
+/// `ENDPOINT#{ep}` under the tenant; defined with the rest of the endpoint in
+/// [`crate::endpoints`].
+pub use crate::endpoints::sk as endpoint_sk;
 /// `SECRET#{provider}` under the tenant.
 pub fn provider_secret_sk(provider: &str) -> String {
     format!("SECRET#{provider}")

@@ -47,14 +47,8 @@ pub const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
 /// 4 KiB response; older entries are dropped first (only many replays can get here).
 pub const MAX_LOGGED_ATTEMPTS: usize = 50;
 
-/// Endpoint attributes this module reads and writes.
-mod endpoint_attr {
-    pub const URL: &str = "url";
-    pub const ENABLED: &str = "enabled";
-    pub const FAILING_SINCE: &str = "failing_since";
-    pub const DISABLED_REASON: &str = "disabled_reason";
-    pub const DISABLED_AT: &str = "disabled_at";
-}
+// The endpoint item's attributes and parsing live once, in `sluice::endpoints`.
+use sluice::endpoints::{self, Endpoint, attr as endpoint_attr};
 
 /// Delivery attributes beyond those `fanout` names.
 mod delivery_attr {
@@ -136,10 +130,7 @@ impl Target<'_> {
         )
     }
     fn endpoint_key(&self) -> Item {
-        table::key(
-            table::tenant_pk(self.tenant_id),
-            table::endpoint_sk(self.endpoint_id),
-        )
+        endpoints::key(self.tenant_id, self.endpoint_id)
     }
     fn event_key(&self) -> Item {
         table::key(
@@ -189,8 +180,9 @@ pub async fn deliver(
         record.finish(status::FAILED, None, None).await?;
         return Ok(Disposition::Done("event_missing"));
     };
-    let endpoint = match endpoint {
-        Some(item) if item.get_bool(endpoint_attr::ENABLED).unwrap_or(false) => item,
+    let parsed = endpoint.and_then(|item| Some((Endpoint::from_item(&item)?, item)));
+    let (endpoint, endpoint_item) = match parsed {
+        Some((endpoint, item)) if endpoint.enabled => (endpoint, item),
         // Disabled (or deleted since the event was published): nothing is sent until it is
         // re-enabled and the event replayed.
         _ => {
@@ -202,7 +194,7 @@ pub async fn deliver(
             return Ok(Disposition::Done(status::ENDPOINT_DISABLED));
         }
     };
-    let url = endpoint.get_s(endpoint_attr::URL).unwrap_or_default();
+    let url = endpoint.url.as_str();
 
     let now = clock::now_epoch();
     let keys = state
@@ -211,7 +203,7 @@ pub async fn deliver(
             &state.sealer,
             target.tenant_id,
             target.endpoint_id,
-            &SealedEndpointSecret::list_from_item(&endpoint),
+            &SealedEndpointSecret::list_from_item(&endpoint_item),
             now,
         )
         .await?;
@@ -264,7 +256,7 @@ pub async fn deliver(
         "delivery attempt"
     );
 
-    let failing_since = endpoint.get_i64(endpoint_attr::FAILING_SINCE);
+    let failing_since = endpoint.failing_since;
     if exchange.is_success() {
         let (recorded, endpoint_updated, _) = tokio::join!(
             record.finish(status::SUCCEEDED, Some(&attempt), None),
@@ -463,7 +455,7 @@ async fn read(
             .flatten()
         {
             match item.get_s(table::SK) {
-                Some(sk) if sk.starts_with("ENDPOINT#") => endpoint = Some(item.clone()),
+                Some(sk) if sk.starts_with(endpoints::SK_PREFIX) => endpoint = Some(item.clone()),
                 Some(sk) if sk.starts_with("EVENT#") => event = Some(item.clone()),
                 _ => {}
             }

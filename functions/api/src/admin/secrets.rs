@@ -264,7 +264,7 @@ impl Run<'_> {
             return Ok(());
         }
         let list = AttributeValue::L(secrets.iter().map(|s| s.to_attribute()).collect());
-        let version = item.get_i64(sealing::ENDPOINT_SECRETS_VERSION);
+        let version = item.get_i64(sluice::endpoints::attr::SECRETS_VERSION);
         let mut update = self
             .state
             .aws
@@ -273,8 +273,8 @@ impl Run<'_> {
             .table_name(self.state.table())
             .set_key(Some(table::key(pk, sk)))
             .update_expression("SET #secrets = :secrets, #version = :next")
-            .expression_attribute_names("#secrets", sealing::ENDPOINT_SECRETS)
-            .expression_attribute_names("#version", sealing::ENDPOINT_SECRETS_VERSION)
+            .expression_attribute_names("#secrets", sluice::endpoints::attr::SECRETS)
+            .expression_attribute_names("#version", sluice::endpoints::attr::SECRETS_VERSION)
             .expression_attribute_values(":secrets", list)
             .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
         update = match version {

@@ -1,10 +1,9 @@
 //! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret]]`.
 //!
-//! Item: `TENANT#{tnt}` / `ENDPOINT#{ep}` with `id`, `url`, `description?`, `event_types` (L of S,
-//! empty = all), `enabled`, `secrets` (sealed, newest first, see [`sluice::sealing`]),
-//! `secrets_version`, `failing_since?`, `disabled_reason?` (both set by the egress function),
-//! `created_at`, `updated_at`. Responses never include a secret except `/secret` and the answers
-//! that issue one (create, rotate), whose stored idempotent copies are sealed.
+//! The item (`TENANT#{tnt}` / `ENDPOINT#{ep}`), its attributes and typed id are
+//! [`sluice::endpoints`]'; its sealed `secrets` are [`sluice::sealing`]'s. Responses never include
+//! a secret except `/secret` and the answers that issue one (create, rotate), whose stored
+//! idempotent copies are sealed.
 
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
@@ -20,8 +19,8 @@ use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
     clock,
+    endpoints::{self, Endpoint, EndpointId, attr},
     idempotency::{CommitError, StoredResponse, commit_with_response},
-    ids,
     sealing::{self, SealContext, SealedEndpointSecret},
     ssrf::{self, UrlPolicy},
     table::{self, Item, ItemExt, n, s},
@@ -46,25 +45,8 @@ const MAX_EVENT_TYPES: usize = 100;
 const MAX_EVENT_TYPE_LEN: usize = 100;
 const MAX_DESCRIPTION: usize = 500;
 
-/// Attribute names of the endpoint item.
-pub mod attr {
-    pub const ID: &str = "id";
-    pub const URL: &str = "url";
-    pub const DESCRIPTION: &str = "description";
-    pub const EVENT_TYPES: &str = "event_types";
-    pub const ENABLED: &str = "enabled";
-    pub const FAILING_SINCE: &str = "failing_since";
-    pub const DISABLED_REASON: &str = "disabled_reason";
-    pub const CREATED_AT: &str = "created_at";
-    pub const UPDATED_AT: &str = "updated_at";
-}
-
 /// What `disabled_reason` says when the tenant disabled the endpoint.
 const DISABLED_BY_TENANT: &str = "disabled by the tenant";
-
-fn endpoint_key(tenant_id: &str, endpoint_id: &str) -> Item {
-    table::key(table::tenant_pk(tenant_id), table::endpoint_sk(endpoint_id))
-}
 
 /// A webhook endpoint as the tenant sees it (never its secrets).
 #[derive(Serialize, ToSchema)]
@@ -88,19 +70,28 @@ pub struct EndpointOut {
     pub updated_at: i64,
 }
 
-/// The tenant-visible view of an endpoint item (never its secrets).
-fn view(item: &Item) -> EndpointOut {
-    EndpointOut {
-        id: item.get_s(attr::ID).unwrap_or_default().to_owned(),
-        url: item.get_s(attr::URL).unwrap_or_default().to_owned(),
-        description: item.get_s(attr::DESCRIPTION).map(str::to_owned),
-        event_types: item.get_string_list(attr::EVENT_TYPES),
-        enabled: item.get_bool(attr::ENABLED).unwrap_or(false),
-        disabled_reason: item.get_s(attr::DISABLED_REASON).map(str::to_owned),
-        failing_since: item.get_i64(attr::FAILING_SINCE),
-        created_at: item.get_i64(attr::CREATED_AT).unwrap_or_default(),
-        updated_at: item.get_i64(attr::UPDATED_AT).unwrap_or_default(),
+impl From<Endpoint> for EndpointOut {
+    /// The tenant-visible view (the entity holds no secrets).
+    fn from(e: Endpoint) -> Self {
+        Self {
+            id: e.id.into_string(),
+            url: e.url,
+            description: e.description,
+            event_types: e.event_types,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            failing_since: e.failing_since,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
     }
+}
+
+/// The view of an item read back from the table; one without a valid id is corrupt (500).
+fn view(item: &Item) -> ApiResult<EndpointOut> {
+    Endpoint::from_item(item)
+        .map(EndpointOut::from)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("malformed endpoint item")))
 }
 
 /// The answer of `POST /v1/endpoints`: the endpoint and its signing secret.
@@ -178,10 +169,6 @@ fn validate_description(d: Option<String>) -> ApiResult<Option<String>> {
     Ok(d)
 }
 
-fn string_list(values: &[String]) -> AttributeValue {
-    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
-}
-
 fn secrets_list(secrets: &[SealedEndpointSecret]) -> AttributeValue {
     AttributeValue::L(
         secrets
@@ -191,22 +178,19 @@ fn secrets_list(secrets: &[SealedEndpointSecret]) -> AttributeValue {
     )
 }
 
-fn valid_id(id: &str) -> ApiResult<()> {
-    if ids::has_prefix(id, "ep") {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("endpoint"))
-    }
+/// The id of a path; not an `ep_…` id: 404 without a request.
+fn valid_id(id: &str) -> ApiResult<EndpointId> {
+    EndpointId::parse(id).ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
 async fn get_endpoint(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Item> {
-    valid_id(id)?;
+    let id = valid_id(id)?;
     let out = state
         .aws
         .dynamodb
         .get_item()
         .table_name(state.table())
-        .set_key(Some(endpoint_key(tenant_id, id)))
+        .set_key(Some(endpoints::key(tenant_id, id.as_str())))
         .consistent_read(true)
         .send()
         .await?;
@@ -255,7 +239,7 @@ pub async fn create(
     let event_types = validate_event_types(req.event_types)?;
     let description = validate_description(req.description)?;
 
-    let id = ids::new_id("ep");
+    let id = EndpointId::new();
     let now = clock::now_epoch();
     let secret = sealing::new_endpoint_secret();
     let sealed = SealedEndpointSecret {
@@ -266,20 +250,22 @@ pub async fn create(
         created_at: now,
         expires_at: None,
     };
-    let mut item = endpoint_key(&tenant_id, &id);
-    item.insert(attr::ID.into(), s(&id));
-    item.insert(attr::URL.into(), s(&url));
-    item.insert(attr::EVENT_TYPES.into(), string_list(&event_types));
-    item.insert(attr::ENABLED.into(), table::b(true));
-    item.insert(sealing::ENDPOINT_SECRETS.into(), secrets_list(&[sealed]));
-    item.insert(sealing::ENDPOINT_SECRETS_VERSION.into(), n(1));
-    item.insert(attr::CREATED_AT.into(), n(now));
-    item.insert(attr::UPDATED_AT.into(), n(now));
-    if let Some(d) = &description {
-        item.insert(attr::DESCRIPTION.into(), s(d));
-    }
+    let endpoint = Endpoint {
+        id: id.clone(),
+        url,
+        description,
+        event_types,
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut item = endpoint.to_item(&tenant_id);
+    item.insert(attr::SECRETS.into(), secrets_list(&[sealed]));
+    item.insert(attr::SECRETS_VERSION.into(), n(1));
     let body = EndpointCreatedOut {
-        endpoint: view(&item),
+        endpoint: endpoint.into(),
         secret: secret.expose().to_owned(),
     };
     let response = StoredResponse::json(StatusCode::CREATED, &body)
@@ -316,7 +302,7 @@ pub async fn list(
     )
     .await?;
     Ok(Json(EndpointListOut {
-        data: items.iter().map(view).collect(),
+        data: items.iter().map(view).collect::<ApiResult<_>>()?,
     }))
 }
 
@@ -338,7 +324,7 @@ pub async fn show(
     Extension(TenantId(tenant_id)): Extension<TenantId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointOut>> {
-    Ok(Json(view(&get_endpoint(&state, &tenant_id, &id).await?)))
+    Ok(Json(view(&get_endpoint(&state, &tenant_id, &id).await?)?))
 }
 
 /// `GET /v1/endpoints/{id}/secret`: the current (newest) signing secret.
@@ -412,7 +398,7 @@ pub async fn update(
     Path(id): Path<String>,
     OptionalJsonBody(req): OptionalJsonBody<UpdateEndpoint>,
 ) -> ApiResult<Json<EndpointOut>> {
-    valid_id(&id)?;
+    let id = valid_id(&id)?;
     // Every attribute goes through a name placeholder (`url` is a DynamoDB reserved word).
     let mut set = vec!["#updated_at = :now".to_owned()];
     let mut remove: Vec<&str> = Vec::new();
@@ -430,7 +416,7 @@ pub async fn update(
     if let Some(types) = req.event_types {
         assign(
             attr::EVENT_TYPES,
-            string_list(&validate_event_types(types)?),
+            endpoints::event_types_value(&validate_event_types(types)?),
             &mut set,
         );
     }
@@ -465,7 +451,7 @@ pub async fn update(
         .dynamodb
         .update_item()
         .table_name(state.table())
-        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .set_key(Some(endpoints::key(&tenant_id, id.as_str())))
         .update_expression(expression)
         .condition_expression("attribute_exists(pk)")
         .set_expression_attribute_names(Some(names))
@@ -474,7 +460,7 @@ pub async fn update(
         .send()
         .await;
     match result {
-        Ok(out) => Ok(Json(view(&out.attributes.unwrap_or_default()))),
+        Ok(out) => Ok(Json(view(&out.attributes.unwrap_or_default())?)),
         Err(err)
             if err
                 .as_service_error()
@@ -505,10 +491,10 @@ pub async fn delete(
     Path(id): Path<String>,
     lock: Lock,
 ) -> ApiResult<Response> {
-    valid_id(&id)?;
+    let id = valid_id(&id)?;
     let delete = Delete::builder()
         .table_name(state.table())
-        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .set_key(Some(endpoints::key(&tenant_id, id.as_str())))
         .condition_expression("attribute_exists(pk)")
         .build()
         .expect("table and key set");
@@ -596,16 +582,16 @@ pub async fn rotate_secret(
     secrets.extend(kept);
     let mut update = Update::builder()
         .table_name(state.table())
-        .set_key(Some(endpoint_key(&tenant_id, &id)))
+        .set_key(Some(endpoints::key(&tenant_id, &id)))
         .update_expression("SET #secrets = :secrets, #version = :next, #updated = :now")
-        .expression_attribute_names("#secrets", sealing::ENDPOINT_SECRETS)
-        .expression_attribute_names("#version", sealing::ENDPOINT_SECRETS_VERSION)
+        .expression_attribute_names("#secrets", attr::SECRETS)
+        .expression_attribute_names("#version", attr::SECRETS_VERSION)
         .expression_attribute_names("#updated", attr::UPDATED_AT)
         .expression_attribute_values(":secrets", secrets_list(&secrets))
         .expression_attribute_values(":now", n(now));
     // Conditioned on the version read: a concurrent rotation makes this one fail (409) rather
     // than drop the secret the other one just issued.
-    update = match item.get_i64(sealing::ENDPOINT_SECRETS_VERSION) {
+    update = match item.get_i64(attr::SECRETS_VERSION) {
         Some(version) => update
             .condition_expression("#version = :seen")
             .expression_attribute_values(":seen", n(version))
