@@ -113,15 +113,19 @@ compute_todo() {
     missing "${args[@]}"
 }
 
+# The machine's python3, never the project's venv one (callers such as `make test` put .venv/bin
+# first on PATH, and a uv-made venv has neither pip nor uv).
+SYS_PYTHON="$(PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$VENV/bin" | paste -sd: -)" command -v python3)"
+
 ensure_uv() {
-    if command -v uv >/dev/null 2>&1; then
+    if command -v uv >/dev/null 2>&1 && [ "$(command -v uv)" != "$VENV/bin/uv" ]; then
         UV=(uv)
-    elif python3 -m uv --version >/dev/null 2>&1; then
-        UV=(python3 -m uv)
+    elif "$SYS_PYTHON" -m uv --version >/dev/null 2>&1; then
+        UV=("$SYS_PYTHON" -m uv)
     else
         log "installing uv (pip)"
-        python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
-        UV=(python3 -m uv)
+        "$SYS_PYTHON" -m pip install --quiet --user uv 2>/dev/null || "$SYS_PYTHON" -m pip install --quiet uv
+        UV=("$SYS_PYTHON" -m uv)
     fi
 }
 
@@ -144,7 +148,7 @@ if [ -n "$python_todo" ]; then
     ensure_uv
     if [ ! -x "$PY" ]; then
         log "creating $VENV (uv venv)"
-        "${UV[@]}" venv --quiet --python "$(command -v python3)" "$VENV"
+        "${UV[@]}" venv --quiet --python "$SYS_PYTHON" "$VENV"
     fi
     # Deduplicate, then install everything outstanding in one resolution.
     read -r -a reqs <<<"$(printf '%s\n' $python_todo | sort -u | tr '\n' ' ')"
@@ -169,7 +173,7 @@ if [ "$want_openapi_lint" = 1 ]; then
     lint_todo="$(missing "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" openapi-spec-validator)"
     if [ -n "$lint_todo" ]; then
         ensure_uv
-        [ -x "$PY" ] || "${UV[@]}" venv --quiet --python "$(command -v python3)" "$VENV"
+        [ -x "$PY" ] || "${UV[@]}" venv --quiet --python "$SYS_PYTHON" "$VENV"
         log "installing $lint_todo"
         "${UV[@]}" pip install --quiet --python "$PY" $lint_todo
     fi
