@@ -52,7 +52,6 @@ impl IngressState {
         Processor {
             aws: &self.aws,
             table: &self.config.table_name,
-            queue_url: &self.config.queue_url,
             retention_days: self.config.stripe_event_retention_days,
         }
     }

@@ -81,12 +81,11 @@ pub enum Outcome {
     Failed { error: String },
 }
 
-/// Where events are stored and notifications sent.
+/// Where events are stored (with their notifications: the table's stream relays them).
 #[derive(Clone, Copy, Debug)]
 pub struct Processor<'a> {
     pub aws: &'a AwsClients,
     pub table: &'a str,
-    pub queue_url: &'a str,
     /// `STRIPE_EVENT_RETENTION_DAYS`.
     pub retention_days: u32,
 }

@@ -159,7 +159,6 @@ pub async fn run(
     let processor = Processor {
         aws: &state.aws,
         table: state.table(),
-        queue_url: &state.config.queue_url,
         retention_days: state.config.stripe_event_retention_days,
     };
     let mut out = Reconciled {

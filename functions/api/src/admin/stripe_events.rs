@@ -44,7 +44,6 @@ fn processor(state: &AppState) -> Processor<'_> {
     Processor {
         aws: &state.aws,
         table: state.table(),
-        queue_url: &state.config.queue_url,
         retention_days: state.config.stripe_event_retention_days,
     }
 }
