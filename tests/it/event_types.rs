@@ -270,6 +270,11 @@ fn the_committed_catalog_is_what_the_code_generates() {
 fn the_reference_page_lists_every_webhook() {
     let html = sluice_api::docs::render(&sluice_api::openapi::document());
     assert!(html.contains("id=\"tag-webhooks\""));
+    // A webhook is signed by Sluice, not called with the reader's credentials.
+    assert_eq!(
+        html.matches("Sent by Sluice, signed").count(),
+        event_types::catalog().len()
+    );
     for e in event_types::catalog() {
         let anchor = sluice_api::docs::anchor(&format!("op post {}", e.name));
         assert!(html.contains(&format!("id=\"{anchor}\"")), "{}", e.name);

@@ -271,7 +271,19 @@ fn operation(doc: &Value, path: &str, method: &str, op: &Value, html: &mut Strin
     if let Some(d) = op.get("description").and_then(Value::as_str) {
         let _ = writeln!(html, "<p>{}</p>", prose(d));
     }
-    security_line(doc, op, html);
+    // A webhook is a request Sluice sends: it carries no credential of the reader's, it is signed.
+    let is_webhook = op
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| tags.iter().any(|t| t == "webhooks"));
+    if is_webhook {
+        html.push_str(
+            "<p class=\"security\">Sent by Sluice, signed: verify <code>webhook-signature</code> \
+             with the endpoint's signing secret (Standard Webhooks).</p>\n",
+        );
+    } else {
+        security_line(doc, op, html);
+    }
 
     let params: Vec<&Value> = op
         .get("parameters")
