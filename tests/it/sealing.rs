@@ -4,26 +4,12 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use sluice::{
     sealing::{self, SealContext, Sealer},
-    table::{self, Item, ItemExt, s},
+    table::{self, ItemExt, s},
 };
 
 use sluice_local::counting::CallCounter;
 
-use crate::support::{Req, Stack, emulator};
-
-async fn get_item(stack: &Stack, pk: &str, sk: &str) -> Option<Item> {
-    stack
-        .aws
-        .dynamodb
-        .get_item()
-        .table_name(&stack.resources.table_name)
-        .set_key(Some(table::key(pk, sk)))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-}
+use crate::support::{Req, Stack, emulator, get_item};
 
 fn sealer(stack: &Stack) -> Sealer {
     Sealer::new(stack.aws.kms.clone(), &stack.config.kms_key_id)

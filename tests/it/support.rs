@@ -313,6 +313,21 @@ impl Res {
     }
 }
 
+/// The item at (`pk`, `sk`) of the stack's table, read consistently (what a test checks was stored).
+pub async fn get_item(stack: &Stack, pk: &str, sk: &str) -> Option<sluice::table::Item> {
+    stack
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&stack.resources.table_name)
+        .set_key(Some(sluice::table::key(pk, sk)))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
 /// A `reqwest` client for talking to the local runner and receivers over real sockets.
 pub fn http_client() -> reqwest::Client {
     sluice::tls::install_crypto_provider();
@@ -413,25 +428,7 @@ pub async fn instrumented_clients(
     counter: &sluice_local::counting::CallCounter,
     faults: &FaultInjector,
 ) -> AwsClients {
-    let sdk = emulator().sdk_config().await;
-    AwsClients {
-        dynamodb: aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .interceptor(counter.clone())
-                .interceptor(faults.clone())
-                .build(),
-        ),
-        sqs: aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&sdk)
-                .interceptor(counter.clone())
-                .interceptor(faults.clone())
-                .build(),
-        ),
-        kms: aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::config::Builder::from(&sdk)
-                .interceptor(counter.clone())
-                .interceptor(faults.clone())
-                .build(),
-        ),
-    }
+    AwsClients::new(&emulator().sdk_config().await)
+        .with_interceptor(counter.clone())
+        .with_interceptor(faults.clone())
 }

@@ -11,12 +11,12 @@ use sluice::{
     clock,
     fanout::DeliveryMessage,
     sealing::{self, SealContext, Sealer},
-    table::{self, Item, ItemExt, s},
+    table::{self, ItemExt, s},
 };
 
 use sluice_local::counting::CallCounter;
 
-use crate::support::{Req, Stack, emulator};
+use crate::support::{Req, Stack, emulator, get_item};
 
 // ---- helpers ----
 
@@ -73,20 +73,6 @@ pub async fn scan_all(stack: &Stack) -> Vec<Vec<u8>> {
             _ => return out,
         }
     }
-}
-
-async fn get_item(stack: &Stack, pk: &str, sk: &str) -> Option<Item> {
-    stack
-        .aws
-        .dynamodb
-        .get_item()
-        .table_name(&stack.resources.table_name)
-        .set_key(Some(table::key(pk, sk)))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
 }
 
 async fn create_endpoint(stack: &Stack, key: &str, body: Value) -> Value {

@@ -29,23 +29,7 @@ impl CallCounter {
 
     /// DynamoDB, SQS and KMS clients that report to this counter.
     pub fn clients(&self, sdk: &SdkConfig) -> AwsClients {
-        AwsClients {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(sdk)
-                    .interceptor(self.clone())
-                    .build(),
-            ),
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(sdk)
-                    .interceptor(self.clone())
-                    .build(),
-            ),
-            kms: aws_sdk_kms::Client::from_conf(
-                aws_sdk_kms::config::Builder::from(sdk)
-                    .interceptor(self.clone())
-                    .build(),
-            ),
-        }
+        AwsClients::new(sdk).with_interceptor(self.clone())
     }
 
     /// Every `(service, operation)` sent since the last reset, in order.

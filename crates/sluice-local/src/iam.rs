@@ -208,35 +208,9 @@ impl Intercept for Recorder {
 
 /// `clients` (with whatever interceptors they have) plus a recorder for `function`.
 pub fn tag(clients: &AwsClients, function: &str) -> AwsClients {
-    let recorder = Recorder {
+    clients.with_interceptor(Recorder {
         function: function.to_owned(),
-    };
-    AwsClients {
-        dynamodb: aws_sdk_dynamodb::Client::from_conf(
-            clients
-                .dynamodb
-                .config()
-                .to_builder()
-                .interceptor(recorder.clone())
-                .build(),
-        ),
-        sqs: aws_sdk_sqs::Client::from_conf(
-            clients
-                .sqs
-                .config()
-                .to_builder()
-                .interceptor(recorder.clone())
-                .build(),
-        ),
-        kms: aws_sdk_kms::Client::from_conf(
-            clients
-                .kms
-                .config()
-                .to_builder()
-                .interceptor(recorder)
-                .build(),
-        ),
-    }
+    })
 }
 
 /// A DynamoDB Streams client (the local stream poller's) with a recorder for `function`.
