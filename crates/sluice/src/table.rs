@@ -209,3 +209,31 @@ pub async fn query_prefix(
 pub fn is_expired(item: &Item, now_epoch: i64) -> bool {
     item.get_i64(TTL).is_some_and(|ttl| ttl <= now_epoch)
 }
+
+/// A page position (DynamoDB's `LastEvaluatedKey`, string attributes only) as an opaque cursor:
+/// base64url of its JSON. One format for every paged listing that hands one out.
+pub fn encode_key_cursor(key: &Item) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let map: serde_json::Map<String, serde_json::Value> = key
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_s()
+                .ok()
+                .map(|s| (k.clone(), serde_json::Value::String(s.clone())))
+        })
+        .collect();
+    URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string())
+}
+
+/// The key a cursor of [`encode_key_cursor`] names, if it has exactly the attributes `expected`
+/// (a cursor made up, or taken from another listing, is `None`).
+pub fn decode_key_cursor(cursor: &str, expected: &[&str]) -> Option<Item> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    let item: Item = map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, s(v))))
+        .collect();
+    (item.len() == expected.len() && expected.iter().all(|k| item.contains_key(*k))).then_some(item)
+}

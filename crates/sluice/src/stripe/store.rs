@@ -10,7 +10,6 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, DeleteRequest, WriteRequest},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use serde::Serialize;
 use serde_json::Value;
@@ -232,29 +231,16 @@ pub struct ListFilter {
 }
 
 fn encode_cursor(key: &Item) -> String {
-    let map: serde_json::Map<String, Value> = key
-        .iter()
-        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), Value::String(s.clone()))))
-        .collect();
-    URL_SAFE_NO_PAD.encode(Value::Object(map).to_string())
+    table::encode_key_cursor(key)
 }
 
 fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
-    let bad = || ApiError::bad_request("`cursor` is not a cursor this API returned");
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let map: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    let item: Item = map
-        .into_iter()
-        .filter_map(|(k, v)| v.as_str().map(|s| (k, table::s(s))))
-        .collect();
-    let expected = [table::PK, table::SK, table::GSI1PK, table::GSI1SK];
-    if item.len() != expected.len()
-        || !expected.iter().all(|k| item.contains_key(*k))
-        || item.get_s(table::GSI1PK) != Some(GSI1_STRIPE_EVENTS)
-    {
-        return Err(bad());
-    }
-    Ok(item)
+    table::decode_key_cursor(
+        cursor,
+        &[table::PK, table::SK, table::GSI1PK, table::GSI1SK],
+    )
+    .filter(|item| item.get_s(table::GSI1PK) == Some(GSI1_STRIPE_EVENTS))
+    .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
 }
 
 /// One page of events, newest first, and the cursor of the next page (if any). Filters are
@@ -405,6 +391,8 @@ pub async fn cleanup(
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
 
     #[test]

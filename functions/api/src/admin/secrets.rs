@@ -21,7 +21,6 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{Json, extract::State};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use sluice::{
     ApiError, ApiResult,
@@ -73,23 +72,14 @@ pub struct RewrapReport {
     pub done: bool,
 }
 
-/// The scan position as an opaque cursor: the last evaluated key (`pk`, `sk`), base64url JSON.
+/// The scan position as an opaque cursor (the last evaluated key: `pk`, `sk`).
 fn encode_cursor(key: &Item) -> Option<String> {
-    let (pk, sk) = (key.get_s(table::PK)?, key.get_s(table::SK)?);
-    Some(URL_SAFE_NO_PAD.encode(serde_json::json!({ "pk": pk, "sk": sk }).to_string()))
+    Some(table::encode_key_cursor(key))
 }
 
 fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Position {
-        pk: String,
-        sk: String,
-    }
-    let bad = || ApiError::bad_request("`cursor` is not a cursor this endpoint returned");
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let position: Position = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok(table::key(position.pk, position.sk))
+    table::decode_key_cursor(cursor, &[table::PK, table::SK])
+        .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this endpoint returned"))
 }
 
 fn check_request(req: RewrapRequest) -> ApiResult<RewrapRequest> {
@@ -348,6 +338,8 @@ fn conditional<T>(
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
 
     #[test]
