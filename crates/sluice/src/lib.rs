@@ -26,6 +26,7 @@ pub mod event_types;
 pub mod fanout;
 pub mod idempotency;
 pub mod ids;
+pub mod replay;
 pub mod sealing;
 pub mod ssrf;
 pub mod stats;

@@ -234,8 +234,9 @@ pub struct Replay {
     endpoint_id: Option<String>,
 }
 
-/// `POST /v1/events/{id}/replay {endpoint_id?}`: enqueue again (also after exhaustion or after
-/// the endpoint was re-enabled).
+/// `POST /v1/events/{id}/replay {endpoint_id?}`: deliver again (also after exhaustion or after
+/// the endpoint was re-enabled). One round trip of two reads, then one transaction that bumps the
+/// deliveries' generations and writes the outbox item the egress function relays: no SQS call.
 #[utoipa::path(
     post,
     path = "/v1/events/{id}/replay",
@@ -247,6 +248,7 @@ pub struct Replay {
         (status = 202, description = "Queued again", body = EventAccepted),
         (status = 400, description = "The body is not JSON of this shape"),
         (status = 404, description = "No such event or endpoint for this tenant"),
+        (status = 409, description = "Another replay changed the deliveries meanwhile; retry (`Retry-After`)"),
     ),
     security(("bearer" = [])),
 )]
@@ -262,10 +264,9 @@ pub async fn replay(
     {
         return Err(ApiError::not_found("endpoint"));
     }
-    let endpoints = fanout::replay(
-        &state.aws,
+    let endpoints = sluice::replay::replay(
+        &state.aws.dynamodb,
         state.table(),
-        &state.config.queue_url,
         &tenant_id,
         &id,
         req.endpoint_id.as_deref(),
