@@ -140,6 +140,12 @@ impl OutboundEvent {
         if let Some(ids) = &self.endpoint_ids {
             item.insert(attr::ENDPOINT_IDS.into(), string_list(ids));
         }
+        // Listed newest first by tenant (`GET /v1/events`).
+        item.extend(crate::event_list::index_attributes(
+            &self.tenant_id,
+            self.created_at,
+            &self.id,
+        ));
         item
     }
 

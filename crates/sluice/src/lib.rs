@@ -22,6 +22,7 @@ pub mod config;
 pub mod delivery_log;
 pub mod endpoints;
 pub mod error;
+pub mod event_list;
 pub mod event_types;
 pub mod fanout;
 pub mod idempotency;
