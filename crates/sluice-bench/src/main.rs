@@ -107,7 +107,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let api_key = key.api_key.clone();
-    let tenant_id = tenant.id.clone();
+    let tenant_id = tenant.id.clone().into_string();
     let secret = stripe_secret.clone();
     let queue_arn = resources.queue_arn.clone();
     let event_for = move |name: &str| -> Box<dyn Fn(usize) -> Vec<u8> + Sync> {
