@@ -65,17 +65,17 @@ pub const PRICES: Prices = Prices {
 
 /// Memory sizes compared (MB) and the one at which Lambda gives a whole vCPU.
 pub const MEMORY_SIZES: [u32; 3] = [128, 192, 256];
-
-/// The functions' `MemorySize` in template.yaml (its first occurrence: the `Globals`).
-pub fn template_memory_mb() -> anyhow::Result<u32> {
-    let template = std::fs::read_to_string(sluice_local::repo_root().join("template.yaml"))?;
-    template
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MemorySize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no MemorySize in template.yaml")
-}
 const FULL_VCPU_MB: f64 = 1769.0;
+
+/// A function's `MemorySize` in template.yaml (its own, else the `Globals` one).
+pub fn memory_mb(function: &str) -> anyhow::Result<u32> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(sluice_local::provision::TEMPLATE_YAML)?;
+    doc["Resources"][function]["Properties"]["MemorySize"]
+        .as_u64()
+        .or(doc["Globals"]["Function"]["MemorySize"].as_u64())
+        .and_then(|m| u32::try_from(m).ok())
+        .with_context(|| format!("no MemorySize for {function} in template.yaml"))
+}
 
 // ---- DynamoDB's sizing rules ---------------------------------------------------------------
 
@@ -634,15 +634,24 @@ pub fn add(a: &Bill, b: &Bill) -> Bill {
 
 /// The bills of both sides, per operation, with the notes a reader needs.
 pub struct Table {
-    /// (operation, Sluice, peer).
-    pub rows: Vec<(&'static str, Bill, Option<Bill>)>,
+    pub rows: Vec<CostRow>,
     pub ops: Operations,
+}
+
+/// One operation's bills; both sides priced at the memory size of the Sluice function serving it.
+pub struct CostRow {
+    pub op: &'static str,
+    /// The template's resource, e.g. `StripeIngressFunction`.
+    pub function: &'static str,
+    pub mb: u32,
+    pub sluice: Bill,
+    pub peer: Option<Bill>,
 }
 
 /// The operations' bills: Sluice's measured units with the AWS-like figures (`aws`: new event,
 /// duplicate, first write, replay, delivery, in [`crate::aws_like`]'s order), the peer's from its
 /// code's items and its figures.
-pub fn table(ops: Operations, aws: &[crate::aws_like::Row]) -> Table {
+pub fn table(ops: Operations, aws: &[crate::aws_like::Row]) -> anyhow::Result<Table> {
     let fig = |i: usize| aws.get(i).and_then(|r| r.sluice.as_ref().ok());
     let peer_fig = |i: usize| aws.get(i).and_then(|r| r.peer.as_ref());
     let peer = |i: usize, wru: f64| {
@@ -678,34 +687,56 @@ pub fn table(ops: Operations, aws: &[crate::aws_like::Row]) -> Table {
         http: 1.0,
         ..bill(units, figures, 1.0)
     };
-    let rows = vec![
+    let (ingress, api, egress_fn) = (
+        "StripeIngressFunction",
+        "ApiFunction",
+        "WebhookEgressFunction",
+    );
+    let rows = [
         (
             "new Stripe event (with its notification)",
+            ingress,
             http(&ops.new_event.units, fig(0)),
             peer(0, peer_new),
         ),
         (
             "duplicate Stripe event (if a cancelled transaction is billed as written)",
+            ingress,
             http(&ops.duplicate.units, fig(1)),
             peer(1, peer_new),
         ),
         (
             "first usage write (POST /v1/usage)",
+            api,
             http(&ops.first_write.units, fig(2)),
             peer(2, peer_first),
         ),
         (
             "idempotent replay",
+            api,
             http(&ops.replay.units, fig(3)),
             peer(3, peer_replay),
         ),
         (
             "delivery (outbox relay + egress, batches of one)",
+            egress_fn,
             add(&relay, &egress),
             None,
         ),
     ];
-    Table { rows, ops }
+    let rows = rows
+        .into_iter()
+        .map(|(op, function, sluice, peer)| {
+            Ok(CostRow {
+                op,
+                function,
+                mb: memory_mb(function)?,
+                sluice,
+                peer,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Table { rows, ops })
 }
 
 fn money(x: f64) -> String {
@@ -714,8 +745,9 @@ fn money(x: f64) -> String {
 
 impl Table {
     /// The tables, in markdown: units per operation with every item, then dollars per million
-    /// at `mb`, then billed duration and total at each of [`MEMORY_SIZES`].
-    pub fn markdown(&self, mb: u32) -> String {
+    /// at each function's memory size, then billed duration and total at each of
+    /// [`MEMORY_SIZES`].
+    pub fn markdown(&self) -> String {
         let p = &PRICES;
         let mut out = format!(
             "Cost per million operations ({}; Lambda arm64 ${}/GB-s + $0.20/M requests, DynamoDB \
@@ -755,11 +787,19 @@ impl Table {
                 u.others.get("KMS").copied().unwrap_or(0.0),
             ));
         }
-        out.push_str(&format!(
-            "\n| operation at {mb} MB | Sluice: Lambda + DynamoDB + SQS/KMS = total per million | \
-             peer: Lambda + DynamoDB = total per million | peer ÷ Sluice |\n|---|---|---|---|\n"
-        ));
-        for (op, sluice, peer) in &self.rows {
+        out.push_str(
+            "\n| operation (function, MemorySize) | Sluice: Lambda + DynamoDB + SQS/KMS/API Gateway = total per million | \
+             peer: Lambda + DynamoDB + API Gateway = total per million | peer ÷ Sluice |\n|---|---|---|---|\n",
+        );
+        for CostRow {
+            op,
+            function,
+            mb,
+            sluice,
+            peer,
+        } in &self.rows
+        {
+            let (mb, op) = (*mb, format!("{op} ({function}, {mb} MB)"));
             let (a, b, c) = sluice.per_million(mb, p);
             let side = format!(
                 "{} + {} + {} = **{}**",
@@ -795,7 +835,7 @@ impl Table {
             out.push_str("---|");
         }
         out.push('\n');
-        for (op, sluice, _) in &self.rows {
+        for CostRow { op, sluice, .. } in &self.rows {
             out.push_str(&format!(
                 "| {op} | {:.3} + {:.1} |",
                 sluice.cpu_ms, sluice.wait_ms

@@ -241,7 +241,7 @@ async fn cost_table(rows: &[aws_like::Row]) -> anyhow::Result<String> {
     eprintln!("cost: sizing what each operation writes");
     let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
     let ops = cost::measure(&emulator.sdk_config().await).await?;
-    Ok(cost::table(ops, rows).markdown(cost::template_memory_mb()?))
+    Ok(cost::table(ops, rows)?.markdown())
 }
 
 fn write_report(markdown: &str) -> anyhow::Result<()> {
