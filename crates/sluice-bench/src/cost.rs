@@ -982,6 +982,12 @@ mod tests {
     }
 
     #[test]
+    fn memory_sizes_come_from_the_template() {
+        assert_eq!(memory_mb("ApiFunction").unwrap(), 256);
+        assert_eq!(memory_mb("WebhookEgressFunction").unwrap(), 128);
+    }
+
+    #[test]
     fn keys_are_shortened_to_their_kind() {
         assert_eq!(shorten("STRIPE#evt_8fa9"), "STRIPE#evt_…");
         assert_eq!(shorten("TENANT#tnt_1#x"), "TENANT#tnt_…#x");
