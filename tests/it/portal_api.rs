@@ -359,3 +359,68 @@ async fn another_tenant_lists_none_of_the_events_and_cannot_use_their_cursor() {
     let problem = res.assert_problem(400);
     assert!(problem["detail"].as_str().unwrap().contains("cursor"));
 }
+
+#[tokio::test]
+async fn a_test_event_reaches_only_that_endpoint_once_and_costs_one_transaction() {
+    // GIVEN two endpoints, the tested one subscribed to other types only
+    let (stack, counter, _, key) = counted_stack().await;
+    let tested = Receiver::start(200).await;
+    let other = Receiver::start(200).await;
+    let ep = create_endpoint_for(&stack, &key, &tested.url, &["invoice.paid"]).await;
+    create_endpoint(&stack, &key, &other.url).await;
+
+    // WHEN a test is sent (and the same request retried)
+    counter.reset();
+    let send = || {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/test"))
+                .bearer(&key)
+                .idempotency_key("test-1"),
+        )
+    };
+    let res = send().await;
+
+    // THEN `202 {id, endpoints: [ep]}` after the lock and one transaction, no SQS call
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert_eq!(res.json()["endpoints"], json!([ep]));
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(counter.count("sqs"), 0, "{:?}", counter.calls());
+    let writes: Vec<String> = counter
+        .operations("dynamodb")
+        .into_iter()
+        .filter(|op| op != "GetItem")
+        .collect();
+    assert_eq!(
+        writes,
+        ["PutItem", "TransactWriteItems"],
+        "{:?}",
+        counter.calls()
+    );
+    let again = send().await;
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // … and the relay delivers it to that endpoint only, as a `sluice.test`
+    deliver_all(&stack).await;
+    assert_eq!((tested.received(), other.received()), (1, 0));
+    let shown = event(&stack, &key, &id).await;
+    assert_eq!(shown["type"], "sluice.test");
+    assert_eq!(shown["data"]["endpoint_id"], ep.as_str());
+    assert_eq!(shown["deliveries"][0]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_test_to_another_tenants_endpoint_is_not_found_and_writes_nothing() {
+    let stack = Stack::new().await;
+    let (_, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    let ep_b = create_endpoint(&stack, &key_b, "https://b.example.com/hook").await;
+    for id in [ep_b.as_str(), "ep_missing", "nope"] {
+        let res = stack
+            .send(Req::post(&format!("/v1/endpoints/{id}/test")).bearer(&key_a))
+            .await;
+        res.assert_problem(404);
+    }
+    assert!(list_all(&stack, &key_a, "").await.is_empty());
+    assert!(list_all(&stack, &key_b, "").await.is_empty());
+}

@@ -1,4 +1,4 @@
-//! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret]]`.
+//! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret|/test|/recover]]`.
 //!
 //! The item (`TENANT#{tnt}` / `ENDPOINT#{ep}`), its attributes and typed id are
 //! [`sluice::endpoints`]'; its sealed `secrets` are [`sluice::sealing`]'s. Responses never include
@@ -664,4 +664,76 @@ mod tests {
         // … and accepted once it has
         assert_eq!(rotation_keeps(existing, now + 100).unwrap().len(), 2);
     }
+}
+
+/// Sends a `sluice.test` event to one endpoint of the tenant (the handler's and the portal's
+/// code): one transaction — the event, its one delivery, a check that the endpoint is the
+/// tenant's, and the idempotency completion — which the outbox relays. No read, no SQS call.
+pub async fn send_test(
+    state: &AppState,
+    tenant_id: &str,
+    endpoint_id: &str,
+    lock: Option<&sluice::idempotency::IdempotencyLock>,
+) -> ApiResult<Response> {
+    if EndpointId::parse(endpoint_id).is_none() {
+        return Err(ApiError::not_found("endpoint"));
+    }
+    let test = sluice::event_types::SluiceEvent::EndpointTest(
+        sluice::event_types::EndpointTest::new(endpoint_id),
+    );
+    let publication = sluice::fanout::plan_publish_to(
+        state.table(),
+        tenant_id,
+        test.event_type(),
+        test.data(),
+        endpoint_id,
+    );
+    let accepted = super::events::EventAccepted {
+        id: publication.event.id.clone(),
+        endpoints: publication.endpoint_ids.clone(),
+    };
+    let response = StoredResponse::json(StatusCode::ACCEPTED, &accepted);
+    commit_with_response(
+        &state.aws.dynamodb,
+        publication.into_items(),
+        lock,
+        response,
+    )
+    .await
+    .map_err(|err| match err {
+        CommitError::Cancelled(reasons)
+            if reasons
+                .get(sluice::fanout::ENDPOINT_CHECK_INDEX)
+                .and_then(|r| r.code())
+                == Some("ConditionalCheckFailed") =>
+        {
+            ApiError::not_found("endpoint")
+        }
+        // Otherwise only the new event id's condition: taken by a concurrent twin.
+        CommitError::Cancelled(_) => ApiError::conflict("the event exists already"),
+        other => other.into(),
+    })
+}
+
+/// `POST /v1/endpoints/{id}/test`: `202 {id, endpoints}` — a `sluice.test` event to this
+/// endpoint only, whatever its `event_types` (a disabled endpoint records it `endpoint_disabled`).
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/test",
+    tag = "endpoints",
+    summary = "Send a test event (`sluice.test`) to this endpoint only",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 202, description = "Stored and queued for this endpoint", body = super::events::EventAccepted),
+        (status = 404, description = "No such endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn test(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    lock: Lock,
+) -> ApiResult<Response> {
+    send_test(&state, &tenant_id, &id, lock_ref(&lock)).await
 }

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
             "/endpoints/{id}/rotate-secret",
             post(endpoints::rotate_secret),
         )
+        .route("/endpoints/{id}/test", post(endpoints::test))
         .route("/event-types", get(event_types::list))
         .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::show))
