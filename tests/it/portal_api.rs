@@ -424,3 +424,99 @@ async fn a_test_to_another_tenants_endpoint_is_not_found_and_writes_nothing() {
     assert!(list_all(&stack, &key_a, "").await.is_empty());
     assert!(list_all(&stack, &key_b, "").await.is_empty());
 }
+
+#[tokio::test]
+async fn recover_replays_every_failed_delivery_of_the_endpoint_once_through_the_outbox() {
+    // GIVEN two events whose deliveries failed for good (the endpoint answered 410 and was
+    // disabled), one delivered to another endpoint, and the endpoint re-enabled
+    let (stack, counter, _, key) = counted_stack().await;
+    let flaky = Receiver::start(410).await;
+    let fine = Receiver::start(200).await;
+    let ep = create_endpoint_for(&stack, &key, &flaky.url, &["a.one"]).await;
+    create_endpoint_for(&stack, &key, &fine.url, &["b.two"]).await;
+    let e1 = publish(&stack, &key, "a.one").await;
+    let e2 = publish(&stack, &key, "a.one").await;
+    publish(&stack, &key, "b.two").await;
+    deliver_all(&stack).await;
+    assert_eq!((flaky.received(), fine.received()), (2, 1));
+    let res = stack
+        .send(
+            Req::patch(&format!("/v1/endpoints/{ep}"))
+                .bearer(&key)
+                .json(&json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    flaky.answer(200);
+
+    // WHEN everything since an hour ago is recovered
+    let since = sluice::clock::now_epoch() - 3600;
+    counter.reset();
+    let recover = || {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(&key)
+                .idempotency_key("recover-1")
+                .json(&json!({ "since": since })),
+        )
+    };
+    let res = recover().await;
+
+    // THEN both failed deliveries are queued, with no SQS call on the request path
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert_eq!(
+        res.json(),
+        json!({"queued": 2, "done": true, "next_cursor": null})
+    );
+    assert_eq!(counter.count("sqs"), 0, "{:?}", counter.calls());
+    // … a retry with the same key replays the answer and queues nothing more
+    let again = recover().await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // … and once relayed, each is delivered once more, the other endpoint's event untouched
+    deliver_all(&stack).await;
+    assert_eq!((flaky.received(), fine.received()), (4, 1));
+    for id in [&e1, &e2] {
+        let d = &event(&stack, &key, id).await["deliveries"][0];
+        assert_eq!(
+            (d["status"].as_str(), d["generation"].as_i64()),
+            (Some("succeeded"), Some(2))
+        );
+    }
+    // … so a second recover finds nothing left to replay
+    let res = stack
+        .send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(&key)
+                .json(&json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(res.json()["queued"], 0);
+}
+
+#[tokio::test]
+async fn recover_refuses_another_tenants_endpoint_and_a_bad_since() {
+    let stack = Stack::new().await;
+    let (_, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    let ep_b = create_endpoint(&stack, &key_b, "https://b.example.com/hook").await;
+    let recover = |key: &str, ep: &str, body: Value| {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(key)
+                .json(&body),
+        )
+    };
+    recover(&key_a, &ep_b, json!({"since": 0}))
+        .await
+        .assert_problem(404);
+    recover(&key_a, "nope", json!({"since": 0}))
+        .await
+        .assert_problem(404);
+    recover(&key_b, &ep_b, json!({"since": -1}))
+        .await
+        .assert_problem(422);
+    recover(&key_b, &ep_b, json!({})).await.assert_problem(400);
+    let ok = recover(&key_b, &ep_b, json!({"since": 0})).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
+    assert_eq!(ok.json()["queued"], 0);
+}

@@ -64,6 +64,7 @@ use crate::AppState;
         crate::v1::endpoints::secret,
         crate::v1::endpoints::rotate_secret,
         crate::v1::endpoints::test,
+        crate::v1::endpoints::recover,
         crate::v1::event_types::list,
         crate::v1::billing::create_checkout,
         crate::v1::billing::create_portal,

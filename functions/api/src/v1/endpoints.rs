@@ -737,3 +737,107 @@ pub async fn test(
 ) -> ApiResult<Response> {
     send_test(&state, &tenant_id, &id, lock_ref(&lock)).await
 }
+
+/// The body of `POST /v1/endpoints/{id}/recover`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// Replay deliveries of events created at or after this time (epoch seconds).
+    #[schema(example = 1_767_225_600)]
+    since: i64,
+    /// `next_cursor` of the previous call, to go on where it stopped.
+    cursor: Option<String>,
+}
+
+/// The answer of `POST /v1/endpoints/{id}/recover`.
+#[derive(Serialize, ToSchema)]
+pub struct RecoverOut {
+    /// Deliveries queued again by this call.
+    pub queued: usize,
+    /// `false` when events remain to look at: call again with `next_cursor` (and the same
+    /// `since`).
+    pub done: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// Replays one page of the endpoint's failed deliveries since `since` (the handler's and the
+/// portal's code). Reads: the endpoint (to answer `404` for another tenant's) together with one
+/// page of events; then at most one transaction.
+pub async fn recover_page(
+    state: &AppState,
+    tenant_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    cursor: Option<&str>,
+) -> ApiResult<RecoverOut> {
+    if !(0..=9_999_999_999).contains(&since) {
+        return Err(invalid("`since` must be epoch seconds"));
+    }
+    // The endpoint's existence and the page are read together: one round trip.
+    let (endpoint, recovered) = tokio::join!(get_endpoint(state, tenant_id, endpoint_id), async {
+        if EndpointId::parse(endpoint_id).is_none() {
+            return Ok(Ok(None));
+        }
+        let db = &state.aws.dynamodb;
+        // Only read here; the replay below waits for the endpoint check.
+        let filter = sluice::event_list::EventFilter {
+            since: Some(since),
+            endpoint_id: Some(endpoint_id.to_owned()),
+            ..Default::default()
+        };
+        sluice::event_list::list(
+            db,
+            state.table(),
+            tenant_id,
+            &filter,
+            sluice::event_list::RECOVER_PAGE,
+            cursor,
+        )
+        .await
+        .map(|page| page.map(Some))
+    });
+    endpoint?;
+    let page = recovered?
+        .map_err(|_| ApiError::bad_request("`cursor` is not one this recover handed out"))?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let steps = sluice::event_list::recover_steps(endpoint_id, &page.events);
+    if !steps.is_empty() {
+        sluice::replay::replay_deliveries(&state.aws.dynamodb, state.table(), tenant_id, &steps)
+            .await?;
+    }
+    Ok(RecoverOut {
+        queued: steps.len(),
+        done: page.next_cursor.is_none(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// `POST /v1/endpoints/{id}/recover {since, cursor?}`: replays every delivery to this endpoint
+/// that failed for good (`failed`, or `endpoint_disabled` while it was disabled) for events since
+/// `since`, through the outbox. At most 99 events are looked at per call (one transaction); the
+/// answer says how many deliveries were queued and where to go on.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/recover",
+    tag = "endpoints",
+    summary = "Replay every failed delivery of this endpoint since a time",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = Recover,
+    responses(
+        (status = 202, description = "This page's failed deliveries are queued again", body = RecoverOut),
+        (status = 400, description = "The body is not JSON of this shape, or `cursor` is invalid"),
+        (status = 404, description = "No such endpoint for this tenant"),
+        (status = 409, description = "A delivery was replayed concurrently; retry (`Retry-After`)"),
+        (status = 422, description = "`since` is not epoch seconds"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn recover(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<Recover>,
+) -> ApiResult<(StatusCode, Json<RecoverOut>)> {
+    let out = recover_page(&state, &tenant_id, &id, req.since, req.cursor.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(out)))
+}

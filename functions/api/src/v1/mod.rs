@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
             post(endpoints::rotate_secret),
         )
         .route("/endpoints/{id}/test", post(endpoints::test))
+        .route("/endpoints/{id}/recover", post(endpoints::recover))
         .route("/event-types", get(event_types::list))
         .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::show))
