@@ -520,3 +520,150 @@ async fn recover_refuses_another_tenants_endpoint_and_a_bad_since() {
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
     assert_eq!(ok.json()["queued"], 0);
 }
+
+/// `POST /webhooks/stripe` of a shared fixture for `tenant`, signed now.
+async fn stripe_top_up(stack: &Stack, tenant: &str) {
+    let path = sluice_local::repo_root()
+        .join("tests/fixtures/stripe/checkout.session.completed.payment.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body = sluice_local::trigger::prepare(&text, true, Some(tenant)).unwrap();
+    let header =
+        sluice::stripe::signature::sign(&stack.stripe_secret, sluice::clock::now_epoch(), &body);
+    let res = stack
+        .send(
+            Req::post("/webhooks/stripe")
+                .header("stripe-signature", &header)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}
+
+#[tokio::test]
+async fn the_usage_summary_reads_daily_counters_written_with_each_debit_and_credit() {
+    // GIVEN a Stripe top-up (25.00) and debits with dimensions
+    let (stack, counter, tenant, key) = counted_stack().await;
+    stripe_top_up(&stack, &tenant).await;
+    let debit = |amount: i64, dimensions: Value| {
+        stack.send(
+            Req::post("/v1/usage")
+                .bearer(&key)
+                .json(&json!({"amount_minor": amount, "dimensions": dimensions})),
+        )
+    };
+    assert_eq!(
+        debit(100, json!({"provider": "openai", "model": "gpt-4o"}))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        debit(40, json!({"provider": "anthropic"})).await.status,
+        201
+    );
+    counter.reset();
+    let plain = debit(10, json!({})).await;
+    assert_eq!(plain.status, 201, "{}", plain.text());
+    // … a debit's counters are in its one transaction (besides authentication)
+    assert_eq!(counter.count("dynamodb"), 2, "{:?}", counter.calls());
+
+    // WHEN the last 30 days are summarized, grouped by provider
+    counter.reset();
+    let res = stack
+        .send(Req::get("/v1/usage/summary?group_by=provider").bearer(&key))
+        .await;
+
+    // THEN 30 days, today's totals and groups, from two concurrent queries and the tenant read
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let summary = res.json();
+    let days = summary["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    let today = days.last().unwrap();
+    assert_eq!(
+        today["date"],
+        sluice::account::usage::day_of(sluice::clock::now_epoch())
+    );
+    assert_eq!(today["usage_minor"], 150);
+    assert_eq!(today["credits_minor"], 2500);
+    assert_eq!(today["groups"], json!({"openai": 100, "anthropic": 40}));
+    assert_eq!(days[0]["usage_minor"], 0);
+    assert_eq!(summary["currency"], "usd");
+    let ops = counter.operations("dynamodb");
+    assert_eq!(ops.iter().filter(|op| *op == "Query").count(), 2, "{ops:?}");
+    assert!(!ops.iter().any(|op| op == "Scan"), "{ops:?}");
+    let by_model = stack
+        .send(Req::get("/v1/usage/summary?group_by=model").bearer(&key))
+        .await
+        .json();
+    assert_eq!(by_model["days"][29]["groups"], json!({"gpt-4o": 100}));
+    let plain = stack
+        .send(Req::get("/v1/usage/summary").bearer(&key))
+        .await
+        .json();
+    assert!(plain["days"][29].get("groups").is_none());
+}
+
+#[tokio::test]
+async fn usage_dimensions_and_summary_parameters_are_bounded_and_tenants_apart() {
+    let stack = Stack::new().await;
+    let (tenant_a, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    crate::tenant_api::credit(&stack, &tenant_a, 1_000).await;
+    let debit = |dimensions: Value| {
+        stack.send(
+            Req::post("/v1/usage")
+                .bearer(&key_a)
+                .json(&json!({"amount_minor": 5, "dimensions": dimensions})),
+        )
+    };
+    for bad in [
+        json!({"a": "1", "b": "2", "c": "3", "d": "4"}),
+        json!({"Provider": "x"}),
+        json!({"provider": ""}),
+        json!({"provider": "x".repeat(65)}),
+    ] {
+        let problem = debit(bad).await.assert_problem(422);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("dimension"),
+            "{problem}"
+        );
+    }
+    debit(json!({"provider": 3})).await.assert_problem(400);
+    assert_eq!(debit(json!({"provider": "openai"})).await.status, 201);
+
+    for bad in [
+        "from=2026-13-01",
+        "from=2026-12-10&to=2026-12-01",
+        "from=2026-01-01&to=2026-12-01",
+        "group_by=Bad!",
+    ] {
+        stack
+            .send(Req::get(&format!("/v1/usage/summary?{bad}")).bearer(&key_a))
+            .await
+            .assert_problem(400);
+    }
+    // The other tenant's summary counts nothing of A's.
+    let b = stack
+        .send(Req::get("/v1/usage/summary?group_by=provider").bearer(&key_b))
+        .await
+        .json();
+    assert!(
+        b["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["usage_minor"] == 0 && d["credits_minor"] == 0 && d["groups"] == json!({}))
+    );
+    let a = stack
+        .send(Req::get("/v1/usage/summary").bearer(&key_a))
+        .await
+        .json();
+    assert_eq!(
+        (
+            a["days"][29]["usage_minor"].as_i64(),
+            a["days"][29]["credits_minor"].as_i64()
+        ),
+        (Some(5), Some(1_000))
+    );
+}

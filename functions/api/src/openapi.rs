@@ -55,6 +55,7 @@ use crate::AppState;
         crate::health::health,
         crate::v1::account::show,
         crate::v1::account::usage,
+        crate::v1::account::usage_summary,
         crate::v1::account::ledger,
         crate::v1::endpoints::create,
         crate::v1::endpoints::list,

@@ -1077,6 +1077,10 @@ impl<'a> Processor<'a> {
                 notes.push(format!("payment {} was already credited", credit.key));
             } else {
                 let entry = money(credit, LedgerKind::Credit, tx);
+                tx.push(
+                    account::usage::credit_counter_item(self.table, tenant, &entry),
+                    OnFail::Fatal("unexpected condition on the usage counter".into()),
+                );
                 // The one credit expression (balance up, budget alert flags re-armed, currency).
                 let clauses = account::credit_clauses(&mut tenant_update.expr, &entry);
                 tenant_update.merge(clauses);

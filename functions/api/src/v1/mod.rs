@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/checkout-sessions", post(billing::create_checkout))
         .route("/billing/portal-sessions", post(billing::create_portal))
         .route("/usage", post(account::usage))
+        .route("/usage/summary", get(account::usage_summary))
         .route("/ledger", get(account::ledger))
         .route("/endpoints", post(endpoints::create).get(endpoints::list))
         .route(
