@@ -1109,21 +1109,13 @@ pub async fn commit_with_response(
         }
         Err(err) => err,
     };
-    let mut reasons = match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-            e.cancellation_reasons().to_vec()
-        }
-        _ => return Err(CommitError::Failed(err.into())),
+    let Some(mut reasons) = table::cancellation_reasons(&err).map(<[_]>::to_vec) else {
+        return Err(CommitError::Failed(err.into()));
     };
     if let Some(lock) = lock
-        && let Some(reason) = reasons
-            .get(count)
-            .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+        && let table::ItemOutcome::ConditionFailed(record) = table::item_outcome(&reasons, count)
     {
-        if reason
-            .item()
-            .is_some_and(|record| lock.completed_by_us(record))
-        {
+        if record.is_some_and(|record| lock.completed_by_us(record)) {
             // An earlier send of this very commit applied (its response was lost); every item
             // of a transaction applies together, so the effect is written, once.
             lock.mark_saved();
