@@ -33,13 +33,11 @@
 //! go into that same transaction as [`fanout::Deferred`] items. The headrooms do not depend on
 //! the flags, so a writer that resets the flags (a top-up) need not know about them.
 
-use std::collections::HashMap;
-
 pub mod usage;
 
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update},
+    types::{TransactWriteItem, Update},
 };
 use axum::body::Body;
 use http::Response;
@@ -53,7 +51,7 @@ use crate::{
     fanout,
     idempotency::{self, CommitError, IdempotencyLock, StoredResponse},
     ids,
-    table::{self, Item, ItemExt, n, s},
+    table::{self, Item, ItemExt, UpdateBuilder, n, s},
     tenants::{self, Tenant, attr},
 };
 
@@ -241,36 +239,19 @@ impl LedgerEntry {
 
     /// The `Put` of this entry (never overwrites), for a transaction.
     pub fn put_item(&self, table_name: &str, tenant_id: &str) -> TransactWriteItem {
-        let put = Put::builder()
-            .table_name(table_name)
-            .set_item(Some(self.to_item(tenant_id)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table and item set");
-        TransactWriteItem::builder().put(put).build()
+        table::put(
+            table_name,
+            self.to_item(tenant_id),
+            Some(table::Condition::new("attribute_not_exists(pk)")),
+        )
     }
 }
 
-/// Placeholders of one DynamoDB expression: each call names an attribute or a value and returns
-/// the placeholder to write in the expression. Lets writers that gather several effects on the
+/// Placeholders of one DynamoDB expression; lets writers that gather several effects on the
 /// tenant item in one `Update` (Stripe ingress) share [`credit_clauses`] with [`credit_items`].
-pub trait Placeholders {
-    /// `#…` for an attribute name.
-    fn name(&mut self, attribute: &str) -> String;
-    /// `:…` for a value.
-    fn value(&mut self, value: AttributeValue) -> String;
-}
-
+pub use crate::table::Placeholders;
 /// What a credit does to the tenant item, as expression clauses (placeholders from the caller).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TenantClauses {
-    /// `SET` clauses.
-    pub set: Vec<String>,
-    /// Attribute placeholders to `REMOVE`.
-    pub remove: Vec<String>,
-    /// Conditions, all of which must hold.
-    pub conditions: Vec<String>,
-}
+pub type TenantClauses = crate::table::Clauses;
 
 /// The one expression of a credit: the balance rises by `entry.amount_minor` (> 0, kind
 /// [`LedgerKind::Credit`]), the month's budget alert flags are reset (a top-up re-arms the
@@ -298,26 +279,6 @@ pub fn credit_clauses(p: &mut impl Placeholders, entry: &LedgerEntry) -> TenantC
     clauses
 }
 
-/// Placeholders numbered in order of use.
-#[derive(Debug, Default)]
-struct Numbered {
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Placeholders for Numbered {
-    fn name(&mut self, attribute: &str) -> String {
-        let key = format!("#n{}", self.names.len());
-        self.names.insert(key.clone(), attribute.to_owned());
-        key
-    }
-    fn value(&mut self, value: AttributeValue) -> String {
-        let key = format!(":v{}", self.values.len());
-        self.values.insert(key.clone(), value);
-        key
-    }
-}
-
 /// The writes that credit a top-up to a tenant, for the caller's transaction: the tenant update
 /// of [`credit_clauses`] (failing its condition if the tenant does not exist), the entry and the
 /// day's counter ([`usage::credit_counter_item`]; Stripe ingress pushes that one itself).
@@ -328,23 +289,11 @@ pub fn credit_items(
     tenant_id: &str,
     entry: &LedgerEntry,
 ) -> [TransactWriteItem; 3] {
-    let mut p = Numbered::default();
-    let clauses = credit_clauses(&mut p, entry);
-    let mut conditions = vec!["attribute_exists(pk)".to_owned()];
-    conditions.extend(clauses.conditions);
-    let update = Update::builder()
-        .table_name(table_name)
-        .set_key(Some(tenants::key(tenant_id)))
-        .update_expression(format!(
-            "SET {} REMOVE {}",
-            clauses.set.join(", "),
-            clauses.remove.join(", ")
-        ))
-        .condition_expression(conditions.join(" AND "))
-        .set_expression_attribute_names(Some(p.names))
-        .set_expression_attribute_values(Some(p.values))
-        .build()
-        .expect("table, key and expression set");
+    let mut update = UpdateBuilder::default();
+    update.condition("attribute_exists(pk)");
+    let clauses = credit_clauses(&mut update.expr, entry);
+    update.merge(clauses);
+    let update = update.build(table_name, tenants::key(tenant_id));
     [
         TransactWriteItem::builder().update(update).build(),
         entry.put_item(table_name, tenant_id),
@@ -461,34 +410,38 @@ fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
 
 /// The optimistic update: same month, enough balance, no alert due. Needs no read.
 fn fast_update(table_name: &str, tenant_id: &str, amount: i64, month: &str) -> Update {
-    Update::builder()
-        .table_name(table_name)
-        .set_key(Some(tenants::key(tenant_id)))
-        .update_expression(
-            "SET #bal = #bal - :amt, #used = #used + :amt, \
-             #wh = if_not_exists(#wh, :zero) - :amt, #eh = if_not_exists(#eh, :zero) - :amt",
-        )
+    let mut u = UpdateBuilder::default();
+    let e = &mut u.expr;
+    let (bal, used) = (
+        e.name(attr::BALANCE_MINOR),
+        e.name(attr::USED_THIS_MONTH_MINOR),
+    );
+    let (wh, eh) = (
+        e.name(BUDGET_WARNING_HEADROOM),
+        e.name(BUDGET_EXCEEDED_HEADROOM),
+    );
+    let (mon, limit) = (
+        e.name(attr::BUDGET_MONTH),
+        e.name(attr::MONTHLY_BUDGET_MINOR),
+    );
+    let (warned, exceeded) = (
+        e.name(attr::BUDGET_WARNING_SENT),
+        e.name(attr::BUDGET_EXCEEDED_SENT),
+    );
+    let (amt, zero, month) = (e.value(n(amount)), e.value(n(0)), e.value(s(month)));
+    u.set_clause(format!("{bal} = {bal} - {amt}"))
+        .set_clause(format!("{used} = {used} + {amt}"))
+        .set_clause(format!("{wh} = if_not_exists({wh}, {zero}) - {amt}"))
+        .set_clause(format!("{eh} = if_not_exists({eh}, {zero}) - {amt}"))
         // No alert is due when the debit stays below the 80 % threshold, or the warning went
         // out this month and the debit stays below 100 % (or that went out too).
-        .condition_expression(
-            "attribute_exists(pk) AND #bal >= :amt AND #month = :month AND \
-             (attribute_not_exists(#limit) OR #wh > :amt OR \
-              (#warned = :month AND (#eh > :amt OR #exceeded = :month)))",
-        )
-        .expression_attribute_names("#wh", BUDGET_WARNING_HEADROOM)
-        .expression_attribute_names("#eh", BUDGET_EXCEEDED_HEADROOM)
-        .expression_attribute_names("#warned", attr::BUDGET_WARNING_SENT)
-        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
-        .expression_attribute_names("#used", attr::USED_THIS_MONTH_MINOR)
-        .expression_attribute_names("#month", attr::BUDGET_MONTH)
-        .expression_attribute_names("#limit", attr::MONTHLY_BUDGET_MINOR)
-        .expression_attribute_names("#exceeded", attr::BUDGET_EXCEEDED_SENT)
-        .expression_attribute_values(":amt", n(amount))
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":month", s(month))
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .expect("table, key and expression set")
+        .condition(format!(
+            "attribute_exists(pk) AND {bal} >= {amt} AND {mon} = {month} AND \
+             (attribute_not_exists({limit}) OR {wh} > {amt} OR \
+              ({warned} = {month} AND ({eh} > {amt} OR {exceeded} = {month})))"
+        ))
+        .return_old_on_condition_failure();
+    u.build(table_name, tenants::key(tenant_id))
 }
 
 /// Whether [`fast_update`]'s condition holds for `item` (mirrors it).
@@ -513,68 +466,46 @@ fn planned_update(
     seen: &Item,
     plan: &Plan,
 ) -> Update {
-    let mut set = vec![
-        "#bal = #bal - :amt".to_owned(),
-        format!("{} = :month", attr::BUDGET_MONTH),
-        format!("{} = :used_after", attr::USED_THIS_MONTH_MINOR),
-    ];
-    let mut remove = Vec::new();
-    let mut values = Item::from([
-        (":amt".to_owned(), n(amount)),
-        (":month".to_owned(), s(month)),
-        (":used_after".to_owned(), n(plan.used_after)),
-    ]);
+    let mut u = UpdateBuilder::default();
+    let bal = u.expr.name(attr::BALANCE_MINOR);
+    let amt = u.expr.value(n(amount));
+    u.set_clause(format!("{bal} = {bal} - {amt}"))
+        .set(attr::BUDGET_MONTH, s(month))
+        .set(attr::USED_THIS_MONTH_MINOR, n(plan.used_after));
     if plan.warning_flag {
-        set.push(format!("{} = :month", attr::BUDGET_WARNING_SENT));
+        u.set(attr::BUDGET_WARNING_SENT, s(month));
     }
     if plan.exceeded_flag {
-        set.push(format!("{} = :month", attr::BUDGET_EXCEEDED_SENT));
+        u.set(attr::BUDGET_EXCEEDED_SENT, s(month));
     }
     match plan.headrooms {
         Some((warning, exceeded)) => {
-            set.push(format!("{BUDGET_WARNING_HEADROOM} = :wh"));
-            set.push(format!("{BUDGET_EXCEEDED_HEADROOM} = :eh"));
-            values.insert(":wh".to_owned(), n(warning));
-            values.insert(":eh".to_owned(), n(exceeded));
+            u.set(BUDGET_WARNING_HEADROOM, n(warning))
+                .set(BUDGET_EXCEEDED_HEADROOM, n(exceeded));
         }
-        None => remove.extend([
-            BUDGET_WARNING_HEADROOM.to_owned(),
-            BUDGET_EXCEEDED_HEADROOM.to_owned(),
-        ]),
+        None => {
+            u.remove(BUDGET_WARNING_HEADROOM)
+                .remove(BUDGET_EXCEEDED_HEADROOM);
+        }
     }
-    let mut conditions = vec!["attribute_exists(pk)".to_owned(), "#bal >= :amt".to_owned()];
-    for (i, name) in [
+    u.condition("attribute_exists(pk)")
+        .condition(format!("{bal} >= {amt}"));
+    for name in [
         attr::BUDGET_MONTH,
         attr::USED_THIS_MONTH_MINOR,
         attr::BUDGET_WARNING_SENT,
         attr::BUDGET_EXCEEDED_SENT,
         attr::MONTHLY_BUDGET_MINOR,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        match seen.get(name) {
-            Some(value) => {
-                conditions.push(format!("{name} = :seen{i}"));
-                values.insert(format!(":seen{i}"), value.clone());
-            }
-            None => conditions.push(format!("attribute_not_exists({name})")),
-        }
+    ] {
+        let placeholder = u.expr.name(name);
+        let condition = match seen.get(name) {
+            Some(value) => format!("{placeholder} = {}", u.expr.value(value.clone())),
+            None => format!("attribute_not_exists({placeholder})"),
+        };
+        u.condition(condition);
     }
-    let mut expression = format!("SET {}", set.join(", "));
-    if !remove.is_empty() {
-        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-    }
-    Update::builder()
-        .table_name(table_name)
-        .set_key(Some(tenants::key(tenant_id)))
-        .update_expression(expression)
-        .condition_expression(conditions.join(" AND "))
-        .expression_attribute_names("#bal", attr::BALANCE_MINOR)
-        .set_expression_attribute_values(Some(values))
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .expect("table, key and expression set")
+    u.return_old_on_condition_failure()
+        .build(table_name, tenants::key(tenant_id))
 }
 
 fn alert_event(tenant_id: &str, event_type: &str, plan: &Plan, month: &str) -> fanout::Deferred {
@@ -664,23 +595,22 @@ pub async fn debit(
             Err(CommitError::LockLost) => return Err(DebitError::LockLost),
             Err(CommitError::Failed(err)) => return Err(DebitError::Aws(err)),
         };
-        let tenant_reason = &reasons[0];
-        match tenant_reason.code() {
-            Some("ConditionalCheckFailed") => {}
+        let seen = match table::item_outcome(&reasons, 0) {
+            table::ItemOutcome::ConditionFailed(seen) => seen,
             // Another transaction touched the tenant at the same moment: try again.
-            Some("TransactionConflict") => {
+            table::ItemOutcome::Conflict => {
                 tenant_update = fast_update(table_name, tenant_id, amount, &month);
                 deferred.clear();
                 backoff(attempt).await;
                 continue;
             }
-            code => {
+            other => {
                 return Err(DebitError::Aws(ApiError::internal(anyhow::anyhow!(
-                    "debit transaction cancelled: {code:?}"
+                    "debit transaction cancelled: {other:?}"
                 ))));
             }
-        }
-        let Some(seen) = tenant_reason.item().filter(|i| !i.is_empty()) else {
+        };
+        let Some(seen) = seen else {
             return Err(DebitError::TenantNotFound);
         };
         let Some(plan) = plan(seen, amount, &month) else {
@@ -796,6 +726,64 @@ pub async fn ledger_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every placeholder the expressions use is defined, and every one defined is used:
+    /// DynamoDB rejects the request otherwise.
+    fn assert_placeholders_match(update: &Update) {
+        let text = format!(
+            "{} {}",
+            update.update_expression(),
+            update.condition_expression().unwrap_or_default()
+        );
+        let used: std::collections::BTreeSet<String> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '#' || c == ':'))
+            .filter(|w| w.starts_with('#') || w.starts_with(':'))
+            .map(str::to_owned)
+            .collect();
+        let defined: std::collections::BTreeSet<String> = update
+            .expression_attribute_names()
+            .into_iter()
+            .flat_map(|m| m.keys().cloned())
+            .chain(
+                update
+                    .expression_attribute_values()
+                    .into_iter()
+                    .flat_map(|m| m.keys().cloned()),
+            )
+            .collect();
+        assert_eq!(used, defined, "{text}");
+    }
+
+    #[test]
+    fn debit_updates_define_exactly_the_placeholders_they_use() {
+        let fast = fast_update("t", "tnt_a", 150, "2026-01");
+        assert_placeholders_match(&fast);
+        assert!(
+            fast.update_expression()
+                .starts_with("SET #balance_minor = #balance_minor - :v0")
+        );
+        let seen = Item::from([
+            (attr::BALANCE_MINOR.to_owned(), n(10_000)),
+            (attr::MONTHLY_BUDGET_MINOR.to_owned(), n(1000)),
+            (attr::BUDGET_MONTH.to_owned(), s("2026-01")),
+            (attr::USED_THIS_MONTH_MINOR.to_owned(), n(790)),
+        ]);
+        for (amount, month) in [(20, "2026-01"), (150, "2026-02"), (300, "2026-01")] {
+            let plan = plan(&seen, amount, month).unwrap();
+            assert_placeholders_match(&planned_update("t", "tnt_a", amount, month, &seen, &plan));
+        }
+        let no_budget = Item::from([(attr::BALANCE_MINOR.to_owned(), n(10_000))]);
+        let plan = plan(&no_budget, 5, "2026-01").unwrap();
+        let update = planned_update("t", "tnt_a", 5, "2026-01", &no_budget, &plan);
+        assert_placeholders_match(&update);
+        assert!(update.update_expression().contains("REMOVE"));
+        let [credit, _, _] = credit_items(
+            "t",
+            "tnt_a",
+            &LedgerEntry::from_stripe(LedgerKind::Credit, 5, "usd", "c", "pi_1", "evt_1"),
+        );
+        assert_placeholders_match(credit.update().unwrap());
+    }
 
     fn tenant_item(pairs: &[(&str, aws_sdk_dynamodb::types::AttributeValue)]) -> Item {
         pairs
@@ -970,17 +958,23 @@ mod tests {
             "evt_1",
         );
         assert_eq!(entry.source, "pi_1");
-        let mut p = Numbered::default();
+        let mut p = table::Expr::default();
         let c = credit_clauses(&mut p, &entry);
-        assert_eq!(c.set, ["#n0 = if_not_exists(#n0, :v0) + :v1"]);
-        assert_eq!(p.names["#n0"], attr::BALANCE_MINOR);
+        assert_eq!(
+            c.set,
+            ["#balance_minor = if_not_exists(#balance_minor, :v0) + :v1"]
+        );
+        assert_eq!(p.names["#balance_minor"], attr::BALANCE_MINOR);
         assert_eq!(p.values[":v1"], n(2500));
         let removed: Vec<&str> = c.remove.iter().map(|r| p.names[r].as_str()).collect();
         assert_eq!(
             removed,
             [attr::BUDGET_WARNING_SENT, attr::BUDGET_EXCEEDED_SENT]
         );
-        assert_eq!(c.conditions, ["(attribute_not_exists(#n3) OR #n3 = :v2)"]);
+        assert_eq!(
+            c.conditions,
+            ["(attribute_not_exists(#currency) OR #currency = :v2)"]
+        );
         assert_eq!(p.values[":v2"], s("usd"));
         // The Stripe entry keeps its event, and round-trips like any other.
         let item = entry.to_item("tnt_a");

@@ -375,7 +375,7 @@ mod tests {
         let listed = |id: &str, deliveries: &[(&str, &str, u32)]| ListedEvent {
             event: OutboundEvent {
                 id: id.into(),
-                tenant_id: "tnt_a".into(),
+                tenant_id: crate::tenants::TenantId::parse("tnt_a").unwrap(),
                 event_type: "x".into(),
                 data: serde_json::Value::Null,
                 created_at: 0,

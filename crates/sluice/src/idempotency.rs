@@ -116,7 +116,7 @@ use tower::{Layer, Service};
 
 use crate::{
     ApiError, clock, ids,
-    table::{self, Item, ItemExt, bin, n, s},
+    table::{self, Item, ItemExt, UpdateBuilder, bin, n, s},
 };
 
 /// The request header naming the idempotency key.
@@ -788,69 +788,30 @@ impl StoredResponse {
         body: &[u8],
         sealed: bool,
     ) -> Update {
-        let mut set_clauses = vec![
-            "#status = :completed".to_owned(),
-            "response_status = :response_status".to_owned(),
-        ];
-        let mut remove = vec!["lock_expires_at"];
-        let mut values = Item::from([
-            (":completed".to_owned(), s(attr::COMPLETED)),
-            (":in_progress".to_owned(), s(attr::IN_PROGRESS)),
-            (":response_status".to_owned(), n(self.status.as_u16())),
-            (":token".to_owned(), s(token)),
-        ]);
-        let optional = [
-            (
+        let mut u = UpdateBuilder::default();
+        u.set(attr::STATUS, s(attr::COMPLETED))
+            .set(attr::RESPONSE_STATUS, n(self.status.as_u16()))
+            .remove(attr::LOCK_EXPIRES_AT_MS)
+            .set_or_remove(
                 attr::RESPONSE_CONTENT_TYPE,
-                ":ct",
                 self.content_type.clone().map(s),
-            ),
-            (
-                attr::RESPONSE_LOCATION,
-                ":loc",
-                self.location.clone().map(s),
-            ),
-            (
-                attr::RESPONSE_RETRY_AFTER,
-                ":retry_after",
-                self.retry_after.clone().map(s),
-            ),
-            (
+            )
+            .set_or_remove(attr::RESPONSE_LOCATION, self.location.clone().map(s))
+            .set_or_remove(attr::RESPONSE_RETRY_AFTER, self.retry_after.clone().map(s))
+            .set_or_remove(
                 attr::RESPONSE_BODY,
-                ":body",
                 (!body.is_empty()).then(|| bin(body.to_vec())),
-            ),
-            (
-                attr::RESPONSE_SEALED,
-                ":sealed",
-                sealed.then(|| table::b(true)),
-            ),
-        ];
-        for (name, placeholder, value) in optional {
-            match value {
-                Some(v) => {
-                    set_clauses.push(format!("{name} = {placeholder}"));
-                    values.insert(placeholder.to_owned(), v);
-                }
-                None => remove.push(name),
-            }
-        }
-        Update::builder()
-            .table_name(table_name)
-            .set_key(Some(table::key(pk, RECORD_SK)))
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set_clauses.join(", "),
-                remove.join(", ")
-            ))
-            // `in_progress` too: a resent commit that DynamoDB already applied must not apply
-            // again (see `commit_with_response`).
-            .condition_expression("lock_token = :token AND #status = :in_progress")
-            .expression_attribute_names("#status", attr::STATUS)
-            .set_expression_attribute_values(Some(values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .expect("table, key and expression set")
+            )
+            .set_or_remove(attr::RESPONSE_SEALED, sealed.then(|| table::b(true)));
+        // `in_progress` too: a resent commit that DynamoDB already applied must not apply
+        // again (see `commit_with_response`).
+        let (lock_token, status) = (u.expr.name(attr::LOCK_TOKEN), u.expr.name(attr::STATUS));
+        let (token, in_progress) = (u.expr.value(s(token)), u.expr.value(s(attr::IN_PROGRESS)));
+        u.condition(format!(
+            "{lock_token} = {token} AND {status} = {in_progress}"
+        ))
+        .return_old_on_condition_failure()
+        .build(table_name, table::key(pk, RECORD_SK))
     }
 }
 
@@ -1109,21 +1070,13 @@ pub async fn commit_with_response(
         }
         Err(err) => err,
     };
-    let mut reasons = match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-            e.cancellation_reasons().to_vec()
-        }
-        _ => return Err(CommitError::Failed(err.into())),
+    let Some(mut reasons) = table::cancellation_reasons(&err).map(<[_]>::to_vec) else {
+        return Err(CommitError::Failed(err.into()));
     };
     if let Some(lock) = lock
-        && let Some(reason) = reasons
-            .get(count)
-            .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+        && let table::ItemOutcome::ConditionFailed(record) = table::item_outcome(&reasons, count)
     {
-        if reason
-            .item()
-            .is_some_and(|record| lock.completed_by_us(record))
-        {
+        if record.is_some_and(|record| lock.completed_by_us(record)) {
             // An earlier send of this very commit applied (its response was lost); every item
             // of a transaction applies together, so the effect is written, once.
             lock.mark_saved();
@@ -1241,29 +1194,45 @@ mod tests {
         );
     }
 
+    /// What an update's `SET name = :value` clauses assign, by attribute name.
+    fn assigned(update: &Update) -> Item {
+        let (names, values) = (
+            update.expression_attribute_names().unwrap(),
+            update.expression_attribute_values().unwrap(),
+        );
+        let set = update.update_expression().strip_prefix("SET ").unwrap();
+        let set = set.split(" REMOVE ").next().unwrap();
+        set.split(", ")
+            .map(|clause| {
+                let (name, value) = clause.split_once(" = ").unwrap();
+                (names[name].clone(), values[value].clone())
+            })
+            .collect()
+    }
+
     #[test]
     fn stored_responses_round_trip_through_the_record() {
         let stored = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({"id": "x"}))
             .with_location("/v1/things/x");
         let update = stored.completion("t", "IDEM#s#k", "lock_1", &stored.body, false);
-        let values = update.expression_attribute_values().unwrap();
-        let mut item = Item::from([
-            (attr::STATUS.to_owned(), s(attr::COMPLETED)),
-            (
-                attr::RESPONSE_STATUS.to_owned(),
-                values[":response_status"].clone(),
-            ),
-            (
-                attr::RESPONSE_CONTENT_TYPE.to_owned(),
-                values[":ct"].clone(),
-            ),
-            (attr::RESPONSE_LOCATION.to_owned(), values[":loc"].clone()),
-            (attr::RESPONSE_BODY.to_owned(), values[":body"].clone()),
-        ]);
+        let mut item = assigned(&update);
+        assert_eq!(item.get_s(attr::STATUS), Some(attr::COMPLETED));
         assert_eq!(StoredResponse::from_item(&item), Some(stored.clone()));
+        let (names, values) = (
+            update.expression_attribute_names().unwrap(),
+            update.expression_attribute_values().unwrap(),
+        );
+        let condition = update.condition_expression().unwrap();
+        let (token, status) = condition.split_once(" AND ").unwrap();
+        let (name, value) = token.split_once(" = ").unwrap();
         assert_eq!(
-            update.condition_expression(),
-            Some("lock_token = :token AND #status = :in_progress")
+            (names[name].as_str(), &values[value]),
+            (attr::LOCK_TOKEN, &s("lock_1"))
+        );
+        let (name, value) = status.split_once(" = ").unwrap();
+        assert_eq!(
+            (names[name].as_str(), &values[value]),
+            (attr::STATUS, &s(attr::IN_PROGRESS))
         );
 
         // An empty body is not stored and reads back empty.
@@ -1276,9 +1245,9 @@ mod tests {
             sensitive: false,
         };
         let update = empty.completion("t", "IDEM#s#k", "lock_1", b"", false);
-        assert!(update.update_expression().contains(
-            "REMOVE lock_expires_at, response_content_type, response_location, response_retry_after, \
-             response_body, response_sealed"
+        assert!(update.update_expression().ends_with(
+            "REMOVE #lock_expires_at, #response_content_type, #response_location, \
+             #response_retry_after, #response_body, #response_sealed"
         ));
         item.remove(attr::RESPONSE_BODY);
         item.remove(attr::RESPONSE_CONTENT_TYPE);
@@ -1298,15 +1267,8 @@ mod tests {
         assert_eq!(stored.retry_after.as_deref(), Some("120"));
         assert_eq!(stored.outcome(), Outcome::Save);
         let update = stored.completion("t", "IDEM#s#k", "lock_1", b"", false);
-        let values = update.expression_attribute_values().unwrap();
-        let item = Item::from([
-            (attr::STATUS.to_owned(), s(attr::COMPLETED)),
-            (attr::RESPONSE_STATUS.to_owned(), n(202)),
-            (
-                attr::RESPONSE_RETRY_AFTER.to_owned(),
-                values[":retry_after"].clone(),
-            ),
-        ]);
+        let item = assigned(&update);
+        assert_eq!(item.get_i64(attr::RESPONSE_STATUS), Some(202));
         let read = StoredResponse::from_item(&item).unwrap();
         assert_eq!(read.retry_after.as_deref(), Some("120"));
         assert_eq!(

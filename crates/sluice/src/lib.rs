@@ -4,9 +4,10 @@
 //! - [`config`]: typed settings read once from the environment.
 //! - [`error`]: the one HTTP error type, rendered as RFC 9457 problem+json.
 //! - [`aws`]: SDK clients built once from the standard AWS configuration chain.
-//! - [`table`]: the single-table layout (key shapes, attribute helpers).
+//! - [`table`]: the single-table layout (key shapes, attribute helpers) and the write helpers
+//!   (update-expression builder, transaction items, cancellation reasons).
 //! - [`ids`], [`clock`]: prefixed opaque ids and time.
-//! - [`auth`], [`tenants`]: API keys, the admin key, tenant records.
+//! - [`auth`], [`tenants`]: API keys, the admin key, the tenant entity (`TenantId`, `Tenant`).
 //! - [`endpoints`]: the webhook endpoint entity (key, attributes, typed id, matching rule).
 //! - [`outbound`]: the outbound event and its deliveries (keys, attributes, typed ids, attempts);
 //!   [`fanout`] publishes them.

@@ -354,16 +354,16 @@ async fn commit(
             .send()
             .await;
         let Err(err) = result else { continue };
-        let codes = crate::tenants::cancellation_codes(&err);
-        if codes.is_empty() {
+        let Some(reasons) = table::cancellation_reasons(&err).filter(|r| !r.is_empty()) else {
             return Err(err.into());
-        }
+        };
         // An Add is the only step in its transaction (a single-endpoint replay): its check is
         // item 0.
         let add = matches!(chunk.first(), Some(Step::Add { .. }));
-        let failed_at_0 = codes
-            .first()
-            .is_some_and(|c| c.as_deref() == Some("ConditionalCheckFailed"));
+        let failed_at_0 = matches!(
+            table::item_outcome(reasons, 0),
+            table::ItemOutcome::ConditionFailed(_)
+        );
         return Ok(Err(if add && failed_at_0 {
             Cancelled::EndpointMissing
         } else {

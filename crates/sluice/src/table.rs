@@ -32,11 +32,19 @@
 //! and `replay`.
 //!
 //! Every key shape of the table has its builder in this file (the endpoint's is re-exported
-//! from `endpoints`, which owns that item).
+//! from `endpoints`, which owns that item). The write helpers (update-expression builder,
+//! transaction items, cancellation reasons) are in `table/write.rs`, re-exported here.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+
+mod write;
+pub use write::{
+    Cancellation, Clauses, Condition, Expr, ItemOutcome, Placeholders, TxFailure, UpdateBuilder,
+    cancellation_reasons, classify, condition_check, delete, is_condition_failure_at, item_outcome,
+    put, read_cancellation,
+};
 
 /// Partition key attribute.
 pub const PK: &str = "pk";

@@ -12,16 +12,16 @@
 
 use std::{fmt, ops::Deref};
 
-use aws_sdk_dynamodb::{
-    Client,
-    types::{ConditionCheck, Delete, Put, TransactWriteItem},
-};
+use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
 use serde::Serialize;
 
 use crate::{
     ApiError, auth, clock, ids,
-    table::{self, Item, ItemExt, n, s},
+    table::{self, Condition, Item, ItemExt, n, s},
 };
+
+/// Where the transaction helpers used to live; callers elsewhere still name them here.
+pub use crate::table::is_condition_failure_at;
 
 /// Attribute names of the tenant item that more than one module reads or writes.
 pub mod attr {
@@ -245,35 +245,28 @@ fn api_key_items(table_name: &str, tenant_id: &str) -> (IssuedKey, [TransactWrit
     let api_key = ids::new_api_key();
     let digest_hex = hex::encode(auth::digest(&api_key));
     let now = clock::now_epoch();
-    let lookup = Put::builder()
-        .table_name(table_name)
-        .set_item(Some(Item::from([
+    let lookup = table::put(
+        table_name,
+        Item::from([
             (table::PK.into(), s(table::api_key_pk(&digest_hex))),
             (table::SK.into(), s(table::API_KEY_SK)),
             ("tenant_id".into(), s(tenant_id)),
             ("key_id".into(), s(&key_id)),
             ("created_at".into(), n(now)),
-        ])))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table, item set");
-    let owner_ref = Put::builder()
-        .table_name(table_name)
-        .set_item(Some(Item::from([
+        ]),
+        Some(Condition::new("attribute_not_exists(pk)")),
+    );
+    let owner_ref = table::put(
+        table_name,
+        Item::from([
             (table::PK.into(), s(table::tenant_pk(tenant_id))),
             (table::SK.into(), s(table::tenant_api_key_sk(&key_id))),
             ("digest".into(), s(digest_hex)),
             ("created_at".into(), n(now)),
-        ])))
-        .build()
-        .expect("table, item set");
-    (
-        IssuedKey { key_id, api_key },
-        [
-            TransactWriteItem::builder().put(lookup).build(),
-            TransactWriteItem::builder().put(owner_ref).build(),
-        ],
-    )
+        ]),
+        None,
+    );
+    (IssuedKey { key_id, api_key }, [lookup, owner_ref])
 }
 
 /// Creates a tenant and its first API key in one transaction.
@@ -296,15 +289,14 @@ pub async fn create_tenant(
         subscription: None,
     };
     let id = tenant.id.clone();
-    let put = Put::builder()
-        .table_name(table_name)
-        .set_item(Some(tenant.to_item()))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table, item set");
+    let put = table::put(
+        table_name,
+        tenant.to_item(),
+        Some(Condition::new("attribute_not_exists(pk)")),
+    );
     let (issued, [lookup, owner_ref]) = api_key_items(table_name, &id);
     db.transact_write_items()
-        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(put)
         .transact_items(lookup)
         .transact_items(owner_ref)
         .send()
@@ -335,19 +327,14 @@ pub async fn add_api_key(
     tenant_id: &str,
 ) -> Result<IssuedKey, ApiError> {
     let (issued, [lookup, owner_ref]) = api_key_items(table_name, tenant_id);
-    let tenant_exists = ConditionCheck::builder()
-        .table_name(table_name)
-        .set_key(Some(key(tenant_id)))
-        .condition_expression("attribute_exists(pk)")
-        .build()
-        .expect("table, key, condition set");
+    let tenant_exists = table::condition_check(
+        table_name,
+        key(tenant_id),
+        Condition::new("attribute_exists(pk)"),
+    );
     let result = db
         .transact_write_items()
-        .transact_items(
-            TransactWriteItem::builder()
-                .condition_check(tenant_exists)
-                .build(),
-        )
+        .transact_items(tenant_exists)
         .transact_items(lookup)
         .transact_items(owner_ref)
         .send()
@@ -381,24 +368,20 @@ pub async fn revoke_api_key(
     let Some(digest_hex) = out.item().and_then(|i| i.get_s("digest")).map(String::from) else {
         return Err(ApiError::not_found("api key"));
     };
-    let delete_ref = Delete::builder()
-        .table_name(table_name)
-        .set_key(Some(owner_key))
-        .condition_expression("attribute_exists(pk)")
-        .build()
-        .expect("table, key set");
-    let delete_lookup = Delete::builder()
-        .table_name(table_name)
-        .set_key(Some(table::key(
-            table::api_key_pk(&digest_hex),
-            table::API_KEY_SK,
-        )))
-        .build()
-        .expect("table, key set");
+    let delete_ref = table::delete(
+        table_name,
+        owner_key,
+        Some(Condition::new("attribute_exists(pk)")),
+    );
+    let delete_lookup = table::delete(
+        table_name,
+        table::key(table::api_key_pk(&digest_hex), table::API_KEY_SK),
+        None,
+    );
     let result = db
         .transact_write_items()
-        .transact_items(TransactWriteItem::builder().delete(delete_ref).build())
-        .transact_items(TransactWriteItem::builder().delete(delete_lookup).build())
+        .transact_items(delete_ref)
+        .transact_items(delete_lookup)
         .send()
         .await;
     match result {
@@ -406,35 +389,6 @@ pub async fn revoke_api_key(
         // Revoked concurrently by someone else: the key is gone either way.
         Err(err) if is_condition_failure_at(&err, 0) => Err(ApiError::not_found("api key")),
         Err(err) => Err(err.into()),
-    }
-}
-
-/// True if a `TransactWriteItems` failed because the condition of item `index` did not hold.
-pub fn is_condition_failure_at(
-    err: &aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-    >,
-    index: usize,
-) -> bool {
-    cancellation_codes(err)
-        .get(index)
-        .is_some_and(|code| code.as_deref() == Some("ConditionalCheckFailed"))
-}
-
-/// The per-item cancellation reason codes of a cancelled transaction (empty if it was not one).
-pub fn cancellation_codes(
-    err: &aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-    >,
-) -> Vec<Option<String>> {
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-    match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().map(String::from))
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

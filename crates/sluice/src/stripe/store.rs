@@ -1,8 +1,15 @@
-//! The stored Stripe event (`STRIPE#{evt}` / `EVENT`) and the operator's reads of it.
+//! The stored Stripe event record (`STRIPE#{evt}` / `EVENT`): its key, attribute names, typed id,
+//! [`StripeEventRecord`], and the operator's reads of it.
 //!
-//! The raw payload is kept so any event can be reprocessed: as text up to 8 KiB, gzip-compressed
-//! (binary) above. Events are listed through `gsi1` (`STRIPE_EVENTS`, `{received_ms:013}#{evt}`),
+//! The raw payload is kept so any event can be reprocessed: gzip-compressed (binary), or as text
+//! when gzip would not make it smaller. Events are listed through `gsi1` (`STRIPE_EVENTS`, `{received_ms:013}#{evt}`),
 //! newest first, never by scanning the table.
+//!
+//! Invariants: `id` equals the id in the key; `gsi1sk` is `{received_ms:013}#{id}`, so the index
+//! orders by first arrival; `attempts` counts processing rounds and only grows; `waiting_sk`
+//! is present only while the event waits for its customer. Only [`super::process`] writes the
+//! record. AWS requests: [`get_item`]/[`get_record`] one `GetItem`; [`list`] one to ten `Query`s
+//! of the index.
 
 use std::io::{Read, Write};
 
@@ -16,7 +23,7 @@ use serde_json::Value;
 
 use crate::{
     ApiError, clock,
-    table::{self, Item, ItemExt, s},
+    table::{self, Item, ItemExt, n, s},
 };
 
 /// `gsi1pk` of every Stripe event.
@@ -114,41 +121,237 @@ pub mod attr {
     pub const UPDATED_AT: &str = "updated_at";
 }
 
-/// The payload as stored: gzip, unless that would not be smaller (a tiny payload), then text.
-///
-/// Every payload is compressed, not only large ones, because DynamoDB bills every started KB of
-/// an item, twice inside the event's transaction: a 5 KB Checkout Session event stored as text
-/// makes a ≈ 5.5 KB item (12 write units), gzipped (≈ 1.45 KB) a ≈ 1.9 KB one (4 units). The
-/// default level, not the fastest: level 1 leaves that item just over 2 KB (6 units) for a few
-/// microseconds of CPU saved (README "Cost per million").
+/// The payload as stored (what [`StoredPayload::of`] and [`StoredPayload::attributes`] give; kept
+/// for `stripe::process`).
 pub fn payload_attributes(raw: &[u8]) -> Vec<(&'static str, AttributeValue)> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    let compressed = gz.write_all(raw).and_then(|()| gz.finish());
-    let text = std::str::from_utf8(raw).ok();
-    match (compressed, text) {
-        (Ok(bytes), Some(text)) if bytes.len() >= raw.len() => vec![
-            (attr::PAYLOAD, s(text)),
-            (attr::PAYLOAD_ENCODING, s("identity")),
-        ],
-        (Ok(bytes), _) if bytes.len() <= MAX_STORED_PAYLOAD_BYTES => vec![
-            (attr::PAYLOAD, table::bin(bytes)),
-            (attr::PAYLOAD_ENCODING, s("gzip")),
-        ],
-        _ => vec![(attr::PAYLOAD_ENCODING, s("dropped"))],
-    }
+    StoredPayload::of(raw).attributes()
 }
 
 /// The raw payload of a stored event, if it was kept.
 pub fn read_payload(item: &Item) -> Option<Vec<u8>> {
-    match item.get_s(attr::PAYLOAD_ENCODING) {
-        Some("gzip") => {
-            let mut out = Vec::new();
-            GzDecoder::new(item.get_bin(attr::PAYLOAD)?)
-                .read_to_end(&mut out)
-                .ok()?;
-            Some(out)
+    StoredPayload::from_item(item).raw()
+}
+
+/// A Stripe event id, `evt_…`, checked once where it enters (a path, an item).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StripeEventId(String);
+
+impl StripeEventId {
+    /// `Some` if `raw` looks like a Stripe event id: `evt_` and letters, digits or `_`, at most
+    /// 254 bytes (lets handlers answer 404 without a request).
+    pub fn parse(raw: &str) -> Option<Self> {
+        (raw.starts_with("evt_")
+            && raw.len() <= 254
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// An id reads as its text wherever a `&str` key part is asked for.
+impl std::ops::Deref for StripeEventId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StripeEventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The payload as stored (see [`payload_attributes`]); decoded only when asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredPayload {
+    /// UTF-8 text too small for gzip to make it smaller.
+    Text(String),
+    /// gzip of the raw bytes.
+    Gzip(Vec<u8>),
+    /// Too large even compressed: not kept, the event cannot be processed again.
+    Dropped,
+}
+
+impl StoredPayload {
+    /// How a raw payload is stored: gzip, unless that would not be smaller (a tiny payload), then
+    /// text.
+    ///
+    /// Every payload is compressed, not only large ones, because DynamoDB bills every started KB
+    /// of an item, twice inside the event's transaction: a 5 KB Checkout Session event stored as
+    /// text makes a ≈ 5.5 KB item (12 write units), gzipped (≈ 1.45 KB) a ≈ 1.9 KB one (4 units).
+    /// The default level, not the fastest: level 1 leaves that item just over 2 KB (6 units) for a
+    /// few microseconds of CPU saved (README "Cost per million").
+    pub fn of(raw: &[u8]) -> Self {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        let compressed = gz.write_all(raw).and_then(|()| gz.finish());
+        match (compressed, std::str::from_utf8(raw)) {
+            (Ok(bytes), Ok(text)) if bytes.len() >= raw.len() => {
+                StoredPayload::Text(text.to_owned())
+            }
+            (Ok(bytes), _) if bytes.len() <= MAX_STORED_PAYLOAD_BYTES => StoredPayload::Gzip(bytes),
+            _ => StoredPayload::Dropped,
         }
-        _ => item.get_s(attr::PAYLOAD).map(|p| p.as_bytes().to_vec()),
+    }
+
+    /// Its attributes (`payload`, `payload_encoding`).
+    pub fn attributes(&self) -> Vec<(&'static str, AttributeValue)> {
+        match self {
+            StoredPayload::Text(text) => vec![
+                (attr::PAYLOAD, s(text.as_str())),
+                (attr::PAYLOAD_ENCODING, s("identity")),
+            ],
+            StoredPayload::Gzip(bytes) => vec![
+                (attr::PAYLOAD, table::bin(bytes.clone())),
+                (attr::PAYLOAD_ENCODING, s("gzip")),
+            ],
+            StoredPayload::Dropped => vec![(attr::PAYLOAD_ENCODING, s("dropped"))],
+        }
+    }
+
+    /// Reads the attributes of an item (a text payload without an encoding is text).
+    pub fn from_item(item: &Item) -> Self {
+        match item.get_s(attr::PAYLOAD_ENCODING) {
+            Some("gzip") => item
+                .get_bin(attr::PAYLOAD)
+                .map_or(StoredPayload::Dropped, |b| StoredPayload::Gzip(b.to_vec())),
+            _ => item
+                .get_s(attr::PAYLOAD)
+                .map_or(StoredPayload::Dropped, |p| {
+                    StoredPayload::Text(p.to_owned())
+                }),
+        }
+    }
+
+    /// The raw payload, if it was kept (and decompresses).
+    pub fn raw(&self) -> Option<Vec<u8>> {
+        match self {
+            StoredPayload::Text(text) => Some(text.as_bytes().to_vec()),
+            StoredPayload::Gzip(bytes) => {
+                let mut out = Vec::new();
+                GzDecoder::new(bytes.as_slice())
+                    .read_to_end(&mut out)
+                    .ok()?;
+                Some(out)
+            }
+            StoredPayload::Dropped => None,
+        }
+    }
+}
+
+/// A stored Stripe event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StripeEventRecord {
+    pub id: StripeEventId,
+    pub event_type: String,
+    pub status: EventStatus,
+    /// Stripe's `created` (Unix seconds).
+    pub created: i64,
+    /// When Sluice first received it (epoch milliseconds).
+    pub received_ms: i64,
+    /// Processing rounds so far.
+    pub attempts: i64,
+    pub livemode: bool,
+    pub api_version: Option<String>,
+    pub customer_id: Option<String>,
+    /// The tenant its effects went to.
+    pub tenant_id: Option<String>,
+    /// Why it failed (status `failed`).
+    pub error: Option<String>,
+    /// What processing noted (e.g. an effect left out).
+    pub note: Option<String>,
+    /// Sort key of its `UNMATCHED#{cus}` item while it waits for its customer.
+    pub waiting_sk: Option<String>,
+    /// The customer this event linked.
+    pub linked_customer: Option<String>,
+    /// Ids (`msg_…`) of the notifications it published.
+    pub notifications: Vec<String>,
+    /// Epoch seconds of the last write.
+    pub updated_at: Option<i64>,
+    /// Epoch seconds at which DynamoDB may remove it (`ttl`).
+    pub expires_at: Option<i64>,
+    pub payload: StoredPayload,
+}
+
+impl StripeEventRecord {
+    /// `{received_ms:013}#{evt}`: the index orders events by first arrival.
+    pub fn gsi1sk(&self) -> String {
+        format!("{:013}#{}", self.received_ms, self.id)
+    }
+
+    /// The item, key and index attributes included.
+    pub fn to_item(&self) -> Item {
+        let mut item = event_key(&self.id);
+        item.insert(attr::ID.into(), s(self.id.as_str()));
+        item.insert(attr::TYPE.into(), s(&self.event_type));
+        item.insert(attr::STATUS.into(), s(self.status.as_str()));
+        item.insert(attr::CREATED.into(), n(self.created));
+        item.insert(attr::RECEIVED_MS.into(), n(self.received_ms));
+        item.insert(attr::ATTEMPTS.into(), n(self.attempts));
+        item.insert(attr::LIVEMODE.into(), table::b(self.livemode));
+        item.insert(table::GSI1PK.into(), s(GSI1_STRIPE_EVENTS));
+        item.insert(table::GSI1SK.into(), s(self.gsi1sk()));
+        for (name, value) in [
+            (attr::API_VERSION, &self.api_version),
+            (attr::CUSTOMER_ID, &self.customer_id),
+            (attr::TENANT_ID, &self.tenant_id),
+            (attr::ERROR, &self.error),
+            (attr::NOTE, &self.note),
+            (attr::WAITING_SK, &self.waiting_sk),
+            (attr::LINKED_CUSTOMER, &self.linked_customer),
+        ] {
+            if let Some(v) = value {
+                item.insert(name.into(), s(v));
+            }
+        }
+        if !self.notifications.is_empty() {
+            item.insert(
+                attr::NOTIFICATIONS.into(),
+                table::string_list(&self.notifications),
+            );
+        }
+        if let Some(at) = self.updated_at {
+            item.insert(attr::UPDATED_AT.into(), n(at));
+        }
+        if let Some(at) = self.expires_at {
+            item.insert(table::TTL.into(), n(at));
+        }
+        for (name, value) in self.payload.attributes() {
+            item.insert(name.into(), value);
+        }
+        item
+    }
+
+    /// Reads an event item; `None` without a valid `id` or a known `status`. Other missing
+    /// attributes read as empty/0, as the operator API has always shown them.
+    pub fn from_item(item: &Item) -> Option<Self> {
+        let opt = |name| item.get_s(name).map(String::from);
+        Some(StripeEventRecord {
+            id: StripeEventId::parse(item.get_s(attr::ID)?)?,
+            event_type: item.get_s(attr::TYPE).unwrap_or_default().to_owned(),
+            status: EventStatus::parse(item.get_s(attr::STATUS)?)?,
+            created: item.get_i64(attr::CREATED).unwrap_or_default(),
+            received_ms: item.get_i64(attr::RECEIVED_MS).unwrap_or_default(),
+            attempts: item.get_i64(attr::ATTEMPTS).unwrap_or_default(),
+            livemode: item.get_bool(attr::LIVEMODE).unwrap_or(false),
+            api_version: opt(attr::API_VERSION),
+            customer_id: opt(attr::CUSTOMER_ID),
+            tenant_id: opt(attr::TENANT_ID),
+            error: opt(attr::ERROR),
+            note: opt(attr::NOTE),
+            waiting_sk: opt(attr::WAITING_SK),
+            linked_customer: opt(attr::LINKED_CUSTOMER),
+            notifications: item.get_string_list(attr::NOTIFICATIONS),
+            updated_at: item.get_i64(attr::UPDATED_AT),
+            expires_at: item.get_i64(table::TTL),
+            payload: StoredPayload::from_item(item),
+        })
     }
 }
 
@@ -178,28 +381,33 @@ pub struct EventView {
 }
 
 impl EventView {
+    /// The operator's view of a record (the payload decoded as JSON only when asked for).
+    pub fn of(record: StripeEventRecord, with_payload: bool) -> EventView {
+        let payload = with_payload
+            .then(|| record.payload.raw())
+            .flatten()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        EventView {
+            received_at: clock::rfc3339(record.received_ms / 1000),
+            id: record.id.into_string(),
+            event_type: record.event_type,
+            status: record.status.as_str().to_owned(),
+            created: record.created,
+            attempts: record.attempts,
+            error: record.error,
+            note: record.note,
+            tenant_id: record.tenant_id,
+            customer_id: record.customer_id,
+            livemode: record.livemode,
+            api_version: record.api_version,
+            notifications: record.notifications,
+            payload,
+        }
+    }
+
     /// Reads an event item; `None` if it is not one.
     pub fn from_item(item: &Item, with_payload: bool) -> Option<EventView> {
-        let received_ms = item.get_i64(attr::RECEIVED_MS).unwrap_or_default();
-        Some(EventView {
-            id: item.get_s(attr::ID)?.to_owned(),
-            event_type: item.get_s(attr::TYPE).unwrap_or_default().to_owned(),
-            status: item.get_s(attr::STATUS)?.to_owned(),
-            created: item.get_i64(attr::CREATED).unwrap_or_default(),
-            received_at: clock::rfc3339(received_ms / 1000),
-            attempts: item.get_i64(attr::ATTEMPTS).unwrap_or_default(),
-            error: item.get_s(attr::ERROR).map(String::from),
-            note: item.get_s(attr::NOTE).map(String::from),
-            tenant_id: item.get_s(attr::TENANT_ID).map(String::from),
-            customer_id: item.get_s(attr::CUSTOMER_ID).map(String::from),
-            livemode: item.get_bool(attr::LIVEMODE).unwrap_or(false),
-            api_version: item.get_s(attr::API_VERSION).map(String::from),
-            notifications: item.get_string_list(attr::NOTIFICATIONS),
-            payload: with_payload
-                .then(|| read_payload(item))
-                .flatten()
-                .and_then(|raw| serde_json::from_slice(&raw).ok()),
-        })
+        StripeEventRecord::from_item(item).map(|r| Self::of(r, with_payload))
     }
 }
 
@@ -222,6 +430,18 @@ pub async fn get_item(
         .send()
         .await?;
     Ok(out.item)
+}
+
+/// Reads one event record (strongly consistent); `None` if absent or not a record.
+pub async fn get_record(
+    db: &Client,
+    table_name: &str,
+    event_id: &StripeEventId,
+) -> Result<Option<StripeEventRecord>, ApiError> {
+    Ok(get_item(db, table_name, event_id)
+        .await?
+        .as_ref()
+        .and_then(StripeEventRecord::from_item))
 }
 
 /// Filters of `GET /admin/stripe-events`.
@@ -428,6 +648,86 @@ mod tests {
         assert_eq!(item.get_s(attr::PAYLOAD_ENCODING), Some("gzip"));
         assert!(item.get_bin(attr::PAYLOAD).unwrap().len() < 10_000);
         assert_eq!(read_payload(&item).unwrap(), large);
+    }
+
+    fn record() -> StripeEventRecord {
+        StripeEventRecord {
+            id: StripeEventId::parse("evt_1").unwrap(),
+            event_type: "invoice.paid".into(),
+            status: EventStatus::Processed,
+            created: 1_700_000_000,
+            received_ms: 1_700_000_000_123,
+            attempts: 1,
+            livemode: false,
+            api_version: None,
+            customer_id: None,
+            tenant_id: None,
+            error: None,
+            note: None,
+            waiting_sk: None,
+            linked_customer: None,
+            notifications: Vec::new(),
+            updated_at: None,
+            expires_at: None,
+            payload: StoredPayload::of(br#"{"id":"evt_1"}"#),
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_item() {
+        let bare = record();
+        let item = bare.to_item();
+        assert_eq!(item.get_s(table::PK), Some("STRIPE#evt_1"));
+        assert_eq!(item.get_s(table::SK), Some(EVENT_SK));
+        assert_eq!(item.get_s(table::GSI1PK), Some(GSI1_STRIPE_EVENTS));
+        assert_eq!(item.get_s(table::GSI1SK), Some("1700000000123#evt_1"));
+        assert_eq!(StripeEventRecord::from_item(&item), Some(bare));
+        let full = StripeEventRecord {
+            status: EventStatus::Failed,
+            livemode: true,
+            api_version: Some("2024-06-20".into()),
+            customer_id: Some("cus_1".into()),
+            tenant_id: Some("tnt_1".into()),
+            error: Some("boom".into()),
+            note: Some("left out".into()),
+            waiting_sk: Some("0001#evt_1".into()),
+            linked_customer: Some("cus_1".into()),
+            notifications: vec!["msg_1".into(), "msg_2".into()],
+            updated_at: Some(5),
+            expires_at: Some(6),
+            payload: StoredPayload::of(&vec![b'x'; 20_000]),
+            ..record()
+        };
+        assert!(matches!(full.payload, StoredPayload::Gzip(_)));
+        assert_eq!(StripeEventRecord::from_item(&full.to_item()), Some(full));
+    }
+
+    #[test]
+    fn an_item_without_a_valid_id_or_status_is_not_a_record() {
+        let mut item = record().to_item();
+        item.insert(attr::STATUS.into(), s("done"));
+        assert_eq!(StripeEventRecord::from_item(&item), None);
+        let mut item = record().to_item();
+        item.insert(attr::ID.into(), s("ch_1"));
+        assert_eq!(StripeEventRecord::from_item(&item), None);
+    }
+
+    #[test]
+    fn stripe_event_ids_are_parsed_once() {
+        assert!(StripeEventId::parse("evt_1Abc_d").is_some());
+        assert!(StripeEventId::parse("ch_1").is_none());
+        assert!(StripeEventId::parse("evt_a#b").is_none());
+        assert!(StripeEventId::parse(&format!("evt_{}", "a".repeat(251))).is_none());
+    }
+
+    #[test]
+    fn the_view_shows_the_record_and_its_payload_only_when_asked() {
+        let view = EventView::of(record(), true);
+        assert_eq!(view.id, "evt_1");
+        assert_eq!(view.status, "processed");
+        assert_eq!(view.received_at, "2023-11-14T22:13:20Z");
+        assert_eq!(view.payload, Some(serde_json::json!({"id": "evt_1"})));
+        assert_eq!(EventView::of(record(), false).payload, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sluice::{
     ApiError, ApiResult,
     stripe::{
         Outcome, Processor,
-        store::{self, EventStatus, EventView, ListFilter},
+        store::{self, EventStatus, EventView, ListFilter, StripeEventId},
     },
 };
 use utoipa::ToSchema;
@@ -139,19 +139,14 @@ pub async fn list(
     }))
 }
 
-fn valid_id(id: &str) -> bool {
-    id.starts_with("evt_")
-        && id.len() <= 254
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+fn parse_id(id: &str) -> ApiResult<StripeEventId> {
+    StripeEventId::parse(id).ok_or_else(|| ApiError::not_found("stripe event"))
 }
 
-async fn load(state: &AppState, id: &str) -> ApiResult<EventView> {
-    if !valid_id(id) {
-        return Err(ApiError::not_found("stripe event"));
-    }
-    store::get_item(&state.aws.dynamodb, state.table(), id)
+async fn load(state: &AppState, id: &StripeEventId) -> ApiResult<EventView> {
+    store::get_record(&state.aws.dynamodb, state.table(), id)
         .await?
-        .and_then(|item| EventView::from_item(&item, true))
+        .map(|record| EventView::of(record, true))
         .ok_or_else(|| ApiError::not_found("stripe event"))
 }
 
@@ -172,7 +167,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EventView>> {
-    Ok(Json(load(&state, &id).await?))
+    Ok(Json(load(&state, &parse_id(&id)?).await?))
 }
 
 /// Processes a stored event again from its payload. Safe at any time: effects are exactly-once,
@@ -194,9 +189,7 @@ pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RetriedStripeEvent>> {
-    if !valid_id(&id) {
-        return Err(ApiError::not_found("stripe event"));
-    }
+    let id = parse_id(&id)?;
     let outcome = processor(&state)
         .retry_stored(&id)
         .await?

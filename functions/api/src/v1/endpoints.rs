@@ -5,9 +5,7 @@
 //! a secret except `/secret` and the answers that issue one (create, rotate), whose stored
 //! idempotent copies are sealed.
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use axum::{
     Extension, Json,
     extract::{Path, State},
@@ -23,7 +21,7 @@ use sluice::{
     idempotency::{CommitError, StoredResponse, commit_with_response},
     sealing::{self, SealContext, SealedEndpointSecret},
     ssrf::{self, UrlPolicy},
-    table::{self, Item, ItemExt, n, s},
+    table::{self, Condition, Item, ItemExt, UpdateBuilder, n, s},
 };
 
 use utoipa::ToSchema;
@@ -271,13 +269,11 @@ pub async fn create(
     let response = StoredResponse::json(StatusCode::CREATED, &body)
         .with_location(format!("/v1/endpoints/{id}"))
         .sensitive();
-    let put = Put::builder()
-        .table_name(state.table())
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table and item set");
-    let items = vec![TransactWriteItem::builder().put(put).build()];
+    let items = vec![table::put(
+        state.table(),
+        item,
+        Some(Condition::new("attribute_not_exists(pk)")),
+    )];
     Ok(commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await?)
 }
 
@@ -400,62 +396,42 @@ pub async fn update(
 ) -> ApiResult<Json<EndpointOut>> {
     let id = valid_id(&id)?;
     // Every attribute goes through a name placeholder (`url` is a DynamoDB reserved word).
-    let mut set = vec!["#updated_at = :now".to_owned()];
-    let mut remove: Vec<&str> = Vec::new();
-    let mut names =
-        std::collections::HashMap::from([("#updated_at".to_owned(), attr::UPDATED_AT.to_owned())]);
-    let mut values = Item::from([(":now".to_owned(), n(clock::now_epoch()))]);
-    let mut assign = |name: &str, value: AttributeValue, set: &mut Vec<String>| {
-        set.push(format!("#{name} = :{name}"));
-        names.insert(format!("#{name}"), name.to_owned());
-        values.insert(format!(":{name}"), value);
-    };
+    let mut u = UpdateBuilder::default();
+    u.set(attr::UPDATED_AT, n(clock::now_epoch()))
+        .condition("attribute_exists(pk)");
     if let Some(raw) = &req.url {
-        assign(attr::URL, s(validate_url(&state, raw).await?), &mut set);
+        u.set(attr::URL, s(validate_url(&state, raw).await?));
     }
     if let Some(types) = req.event_types {
-        assign(
+        u.set(
             attr::EVENT_TYPES,
             endpoints::event_types_value(&validate_event_types(types)?),
-            &mut set,
         );
     }
     if let Some(d) = req.description {
-        match validate_description(Some(d))? {
-            Some(d) => assign(attr::DESCRIPTION, s(d), &mut set),
-            None => remove.push(attr::DESCRIPTION),
-        }
+        u.set_or_remove(attr::DESCRIPTION, validate_description(Some(d))?.map(s));
     }
     match req.enabled {
         Some(true) => {
-            assign(attr::ENABLED, table::b(true), &mut set);
             // A fresh start: the streak that disabled it no longer counts.
-            remove.extend([attr::FAILING_SINCE, attr::DISABLED_REASON]);
+            u.set(attr::ENABLED, table::b(true))
+                .remove(attr::FAILING_SINCE)
+                .remove(attr::DISABLED_REASON);
         }
         Some(false) => {
-            assign(attr::ENABLED, table::b(false), &mut set);
-            assign(attr::DISABLED_REASON, s(DISABLED_BY_TENANT), &mut set);
+            u.set(attr::ENABLED, table::b(false))
+                .set(attr::DISABLED_REASON, s(DISABLED_BY_TENANT));
         }
         None => {}
     }
-    for name in &remove {
-        names.insert(format!("#{name}"), (*name).to_owned());
-    }
-    let remove: Vec<String> = remove.iter().map(|name| format!("#{name}")).collect();
-    let mut expression = format!("SET {}", set.join(", "));
-    if !remove.is_empty() {
-        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-    }
-    let result = state
+    let request = state
         .aws
         .dynamodb
         .update_item()
         .table_name(state.table())
-        .set_key(Some(endpoints::key(&tenant_id, id.as_str())))
-        .update_expression(expression)
-        .condition_expression("attribute_exists(pk)")
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
+        .set_key(Some(endpoints::key(&tenant_id, id.as_str())));
+    let result = u
+        .apply(request)
         .return_values(ReturnValue::AllNew)
         .send()
         .await;
@@ -492,14 +468,12 @@ pub async fn delete(
     lock: Lock,
 ) -> ApiResult<Response> {
     let id = valid_id(&id)?;
-    let delete = Delete::builder()
-        .table_name(state.table())
-        .set_key(Some(endpoints::key(&tenant_id, id.as_str())))
-        .condition_expression("attribute_exists(pk)")
-        .build()
-        .expect("table and key set");
     let response = StoredResponse::empty(StatusCode::NO_CONTENT);
-    let items = vec![TransactWriteItem::builder().delete(delete).build()];
+    let items = vec![table::delete(
+        state.table(),
+        endpoints::key(&tenant_id, id.as_str()),
+        Some(Condition::new("attribute_exists(pk)")),
+    )];
     match commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await {
         Ok(res) => Ok(res),
         Err(CommitError::Cancelled(_)) => Err(ApiError::not_found("endpoint")),
@@ -580,34 +554,26 @@ pub async fn rotate_secret(
         expires_at: None,
     }];
     secrets.extend(kept);
-    let mut update = Update::builder()
-        .table_name(state.table())
-        .set_key(Some(endpoints::key(&tenant_id, &id)))
-        .update_expression("SET #secrets = :secrets, #version = :next, #updated = :now")
-        .expression_attribute_names("#secrets", attr::SECRETS)
-        .expression_attribute_names("#version", attr::SECRETS_VERSION)
-        .expression_attribute_names("#updated", attr::UPDATED_AT)
-        .expression_attribute_values(":secrets", secrets_list(&secrets))
-        .expression_attribute_values(":now", n(now));
+    let mut update = UpdateBuilder::default();
+    update.set(attr::SECRETS, secrets_list(&secrets));
     // Conditioned on the version read: a concurrent rotation makes this one fail (409) rather
     // than drop the secret the other one just issued.
-    update = match item.get_i64(attr::SECRETS_VERSION) {
-        Some(version) => update
-            .condition_expression("#version = :seen")
-            .expression_attribute_values(":seen", n(version))
-            .expression_attribute_values(":next", n(version + 1)),
-        None => update
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)")
-            .expression_attribute_values(":next", n(1)),
+    let seen = item.get_i64(attr::SECRETS_VERSION);
+    update.set(attr::SECRETS_VERSION, n(seen.map_or(1, |v| v + 1)));
+    update.set(attr::UPDATED_AT, n(now));
+    let version = update.expr.name(attr::SECRETS_VERSION);
+    let condition = match seen {
+        Some(v) => format!("{version} = {}", update.expr.value(n(v))),
+        None => format!("attribute_exists(pk) AND attribute_not_exists({version})"),
     };
-    let update = update.build().expect("table, key and expression set");
+    update.condition(condition);
     let body = RotatedSecretOut {
         id: id.clone(),
         secret: secret.expose().to_owned(),
         previous_secrets_expire_at: overlap_until,
     };
     let response = StoredResponse::json(StatusCode::OK, &body).sensitive();
-    let items = vec![TransactWriteItem::builder().update(update).build()];
+    let items = vec![update.transact_item(state.table(), endpoints::key(&tenant_id, &id))];
     match commit_with_response(&state.aws.dynamodb, items, lock_ref(&lock), response).await {
         Ok(res) => Ok(res),
         Err(CommitError::Cancelled(_)) => Err(ApiError::conflict(
