@@ -915,7 +915,7 @@ mod tests {
         units.request(
             "TransactWriteItems",
             &body,
-            &snapshot(&[tenant.clone()]),
+            &snapshot(std::slice::from_ref(&tenant)),
             &snapshot(&[tenant]),
         );
         // The 1.5 KB event: 2 KB × 2; the small tenant item: 1 KB × 2.
