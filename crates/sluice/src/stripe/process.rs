@@ -1607,12 +1607,14 @@ mod tests {
         assert_eq!(rules.len(), built.tx.items.len());
         assert_eq!(rules[0], OnFail::Event);
         assert_eq!(rules[2], OnFail::Flag(Flag::MoneyRecorded));
+        // The day's usage counter (`GET /v1/usage/summary`), an unconditional ADD.
+        assert!(matches!(&rules[3], OnFail::Fatal(m) if m.contains("usage counter")));
         assert!(
-            matches!(&rules[3], OnFail::Tenant(p) if matches!(**p, OnFail::Fatal(ref m) if m.contains("currency")))
+            matches!(&rules[4], OnFail::Tenant(p) if matches!(**p, OnFail::Fatal(ref m) if m.contains("currency")))
         );
-        assert_eq!(rules[4], OnFail::Published("credits.added"));
-        assert_eq!(rules[5], OnFail::Reresolve);
-        assert_eq!(rules.len(), 6);
+        assert_eq!(rules[5], OnFail::Published("credits.added"));
+        assert_eq!(rules[6], OnFail::Reresolve);
+        assert_eq!(rules.len(), 7);
         let put = event_put(&built);
         assert_eq!(put.condition_expression(), Some("attribute_not_exists(pk)"));
         assert_eq!(put.item()[attr::STATUS].as_s().unwrap(), "processed");
