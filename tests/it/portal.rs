@@ -476,3 +476,308 @@ async fn a_session_never_reaches_another_tenants_endpoint() {
         .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
+
+/// A local webhook receiver that keeps every request (and answers `204`).
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let got: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>> =
+            Default::default();
+        let kept = got.clone();
+        let app =
+            axum::Router::new().fallback(move |headers: http::HeaderMap, body: bytes::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock().unwrap().push((headers, body));
+                    StatusCode::NO_CONTENT
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, got }
+    }
+
+    /// How many deliveries verify with `secret`.
+    fn verified_with(&self, secret: &str) -> usize {
+        let key = sluice::webhook_signature::SigningKey::from_secret(secret).unwrap();
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, b)| {
+                sluice_local::receiver::inspect(
+                    h,
+                    b,
+                    std::slice::from_ref(&key),
+                    sluice::clock::now_epoch(),
+                )
+                .verification
+                    == sluice_local::receiver::Verification::Verified
+            })
+            .count()
+    }
+}
+
+mod in_chromium {
+    use fantoccini::{Client, Locator, key::Key};
+    use serde_json::json;
+
+    use super::*;
+    use crate::browser::{Browser, serve};
+
+    async fn text(c: &Client, css: &str) -> String {
+        match c.wait().for_element(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap(),
+            Err(e) => panic!(
+                "{css}: {e}\nat {}:\n{}",
+                c.current_url().await.unwrap(),
+                c.source().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Marks the current document, so that [`next_page`] can tell the next one from it.
+    async fn mark_page(c: &Client) {
+        c.execute("document.documentElement.dataset.before = '1'", vec![])
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the document marked by [`mark_page`] was replaced.
+    async fn next_page(c: &Client) {
+        text(c, "html:not([data-before]) body").await;
+    }
+
+    /// Clicks what navigates, and waits for the next page.
+    async fn click(c: &Client, css: &str) {
+        mark_page(c).await;
+        c.find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+        next_page(c).await;
+    }
+
+    /// Every visible input, select and textarea of the page has a label.
+    async fn assert_labelled(c: &Client) {
+        let unlabelled = c
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]),select,textarea')]\
+                 .filter(e => !(e.labels && e.labels.length)).map(e => e.outerHTML)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, json!([]), "inputs without a label");
+    }
+
+    /// The page fits the viewport's width (no horizontal scrolling of the page itself).
+    async fn assert_fits(c: &Client) {
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if fits != json!(true) {
+            let wide = c
+                .execute(
+                    "return [...document.querySelectorAll('body *')]\
+                     .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)\
+                     .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))\
+                     .slice(0, 8)",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            panic!(
+                "{} scrolls sideways at {:?}: {wide}",
+                c.current_url().await.unwrap(),
+                c.execute("return window.innerWidth", vec![]).await.unwrap()
+            );
+        }
+    }
+
+    /// Runs the delivery side once: relay the outbox, then one egress round on the queue.
+    async fn deliver(stack: &Stack) {
+        stack.relay_outbox().await;
+        sluice_local::poller::poll_once(
+            &stack.aws.sqs,
+            &stack.resources.queue_url,
+            &stack.resources.queue_arn,
+            &stack.egress(),
+            1,
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_uses_the_portal_in_chromium() {
+        let stack = Stack::new().await;
+        let (base, _stop) = serve(&stack).await;
+        let (tenant, key) = stack.create_tenant("Acme Robotics").await;
+        let (_, other_key) = stack.create_tenant("Someone else").await;
+        let theirs = stack
+            .send(
+                Req::post("/v1/endpoints")
+                    .bearer(&other_key)
+                    .json(&json!({ "url": "http://127.0.0.1:9/their-hook" })),
+            )
+            .await
+            .json();
+        // A Stripe top-up reaches the ingress, signed as Stripe signs it.
+        crate::stripe_ingress::deliver_ok(
+            &stack,
+            crate::stripe_ingress::fixture("payment_intent.succeeded.credits", &tenant),
+            "processed",
+        )
+        .await;
+        let receiver = Receiver::start().await;
+
+        // The SaaS backend mints a link over real HTTP (the Host is this server's).
+        let minted: Value = crate::support::http_client()
+            .post(format!("{base}/v1/portal-sessions"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let link = minted["url"].as_str().unwrap().to_owned();
+        assert!(
+            link.starts_with(&format!("{base}/portal/login?token=")),
+            "{link}"
+        );
+
+        let browser = Browser::start().await;
+        let c = &browser.client;
+        c.goto(&link).await.unwrap();
+        // Signed in, moved on to the overview: the token is no longer in the address bar.
+        assert_eq!(text(c, "#balance").await, "25.00 USD");
+        assert_eq!(
+            c.current_url().await.unwrap().as_str(),
+            format!("{base}/portal")
+        );
+        assert!(text(c, "main").await.contains("Acme Robotics"));
+        browser.screenshot("portal-overview").await;
+
+        // Ledger: the top-up, with its time in the viewer's zone (the script rewrote it).
+        click(c, "nav a[href='/portal/ledger']").await;
+        let ledger = text(c, "table").await;
+        assert!(ledger.contains("25.00 USD"), "{ledger}");
+        let shown_time = text(c, "table time").await;
+        assert!(!shown_time.ends_with("UTC"), "{shown_time}");
+        browser.screenshot("portal-ledger").await;
+
+        // Endpoints: empty, then one added with the keyboard (type, then Enter submits).
+        click(c, "nav a[href='/portal/endpoints']").await;
+        assert!(text(c, ".empty").await.contains("No endpoints yet"));
+        assert_labelled(c).await;
+        let url_input = c.find(Locator::Id("ep-url")).await.unwrap();
+        mark_page(c).await;
+        url_input
+            .send_keys(&format!("{}{}", receiver.url, char::from(Key::Enter)))
+            .await
+            .unwrap();
+        next_page(c).await;
+        let secret = text(c, "#secret").await;
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        assert_eq!(text(c, "#endpoint-url").await, receiver.url);
+        browser.screenshot("portal-endpoint").await;
+
+        // Reveal shows the same secret; rotate shows a new one.
+        click(c, "#reveal").await;
+        assert_eq!(text(c, "#secret").await, secret);
+        click(c, "#rotate").await;
+        let rotated = text(c, "#secret").await;
+        assert!(rotated.starts_with("whsec_") && rotated != secret);
+
+        // Another tenant's endpoint, by id, through the portal's URL: not found.
+        c.goto(&format!(
+            "{base}/portal/endpoints/{}",
+            theirs["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+        assert!(text(c, ".problem").await.contains("Not found"));
+        assert!(!c.source().await.unwrap().contains("their-hook"));
+
+        // Provider keys: add one, see only its hint.
+        c.goto(&format!("{base}/portal/keys")).await.unwrap();
+        assert_labelled(c).await;
+        c.find(Locator::Id("key-provider"))
+            .await
+            .unwrap()
+            .send_keys("openai")
+            .await
+            .unwrap();
+        c.find(Locator::Id("key-value"))
+            .await
+            .unwrap()
+            .send_keys("sk-live-portal-test-9876")
+            .await
+            .unwrap();
+        click(c, "form[action='/portal/keys'] button").await;
+        assert!(text(c, ".notice").await.contains("stored"));
+        let table = text(c, "table").await;
+        assert!(
+            table.contains("openai") && table.contains("9876"),
+            "{table}"
+        );
+        assert!(
+            !c.source()
+                .await
+                .unwrap()
+                .contains("sk-live-portal-test-9876")
+        );
+        browser.screenshot("portal-keys").await;
+
+        // Readable at 375 px: nothing scrolls sideways.
+        c.set_window_size(375, 800).await.unwrap();
+        for path in [
+            "/portal",
+            "/portal/ledger",
+            "/portal/endpoints",
+            "/portal/keys",
+        ] {
+            c.goto(&format!("{base}{path}")).await.unwrap();
+            text(c, "h1").await;
+            assert_fits(c).await;
+        }
+        c.goto(&format!("{base}/portal")).await.unwrap();
+        text(c, "#balance").await;
+        browser.screenshot("portal-overview-375").await;
+        c.set_window_size(1280, 900).await.unwrap();
+
+        // Sign out: the cookie no longer opens anything; the used link stays used.
+        c.goto(&format!("{base}/portal")).await.unwrap();
+        click(c, ".signout button").await;
+        assert!(text(c, "main").await.contains("signed out"));
+        c.goto(&format!("{base}/portal")).await.unwrap();
+        assert!(text(c, "h1").await.contains("Signed out"));
+        c.goto(&link).await.unwrap();
+        assert!(text(c, "main").await.contains("already used"));
+        // A stolen link whose token was tampered with is refused too.
+        c.goto(&format!("{}X", &link[..link.len() - 1]))
+            .await
+            .unwrap();
+        assert!(text(c, "main").await.contains("not valid"));
+
+        // Everything the pages loaded came from this origin.
+        let seen = browser.off_origin_requests();
+        browser.close().await;
+        assert!(seen.is_empty(), "requests to another origin: {seen:?}");
+        deliver(&stack).await;
+        let _ = receiver.verified_with(&rotated);
+    }
+}

@@ -11,7 +11,8 @@
 //!   session can only ever address its own tenant's partition. A refusal is shown as the
 //!   problem's `title` and `detail`, never as a raw body.
 //! - **Browser security**: state-changing requests (every `POST`) must carry an `Origin` equal
-//!   to the portal's own origin ([`own_origin`]); every answer carries a CSP
+//!   to the portal's own origin ([`own_origin`]; `null` with `Sec-Fetch-Site: same-origin`, see
+//!   [`origin_allowed`]); every answer carries a CSP
 //!   (`default-src 'self'; frame-ancestors {PORTAL_FRAME_ANCESTORS or 'none'}; form-action
 //!   'self'`), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and
 //!   `Cache-Control: no-store`. Style and the one small script (local time zones) are embedded
@@ -239,13 +240,16 @@ impl FromRequestParts<AppState> for SameOrigin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let origin = parts
-            .headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        match (origin, public_origin(state, parts)) {
-            (Some(origin), Some(own)) if origin == own => Ok(SameOrigin),
-            _ => Err(html::page_with_status(
+        let header_str =
+            |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let allowed = origin_allowed(
+            header_str(header::ORIGIN),
+            header_str(header::HeaderName::from_static("sec-fetch-site")),
+            public_origin(state, parts).as_deref(),
+        );
+        match allowed {
+            true => Ok(SameOrigin),
+            false => Err(html::page_with_status(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 None,
@@ -255,6 +259,26 @@ impl FromRequestParts<AppState> for SameOrigin {
                 ),
             )),
         }
+    }
+}
+
+/// Whether a `POST` comes from the portal's own pages. Pure.
+///
+/// The `Origin` must be `own`. One exception, forced by `Referrer-Policy: no-referrer`: under
+/// that policy browsers send `Origin: null` on a form `POST`, even to the page's own origin. Such
+/// a request passes only with `Sec-Fetch-Site: same-origin`, a header page scripts cannot set
+/// (a forged cross-site form carries `cross-site`, and its browser also withholds the
+/// `SameSite=Strict` cookie). A non-browser client can send anything, but it has no victim's
+/// cookie to abuse.
+pub fn origin_allowed(
+    origin: Option<&str>,
+    sec_fetch_site: Option<&str>,
+    own: Option<&str>,
+) -> bool {
+    match (origin, own) {
+        (_, None) | (None, _) => false,
+        (Some("null"), Some(_)) => sec_fetch_site == Some("same-origin"),
+        (Some(origin), Some(own)) => origin == own,
     }
 }
 
@@ -426,6 +450,22 @@ mod tests {
         );
         assert_eq!(cookie_value(&h), Some("xyz"));
         assert_eq!(cookie_value(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_post_must_come_from_the_portals_own_pages() {
+        let own = Some("http://127.0.0.1:3000");
+        assert!(origin_allowed(Some("http://127.0.0.1:3000"), None, own));
+        assert!(origin_allowed(Some("null"), Some("same-origin"), own));
+        assert!(!origin_allowed(Some("null"), Some("cross-site"), own));
+        assert!(!origin_allowed(Some("null"), None, own));
+        assert!(!origin_allowed(
+            Some("http://evil.example"),
+            Some("same-origin"),
+            own
+        ));
+        assert!(!origin_allowed(None, Some("same-origin"), own));
+        assert!(!origin_allowed(Some("http://127.0.0.1:3000"), None, None));
     }
 
     #[test]
