@@ -273,16 +273,17 @@ impl World {
     }
 
     async fn replay(&self, event_id: &str, endpoint_id: Option<&str>) {
-        fanout::replay(
-            &self.stack.aws,
+        sluice::replay::replay(
+            &self.stack.aws.dynamodb,
             self.table(),
-            &self.stack.resources.queue_url,
             &self.tenant,
             event_id,
             endpoint_id,
         )
         .await
         .unwrap();
+        // The outbox relay sends the replay's Deliver messages after its commit.
+        self.stack.relay_outbox().await;
     }
 
     /// Receives until `n` messages are in hand (or a few empty long polls), with every system

@@ -1,9 +1,10 @@
 //! Fan-out of outbound events to endpoints: immediate (`publish`), deferred (`Deferred` +
-//! `expand`) and `replay`, checked on the queue and in the table.
+//! `expand`) and `replay` (through the outbox), checked on the queue and in the table.
 
 use serde_json::json;
 use sluice::{
     fanout::{self, Deferred, DeliveryMessage, FanoutError},
+    replay,
     table::{self, ItemExt, b, s},
 };
 
@@ -172,9 +173,10 @@ async fn a_deferred_event_is_relayed_once_its_transaction_commits_and_a_redelive
 }
 
 #[tokio::test]
-async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
+async fn replay_bumps_the_generation_and_reaches_new_endpoints_through_the_outbox() {
     let stack = Stack::new().await;
-    let (t, r) = (&stack.resources.table_name, &stack.resources.queue_url);
+    let t = &stack.resources.table_name;
+    let db = &stack.aws.dynamodb;
     put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
     let (event, _) = fanout::publish(&stack.aws, t, "tnt_a", "x.y", json!({}))
         .await
@@ -182,14 +184,18 @@ async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
     stack.relay_outbox().await;
     stack.queued_messages().await;
 
-    let replayed = fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, None)
+    let replayed = replay::replay(db, t, "tnt_a", &event.id, None)
         .await
         .unwrap();
     assert_eq!(replayed, ["ep_1"]);
     put_endpoint(&stack, "tnt_a", "ep_2", true, &[]).await;
-    fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, Some("ep_2"))
+    replay::replay(db, t, "tnt_a", &event.id, Some("ep_2"))
         .await
         .unwrap();
+    // Nothing is sent by the replay itself: its outbox items are relayed after the commit.
+    assert!(stack.queued_messages().await.is_empty());
+    let drained = stack.relay_outbox().await;
+    assert_eq!((drained.invocations > 0, drained.failures), (true, 0));
     assert_eq!(
         stack.queued_messages().await,
         [
@@ -197,17 +203,79 @@ async fn replay_bumps_the_generation_and_reaches_new_endpoints() {
             deliver("tnt_a", &event.id, "ep_2", 1)
         ]
     );
-    let deliveries = fanout::deliveries_of(&stack.aws.dynamodb, t, "tnt_a", &event.id)
+    let deliveries = fanout::deliveries_of(db, t, "tnt_a", &event.id)
         .await
         .unwrap();
     assert_eq!(deliveries["ep_2"].get_s("status"), Some("pending"));
+    assert_eq!(deliveries["ep_1"].get_i64("generation"), Some(2));
+    let stored = fanout::get_event(db, t, "tnt_a", &event.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.endpoint_ids,
+        Some(vec!["ep_1".into(), "ep_2".into()])
+    );
+
+    // Replaying everything now reaches both, each under its next generation.
+    replay::replay(db, t, "tnt_a", &event.id, None)
+        .await
+        .unwrap();
+    stack.relay_outbox().await;
+    let mut messages = stack.queued_messages().await;
+    messages.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        messages,
+        [
+            deliver("tnt_a", &event.id, "ep_1", 3),
+            deliver("tnt_a", &event.id, "ep_2", 2)
+        ]
+    );
 
     assert!(matches!(
-        fanout::replay(&stack.aws, t, r, "tnt_a", &event.id, Some("ep_nope")).await,
+        replay::replay(db, t, "tnt_a", &event.id, Some("ep_nope")).await,
+        Err(FanoutError::EndpointNotFound)
+    ));
+    // An endpoint of another tenant is not this tenant's.
+    put_endpoint(&stack, "tnt_b", "ep_b", true, &[]).await;
+    assert!(matches!(
+        replay::replay(db, t, "tnt_a", &event.id, Some("ep_b")).await,
         Err(FanoutError::EndpointNotFound)
     ));
     assert!(matches!(
-        fanout::replay(&stack.aws, t, r, "tnt_b", &event.id, None).await,
+        replay::replay(db, t, "tnt_b", &event.id, None).await,
         Err(FanoutError::EventNotFound)
     ));
+    // The refused replays wrote nothing to relay.
+    stack.relay_outbox().await;
+    assert!(stack.queued_messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_replays_each_get_their_own_generation() {
+    let stack = Stack::new().await;
+    let t = &stack.resources.table_name;
+    let db = &stack.aws.dynamodb;
+    put_endpoint(&stack, "tnt_a", "ep_1", true, &[]).await;
+    let (event, _) = fanout::publish(&stack.aws, t, "tnt_a", "x.y", json!({}))
+        .await
+        .unwrap();
+    stack.relay_outbox().await;
+    stack.queued_messages().await;
+
+    let (a, b) = tokio::join!(
+        replay::replay(db, t, "tnt_a", &event.id, None),
+        replay::replay(db, t, "tnt_a", &event.id, None),
+    );
+    a.unwrap();
+    b.unwrap();
+    stack.relay_outbox().await;
+    let mut generations: Vec<u32> = stack
+        .queued_messages()
+        .await
+        .into_iter()
+        .map(|DeliveryMessage::Deliver { generation, .. }| generation)
+        .collect();
+    generations.sort();
+    assert_eq!(generations, [2, 3]);
 }

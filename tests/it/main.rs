@@ -16,6 +16,7 @@ mod localstripe;
 mod openapi;
 mod platform;
 mod portal;
+mod portal_api;
 mod refusals;
 mod sealing;
 

@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn the_templates_filter_passes_only_inserted_outbound_events() {
+    fn the_templates_filter_passes_only_inserted_outbox_items() {
         let m = Mapping::from_template().unwrap();
         assert_eq!(m.batch_size, 10);
         assert_eq!(m.max_retries, 10);
@@ -367,6 +367,8 @@ mod tests {
         assert!(!m.passes(&record("REMOVE", "EVENT#msg_1")));
         assert!(!m.passes(&record("INSERT", "DELIVERY#msg_1#ep_1")));
         assert!(!m.passes(&record("INSERT", "LEDGER#x")));
+        assert!(m.passes(&record("INSERT", "OUTBOX#rdl_1")));
+        assert!(!m.passes(&record("MODIFY", "OUTBOX#rdl_1")));
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! - [`Deferred`] (Stripe ingress, usage budget alerts): a writer that must stay at one DynamoDB
 //!   transaction puts the event item (without `endpoint_ids`) into *its* transaction; [`relay`]
 //!   later does the endpoint lookup and writes the deliveries. No request of the writer's own.
-//! - [`replay`]: bumps a delivery's generation, then enqueues it again (the one SQS send left on
-//!   the API's path: it is after the write, so a lost send is redone by replaying again).
+//! - Replays (`crate::replay`): a transaction bumps the deliveries' generations and writes an
+//!   outbox item (`OUTBOX#rdl_…`) that the stream consumer relays the same way.
 //!
 //! [`relay`] is idempotent under the stream's at-least-once redelivery: deliveries are written
 //! with `attribute_not_exists` and the event's `endpoint_ids` is set once (a second expansion
@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,12 @@ impl OutboundEvent {
         if let Some(ids) = &self.endpoint_ids {
             item.insert(attr::ENDPOINT_IDS.into(), string_list(ids));
         }
+        // Listed newest first by tenant (`GET /v1/events`).
+        item.extend(crate::event_list::index_attributes(
+            &self.tenant_id,
+            self.created_at,
+            &self.id,
+        ));
         item
     }
 
@@ -323,7 +329,7 @@ impl Publication {
     }
 }
 
-/// Error of [`expand`] and [`replay`] callers can act on.
+/// Error of [`expand`] and `crate::replay` callers can act on.
 #[derive(Debug)]
 pub enum FanoutError {
     /// The event item does not exist (yet, or any more).
@@ -425,41 +431,6 @@ async fn expand_deferred(
     }
 }
 
-/// Enqueues an event again for one endpoint or for all it was fanned out to — also after the
-/// retries were exhausted or the endpoint was re-enabled. An endpoint of the tenant that the
-/// event never went to gets a new delivery.
-pub async fn replay(
-    aws: &AwsClients,
-    table: &str,
-    queue_url: &str,
-    tenant_id: &str,
-    event_id: &str,
-    endpoint_id: Option<&str>,
-) -> Result<Vec<String>, FanoutError> {
-    let event = get_event(&aws.dynamodb, table, tenant_id, event_id)
-        .await?
-        .ok_or(FanoutError::EventNotFound)?;
-    let known = event.endpoint_ids.clone().unwrap_or_default();
-    let targets = match endpoint_id {
-        Some(ep) if known.iter().any(|k| k == ep) => vec![ep.to_owned()],
-        Some(ep) => {
-            if !endpoint_exists(&aws.dynamodb, table, tenant_id, ep).await? {
-                return Err(FanoutError::EndpointNotFound);
-            }
-            add_endpoint_to_event(&aws.dynamodb, table, &event, ep).await?;
-            vec![ep.to_owned()]
-        }
-        None => known,
-    };
-    let mut messages = Vec::with_capacity(targets.len());
-    for ep in &targets {
-        let generation = bump_generation(&aws.dynamodb, table, &event, ep).await?;
-        messages.push(event.deliver_message(ep, generation));
-    }
-    send_messages(&aws.sqs, queue_url, &messages).await?;
-    Ok(targets)
-}
-
 /// Reads an outbound event (strongly consistent; expired reads as absent).
 pub async fn get_event(
     db: &aws_sdk_dynamodb::Client,
@@ -501,104 +472,6 @@ pub async fn matching_endpoints(
         .filter(|endpoint| endpoint.accepts(event_type))
         .map(|endpoint| endpoint.id.into_string())
         .collect())
-}
-
-async fn endpoint_exists(
-    db: &aws_sdk_dynamodb::Client,
-    table: &str,
-    tenant_id: &str,
-    endpoint_id: &str,
-) -> Result<bool, ApiError> {
-    let out = db
-        .get_item()
-        .table_name(table)
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::endpoint_sk(endpoint_id),
-        )))
-        .projection_expression("pk")
-        .consistent_read(true)
-        .send()
-        .await?;
-    Ok(out.item().is_some())
-}
-
-/// Adds an endpoint to an event's fan-out list, creating its delivery item (generation 0, so the
-/// replay's bump makes it 1).
-async fn add_endpoint_to_event(
-    db: &aws_sdk_dynamodb::Client,
-    table: &str,
-    event: &OutboundEvent,
-    endpoint_id: &str,
-) -> Result<(), ApiError> {
-    let mut delivery = delivery_item(event, endpoint_id);
-    delivery.insert(attr::GENERATION.into(), n(0));
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(delivery))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table and item are set");
-    let update = Update::builder()
-        .table_name(table)
-        .set_key(Some(table::key(
-            table::tenant_pk(&event.tenant_id),
-            table::event_sk(&event.id),
-        )))
-        .update_expression("SET #ids = list_append(if_not_exists(#ids, :empty), :ep)")
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_names("#ids", attr::ENDPOINT_IDS)
-        .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-        .expression_attribute_values(":ep", string_list(&[endpoint_id.to_owned()]))
-        .build()
-        .expect("table, key and expression are set");
-    let result = db
-        .transact_write_items()
-        .transact_items(TransactWriteItem::builder().put(put).build())
-        .transact_items(TransactWriteItem::builder().update(update).build())
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        // A concurrent replay to the same endpoint added it first.
-        Err(err) if crate::tenants::is_condition_failure_at(&err, 0) => Ok(()),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Makes a delivery pending again under a new generation; returns that generation.
-async fn bump_generation(
-    db: &aws_sdk_dynamodb::Client,
-    table: &str,
-    event: &OutboundEvent,
-    endpoint_id: &str,
-) -> Result<u32, ApiError> {
-    let out = db
-        .update_item()
-        .table_name(table)
-        .set_key(Some(table::key(
-            table::tenant_pk(&event.tenant_id),
-            table::delivery_sk(&event.id, endpoint_id),
-        )))
-        .update_expression(
-            "SET #gen = if_not_exists(#gen, :zero) + :one, #status = :pending, #updated = :now \
-             REMOVE next_attempt_at",
-        )
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_names("#gen", attr::GENERATION)
-        .expression_attribute_names("#status", attr::STATUS)
-        .expression_attribute_names("#updated", attr::UPDATED_AT)
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":one", n(1))
-        .expression_attribute_values(":pending", s(status::PENDING))
-        .expression_attribute_values(":now", n(clock::now_epoch()))
-        .return_values(ReturnValue::UpdatedNew)
-        .send()
-        .await?;
-    out.attributes()
-        .and_then(|a| a.get_i64(attr::GENERATION))
-        .and_then(|g| u32::try_from(g).ok())
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("replay: generation missing")))
 }
 
 async fn send_deliveries(

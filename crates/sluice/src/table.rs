@@ -14,8 +14,9 @@
 //! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `provider`, `ciphertext` (B), `hint`, `created_at`, `updated_at` |
 //! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at`; API debits carry no `currency` (the tenant's) |
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
-//! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d) |
+//! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d); `gsi1pk` = `EVENTS#{tnt}`, `gsi1sk` = `{created_at:010}#{msg}` (listed newest first, see `event_list`) |
 //! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `delivery_log`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
+//! | replay outbox | `TENANT#{tnt}` | `OUTBOX#{rdl}` | `kind` = `redeliver`, `id`, `targets` (L of M `{event_id, endpoint_id, generation}`), `created_at`, `ttl` (2 d); written with the generation bumps it announces, relayed from the stream (see `replay`) |
 //! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (S, or gzip B above 8 KiB; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id`, `event_id`, `linked_at`; before the link only `waiting` = true (unmatched events wait for it) |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | `event_id`, `ttl`: waits for the customer link |
@@ -28,7 +29,8 @@
 //! `{"kind":"deliver","tenant_id","event_id","endpoint_id","generation"}` (one per event and
 //! endpoint). They are sent *after* the delivery item they name is written: by the outbox relay
 //! reading the table's stream (an outbound event item is the outbox entry, written in its cause's
-//! transaction), or by a replay after its generation bump. See `fanout`.
+//! transaction; a replay's `OUTBOX#` item is written with its generation bumps). See `fanout`
+//! and `replay`.
 //!
 //! Every key shape of the table has its builder in this file (the endpoint's is re-exported
 //! from `endpoints`, which owns that item).
@@ -92,6 +94,10 @@ pub fn event_sk(event_id: &str) -> String {
 /// `DELIVERY#{msg}#{ep}` under the tenant.
 pub fn delivery_sk(event_id: &str, endpoint_id: &str) -> String {
     format!("DELIVERY#{event_id}#{endpoint_id}")
+}
+/// `OUTBOX#{rdl}` under the tenant: a replay's outbox item (see `replay`).
+pub fn outbox_sk(redelivery_id: &str) -> String {
+    format!("OUTBOX#{redelivery_id}")
 }
 /// `STRIPE#{evt}`.
 pub fn stripe_event_pk(stripe_event_id: &str) -> String {

@@ -68,6 +68,7 @@ use crate::AppState;
         crate::v1::billing::create_checkout,
         crate::v1::billing::create_portal,
         crate::v1::events::create,
+        crate::v1::events::list,
         crate::v1::events::show,
         crate::v1::events::replay,
         crate::v1::secrets::create,

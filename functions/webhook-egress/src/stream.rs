@@ -1,6 +1,7 @@
 //! The outbox relay: a batch of the table's DynamoDB Stream records in (only `INSERT`s of outbound
-//! event items reach it: the event source mapping's `FilterCriteria` in `template.yaml`), each
-//! event published ([`sluice::fanout::relay`]), failures reported per record.
+//! event items and of replays' `OUTBOX#` items reach it: the event source mapping's
+//! `FilterCriteria` in `template.yaml`), each event published ([`sluice::fanout::relay`]) and
+//! each replay sent ([`sluice::replay::relay`]), failures reported per record.
 //!
 //! Lambda's stream semantics: records of a shard arrive in order, and a reported failure makes
 //! the mapping retry the batch *from that record* (everything before it counts as done). So the
@@ -18,7 +19,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 use serde_json::Value as Json;
-use sluice::fanout::OutboundEvent;
+use sluice::{fanout::OutboundEvent, replay::Redelivery};
 use tracing::Instrument;
 
 use crate::EgressState;
@@ -83,13 +84,26 @@ pub fn image(map: &serde_json::Map<String, Json>) -> Option<HashMap<String, Attr
         .collect()
 }
 
-/// What to do with one record: relay this event, or skip it (not an outbound event insert: the
+/// What one record asks for.
+#[derive(Debug, PartialEq)]
+pub enum Outbox {
+    /// Publish this event.
+    Event(OutboundEvent),
+    /// Send a replay's deliveries.
+    Replay(Redelivery),
+}
+
+/// What to do with one record: relay this event or replay, or skip it (not an outbox insert: the
 /// filter should not have let it through; an expired event is not delivered).
-pub fn outbound_event(record: &StreamRecord) -> Option<OutboundEvent> {
+pub fn outbox_entry(record: &StreamRecord) -> Option<Outbox> {
     if record.event_name != "INSERT" {
         return None;
     }
-    OutboundEvent::from_item(&image(record.dynamodb.new_image.as_ref()?)?)
+    let item = image(record.dynamodb.new_image.as_ref()?)?;
+    if let Some(replay) = Redelivery::from_item(&item) {
+        return Some(Outbox::Replay(replay));
+    }
+    OutboundEvent::from_item(&item).map(Outbox::Event)
 }
 
 /// Relays a batch; reports the first record (in stream order) that must be retried.
@@ -107,40 +121,59 @@ pub async fn handle_stream_batch(state: &EgressState, event: StreamEvent) -> Sqs
 
 /// Relays one record; `false` when it must be retried.
 async fn relay_record(state: &EgressState, record: &StreamRecord) -> bool {
-    let Some(event) = outbound_event(record) else {
-        tracing::warn!(
-            sequence_number = record.dynamodb.sequence_number.as_str(),
-            "a stream record that is not a live outbound event insert; skipped"
-        );
-        return true;
-    };
-    let span = tracing::info_span!(
-        "outbox",
-        sequence_number = record.dynamodb.sequence_number.as_str(),
-        tenant_id = event.tenant_id.as_str(),
-        event_id = event.id.as_str(),
-    );
-    async {
-        match sluice::fanout::relay(
-            &state.aws,
-            &state.config.table_name,
-            &state.config.queue_url,
-            &event,
-        )
-        .await
-        {
-            Ok(endpoints) => {
-                tracing::info!(endpoints = endpoints.len(), "event relayed");
-                true
-            }
-            Err(err) => {
-                tracing::error!(error = %format!("{err:#}"), "relaying the event failed");
-                false
-            }
+    let sequence_number = record.dynamodb.sequence_number.as_str();
+    let (table, queue) = (&state.config.table_name, &state.config.queue_url);
+    match outbox_entry(record) {
+        None => {
+            tracing::warn!(
+                sequence_number,
+                "a stream record that is not a live outbox insert; skipped"
+            );
+            true
+        }
+        Some(Outbox::Event(event)) => {
+            let span = tracing::info_span!(
+                "outbox",
+                sequence_number,
+                tenant_id = event.tenant_id.as_str(),
+                event_id = event.id.as_str(),
+            );
+            let result = sluice::fanout::relay(&state.aws, table, queue, &event)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| match result {
+                Ok(endpoints) => {
+                    tracing::info!(endpoints = endpoints.len(), "event relayed");
+                    true
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "relaying the event failed");
+                    false
+                }
+            })
+        }
+        Some(Outbox::Replay(replay)) => {
+            let span = tracing::info_span!(
+                "outbox",
+                sequence_number,
+                tenant_id = replay.tenant_id.as_str(),
+                replay_id = replay.id.as_str(),
+            );
+            let result = sluice::replay::relay(&state.aws.sqs, queue, &replay)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| match result {
+                Ok(()) => {
+                    tracing::info!(deliveries = replay.targets.len(), "replay relayed");
+                    true
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "relaying the replay failed");
+                    false
+                }
+            })
         }
     }
-    .instrument(span)
-    .await
 }
 
 #[cfg(test)]
@@ -167,8 +200,24 @@ mod tests {
             "ttl": {"N": (e.created_at + 86_400).to_string()},
             "endpoint_ids": {"L": [{"S": "ep_1"}]},
         });
-        assert_eq!(outbound_event(&record("INSERT", image.clone())), Some(e));
-        assert_eq!(outbound_event(&record("MODIFY", image)), None);
+        assert_eq!(
+            outbox_entry(&record("INSERT", image.clone())),
+            Some(Outbox::Event(e))
+        );
+        assert_eq!(outbox_entry(&record("MODIFY", image)), None);
+        let replay = json!({
+            "pk": {"S": "TENANT#tnt_a"}, "sk": {"S": "OUTBOX#rdl_1"}, "kind": {"S": "redeliver"},
+            "id": {"S": "rdl_1"}, "created_at": {"N": "5"}, "ttl": {"N": "9"},
+            "targets": {"L": [{"M": {"event_id": {"S": "msg_1"}, "endpoint_id": {"S": "ep_1"},
+                "generation": {"N": "2"}}}]},
+        });
+        let Some(Outbox::Replay(r)) = outbox_entry(&record("INSERT", replay)) else {
+            panic!("a replay's outbox item reads as one")
+        };
+        assert_eq!(
+            (r.tenant_id.as_str(), r.targets[0].generation),
+            ("tnt_a", 2)
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ use tower::ServiceExt;
 use crate::AppState;
 
 pub mod access;
+pub mod events;
 pub mod html;
 pub mod pages;
 
@@ -65,6 +66,10 @@ pub fn routes(state: AppState, api: Router) -> Router<AppState> {
             "/portal/endpoints/{id}/{action}",
             post(pages::endpoint_action),
         )
+        .route("/portal/events", get(events::list))
+        .route("/portal/events/recover", post(events::recover))
+        .route("/portal/events/{id}", get(events::show))
+        .route("/portal/events/{id}/replay", post(events::replay))
         .route("/portal/keys", get(pages::keys).post(pages::add_key))
         .route("/portal/keys/{provider}/{action}", post(pages::key_action))
         .route("/portal/assets/style.css", get(html::style))

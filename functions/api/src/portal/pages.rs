@@ -92,7 +92,7 @@ pub fn segment(raw: &str) -> Option<&str> {
     .then_some(raw)
 }
 
-fn not_found(what: &str) -> Response {
+pub(super) fn not_found(what: &str) -> Response {
     Shown {
         status: StatusCode::NOT_FOUND,
         title: "Not found".into(),
@@ -101,12 +101,12 @@ fn not_found(what: &str) -> Response {
     .into_response()
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
 /// The fixed notices of `?done=…`.
-fn done_notice(done: Option<&String>) -> String {
+pub(super) fn done_notice(done: Option<&String>) -> String {
     let text = match done.map(String::as_str) {
         Some("updated") => "Saved.",
         Some("enabled") => "The endpoint is enabled.",
@@ -124,7 +124,7 @@ fn done_notice(done: Option<&String>) -> String {
     notice(text)
 }
 
-type Q = Query<std::collections::HashMap<String, String>>;
+pub(super) type Q = Query<std::collections::HashMap<String, String>>;
 
 // ---------------------------------------------------------------------------------------------
 // Access
@@ -197,13 +197,13 @@ pub async fn logout(
 // ---------------------------------------------------------------------------------------------
 // Overview
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+pub(super) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
 
-fn i64_at(v: &Value, pointer: &str) -> Option<i64> {
+pub(super) fn i64_at(v: &Value, pointer: &str) -> Option<i64> {
     v.pointer(pointer).and_then(Value::as_i64)
 }
 
@@ -537,7 +537,7 @@ async fn endpoints_page(
     ok_page("Endpoints", "/portal/endpoints", &body)
 }
 
-fn endpoint_state(e: &Value) -> String {
+pub(super) fn endpoint_state(e: &Value) -> String {
     if e.get("enabled").and_then(Value::as_bool).unwrap_or(false) {
         match i64_at(e, "/failing_since") {
             Some(since) => format!(

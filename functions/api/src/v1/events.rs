@@ -1,8 +1,11 @@
-//! Outbound events: `POST /v1/events`, `GET /v1/events/{id}`, `POST /v1/events/{id}/replay`.
+//! Outbound events: `POST /v1/events`, `GET /v1/events` (newest first, filtered),
+//! `GET /v1/events/{id}`, `POST /v1/events/{id}/replay`.
+
+use std::collections::HashMap;
 
 use axum::{
     Extension, Json,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -11,6 +14,7 @@ use serde_json::Value;
 use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
+    event_list::{self, EventFilter, EventStatus},
     fanout::{self, attr},
     idempotency::{self, CommitError, StoredResponse},
     ids,
@@ -234,8 +238,9 @@ pub struct Replay {
     endpoint_id: Option<String>,
 }
 
-/// `POST /v1/events/{id}/replay {endpoint_id?}`: enqueue again (also after exhaustion or after
-/// the endpoint was re-enabled).
+/// `POST /v1/events/{id}/replay {endpoint_id?}`: deliver again (also after exhaustion or after
+/// the endpoint was re-enabled). One round trip of two reads, then one transaction that bumps the
+/// deliveries' generations and writes the outbox item the egress function relays: no SQS call.
 #[utoipa::path(
     post,
     path = "/v1/events/{id}/replay",
@@ -247,6 +252,7 @@ pub struct Replay {
         (status = 202, description = "Queued again", body = EventAccepted),
         (status = 400, description = "The body is not JSON of this shape"),
         (status = 404, description = "No such event or endpoint for this tenant"),
+        (status = 409, description = "Another replay changed the deliveries meanwhile; retry (`Retry-After`)"),
     ),
     security(("bearer" = [])),
 )]
@@ -262,14 +268,193 @@ pub async fn replay(
     {
         return Err(ApiError::not_found("endpoint"));
     }
-    let endpoints = fanout::replay(
-        &state.aws,
+    let endpoints = sluice::replay::replay(
+        &state.aws.dynamodb,
         state.table(),
-        &state.config.queue_url,
         &tenant_id,
         &id,
         req.endpoint_id.as_deref(),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(EventAccepted { id, endpoints })))
+}
+
+/// A page of `GET /v1/events`.
+#[derive(Serialize, ToSchema)]
+pub struct EventPageOut {
+    /// Newest first. With a filter on `type`, `endpoint_id` or `status`, a page can hold fewer
+    /// than `limit` events (even none) and still have a `next_cursor`.
+    pub data: Vec<EventSummaryOut>,
+    pub has_more: bool,
+    /// Pass as `cursor` (with the same filters) for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// An outbound event in a list: its status and each delivery's (details: `GET /v1/events/{id}`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventSummary)]
+pub struct EventSummaryOut {
+    /// `msg_…`
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Epoch seconds.
+    pub created_at: i64,
+    /// `pending` (not fanned out yet, or a delivery pending or retrying), `failed` (nothing
+    /// pending, a delivery failed for good or its endpoint is disabled), `delivered` (every
+    /// delivery succeeded), `no_endpoints` (fanned out to none).
+    pub status: EventStatus,
+    /// The endpoints it was fanned out to; `null` until a deferred event is expanded.
+    pub endpoints: Option<Vec<String>>,
+    pub deliveries: Vec<DeliveryStatusOut>,
+}
+
+/// One delivery's status in a list.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryStatus)]
+pub struct DeliveryStatusOut {
+    pub endpoint_id: String,
+    /// `pending`, `succeeded`, `failed` or `endpoint_disabled`.
+    pub status: String,
+}
+
+fn epoch_param(query: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
+    query
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|t| (0..=9_999_999_999).contains(t))
+                .ok_or_else(|| ApiError::bad_request(format!("`{name}` must be epoch seconds")))
+        })
+        .transpose()
+}
+
+/// The filters of `GET /v1/events` from its query string (`400` naming a malformed one).
+pub fn event_filter(query: &HashMap<String, String>) -> ApiResult<EventFilter> {
+    let non_empty = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let filter = EventFilter {
+        since: epoch_param(query, "since")?,
+        until: epoch_param(query, "until")?,
+        event_type: non_empty("type"),
+        endpoint_id: non_empty("endpoint_id"),
+        status: non_empty("status")
+            .map(|s| {
+                EventStatus::parse(&s).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "`status` must be one of pending, failed, delivered, no_endpoints",
+                    )
+                })
+            })
+            .transpose()?,
+    };
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since > until
+    {
+        return Err(ApiError::bad_request("`since` must not be after `until`"));
+    }
+    if filter.event_type.as_deref().is_some_and(|t| !valid_type(t)) {
+        return Err(ApiError::bad_request(format!(
+            "`type` must be 1–{MAX_TYPE_LEN} characters of letters, digits, `.`, `_`, `-`, `:`"
+        )));
+    }
+    if filter
+        .endpoint_id
+        .as_deref()
+        .is_some_and(|ep| !ids::has_prefix(ep, "ep"))
+    {
+        return Err(ApiError::bad_request(
+            "`endpoint_id` must be an endpoint id (`ep_…`)",
+        ));
+    }
+    Ok(filter)
+}
+
+/// One page of the tenant's events (the portal's Events page calls this too).
+pub async fn list_page(
+    state: &AppState,
+    tenant_id: &str,
+    query: &HashMap<String, String>,
+) -> ApiResult<EventPageOut> {
+    let limit = match query.get("limit") {
+        None => event_list::DEFAULT_PAGE_SIZE,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=event_list::MAX_PAGE_SIZE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be an integer from 1 to {}",
+                    event_list::MAX_PAGE_SIZE
+                ))
+            })?,
+    };
+    let filter = event_filter(query)?;
+    let cursor = query
+        .get("cursor")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
+    let page = event_list::list(
+        &state.aws.dynamodb,
+        state.table(),
+        tenant_id,
+        &filter,
+        limit,
+        cursor,
+    )
+    .await?
+    .map_err(|_| ApiError::bad_request("`cursor` is not one this listing handed out"))?;
+    Ok(EventPageOut {
+        data: page
+            .events
+            .into_iter()
+            .map(|listed| EventSummaryOut {
+                id: listed.event.id,
+                event_type: listed.event.event_type,
+                created_at: listed.event.created_at,
+                status: listed.status,
+                endpoints: listed.event.endpoint_ids,
+                deliveries: listed
+                    .deliveries
+                    .into_iter()
+                    .map(|(endpoint_id, status)| DeliveryStatusOut {
+                        endpoint_id,
+                        status,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// `GET /v1/events?limit=&cursor=&type=&status=&endpoint_id=&since=&until=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "The tenant's outbound events, newest first, filtered",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Events read per page (default 20); filters may return fewer"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("type" = Option<String>, Query, description = "Only this event type"),
+        ("status" = Option<String>, Query, description = "Only events in this status: `pending`, `failed`, `delivered`, `no_endpoints`"),
+        ("endpoint_id" = Option<String>, Query, description = "Only events fanned out to this endpoint (`ep_…`)"),
+        ("since" = Option<i64>, Query, description = "Created at or after (epoch seconds)"),
+        ("until" = Option<i64>, Query, description = "Created at or before (epoch seconds)"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = EventPageOut),
+        (status = 400, description = "A parameter or the cursor is invalid"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<EventPageOut>> {
+    Ok(Json(list_page(&state, &tenant_id, &query).await?))
 }

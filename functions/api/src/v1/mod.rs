@@ -43,7 +43,7 @@ pub fn routes() -> Router<AppState> {
             post(endpoints::rotate_secret),
         )
         .route("/event-types", get(event_types::list))
-        .route("/events", post(events::create))
+        .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/replay", post(events::replay))
         .route("/secrets", post(secrets::create).get(secrets::list))
