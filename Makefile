@@ -42,10 +42,12 @@ trigger:
 # the AWS-like table: the same operations on an emulator with in-region latency, beside the Python
 # peer in ../shared/peer when present (SLUICE_PEER=dir elsewhere). BENCH_ARGS: --quick, --in-process
 # (no release binaries, no AWS-like table), --aws-like (that table only), --latency dynamodb=4,sqs=8,kms=6.
+# The bench binary is built by the same `cargo lambda build` as the functions (same target and
+# toolchain settings), so the AWS SDK is compiled once in release, not twice.
 bench:
 	infra/bootstrap.sh moto lambda
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin stripe-ingress --bin api --bin webhook-egress
-	$(CARGO) run --release -p sluice-bench -- $(BENCH_ARGS)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin stripe-ingress --bin api --bin webhook-egress --bin sluice-bench
+	target/lambda/sluice-bench/bootstrap $(BENCH_ARGS)
 
 # A local webhook endpoint that prints each delivery and checks its signature:
 #   make receive PORT=4000 SECRET=whsec_…   (SECRET optional; the endpoint's signing secret)

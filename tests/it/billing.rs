@@ -14,7 +14,7 @@ use sluice::{
     table::{self, ItemExt},
     tenants,
 };
-use sluice_local::localstripe::LocalStripe;
+use sluice_local::{iam, localstripe::LocalStripe};
 
 use crate::{
     stripe_standin::StandIn,
@@ -568,4 +568,165 @@ async fn the_sweep_recovers_a_payment_whose_webhook_never_arrived_and_never_twic
     let third = sweep(json!({ "since": since })).await;
     assert!(third["duplicates"].as_u64().unwrap() >= 1, "{third}");
     assert_eq!(b.tenant().await.balance_minor, 2500);
+}
+
+#[tokio::test]
+async fn the_scheduled_invocation_sweeps_from_the_checkpoint_and_stats_report_the_runs() {
+    let b = billing().await;
+    let pay = |amount: &'static str| {
+        let tenant = b.tenant.clone();
+        async move {
+            let pi = localstripe_post(
+                "/v1/payment_intents",
+                &[
+                    ("amount", amount),
+                    ("currency", "usd"),
+                    ("metadata[purpose]", "credits"),
+                    ("metadata[tenant_id]", &tenant),
+                    ("payment_method", "pm_card_visa"),
+                    ("confirm", "true"),
+                ],
+            )
+            .await;
+            assert_eq!(pi["status"], "succeeded", "{pi}");
+        }
+    };
+    // GIVEN a first payment swept by the admin route (which stores a checkpoint)
+    let since = clock::now_epoch() - 1;
+    pay("1000").await;
+    let first = b
+        .stack
+        .send(
+            Req::post("/admin/stripe/reconcile")
+                .admin(&b.stack.admin_key)
+                .json(&json!({ "since": since })),
+        )
+        .await
+        .json();
+    assert_eq!(b.tenant().await.balance_minor, 1000, "{first}");
+
+    // WHEN a second payment's webhook never arrives and the schedule invokes the API function
+    pay("700").await;
+    let state =
+        sluice_api::AppState::new(b.stack.config.clone(), iam::tag(&b.stack.aws, "api")).unwrap();
+    let scheduled = lambda_http::LambdaEvent::new(
+        serde_json::value::RawValue::from_string(sluice_api::lambda::SCHEDULED_SWEEP.into())
+            .unwrap(),
+        lambda_http::Context::default(),
+    );
+    let reply = sluice_api::lambda::handle(&state, b.stack.api(), scheduled)
+        .await
+        .unwrap();
+    let second = serde_json::to_value(&reply).unwrap();
+
+    // THEN it swept from the stored checkpoint and credited the second payment once
+    assert_eq!(second["since"], first["checkpoint"], "{second}");
+    assert_eq!(second["done"], true, "{second}");
+    assert!(second["recovered"].as_i64().unwrap() >= 1, "{second}");
+    assert!(second["duplicates"].as_i64().unwrap() >= 1, "{second}");
+    assert_eq!(b.tenant().await.balance_minor, 1700);
+
+    // AND /admin/stats reports both runs, what they found, the last run and the checkpoint
+    let stats = b
+        .stack
+        .send(Req::get("/admin/stats").admin(&b.stack.admin_key))
+        .await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.text());
+    let r = &stats.json()["reconcile"];
+    assert_eq!(r["runs"], 2, "{r}");
+    let sum = |k: &str| first[k].as_i64().unwrap() + second[k].as_i64().unwrap();
+    for k in ["listed", "recovered", "duplicates", "failed"] {
+        assert_eq!(r[k].as_i64(), Some(sum(k)), "{k}: {r}");
+    }
+    assert_eq!(r["checkpoint"], second["checkpoint"], "{r}");
+    assert!(r["last_run_at"].as_i64().unwrap() >= since, "{r}");
+
+    // AND the same entry still serves HTTP API events
+    let http: Box<serde_json::value::RawValue> = serde_json::from_value(json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/openapi.json", "rawQueryString": "",
+        "headers": {"host": "api.example.com"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
+            "domainPrefix": "api", "requestId": "req-1", "routeKey": "$default",
+            "stage": "$default", "time": "02/Dec/2026:15:00:00 +0000", "timeEpoch": 0,
+            "http": {"method": "GET", "path": "/openapi.json", "protocol": "HTTP/1.1",
+                     "sourceIp": "192.0.2.1", "userAgent": "test"}
+        },
+        "isBase64Encoded": false
+    }))
+    .unwrap();
+    let reply = sluice_api::lambda::handle(
+        &state,
+        b.stack.api(),
+        lambda_http::LambdaEvent::new(http, lambda_http::Context::default()),
+    )
+    .await
+    .unwrap();
+    let res = serde_json::to_value(&reply).unwrap();
+    assert_eq!(res["statusCode"], 200, "{res}");
+    assert!(
+        res["body"]
+            .as_str()
+            .unwrap()
+            .contains("/admin/stripe/reconcile")
+    );
+}
+
+#[test]
+fn the_template_schedules_the_sweep_on_the_api_function_every_15_minutes_with_a_stripe_key() {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(sluice_local::provision::TEMPLATE_YAML).unwrap();
+    let tag = |v: &serde_yaml::Value| match v {
+        serde_yaml::Value::Tagged(t) => (t.tag.to_string(), t.value.clone()),
+        other => panic!("{other:?} is not a tagged value"),
+    };
+    // Exactly one schedule in the template, an event of the function built from the `api` binary
+    // (whose main serves sluice_api::lambda).
+    let mut schedules = Vec::new();
+    for (id, res) in doc["Resources"].as_mapping().unwrap() {
+        for (name, event) in res["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
+            if event["Type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Schedule"))
+            {
+                schedules.push((id.as_str().unwrap(), name.as_str().unwrap(), event.clone()));
+            }
+        }
+    }
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    let (function, _, event) = &schedules[0];
+    assert_eq!(
+        doc["Resources"][*function]["Metadata"]["BuildProperties"]["Binary"],
+        "api"
+    );
+    let props = &event["Properties"];
+    assert_eq!(event["Type"], "ScheduleV2");
+    // Its input is what the entry recognises as the sweep.
+    let input = props["Input"].as_str().unwrap();
+    assert!(matches!(
+        sluice_api::lambda::invocation(input),
+        Ok(sluice_api::lambda::Invocation::Sweep)
+    ));
+    // Every 15 minutes unless the parameter says otherwise.
+    let (t, parameter) = tag(&props["ScheduleExpression"]);
+    assert_eq!(t, "!Ref");
+    assert_eq!(
+        doc["Parameters"][parameter.as_str().unwrap()]["Default"],
+        "rate(15 minutes)"
+    );
+    // Enabled only when the Stripe key is configured.
+    let (t, state) = tag(&props["State"]);
+    assert_eq!(t, "!If");
+    assert_eq!(state[1], "ENABLED");
+    assert_eq!(state[2], "DISABLED");
+    let (t, condition) = tag(&doc["Conditions"][state[0].as_str().unwrap()]);
+    assert_eq!(t, "!Not");
+    let (_, equals) = tag(&condition[0]);
+    let (_, key) = tag(&equals[0]);
+    assert_eq!(key, "StripeApiKeyCiphertext");
+    assert_eq!(equals[1], "");
 }

@@ -25,8 +25,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use sluice::{
     clock,
-    delivery_log::{self, Attempt},
     fanout::{self, DeliveryMessage},
+    outbound::{self, Attempt},
     sealing::{SealContext, SealedEndpointSecret, Sealer, Secret},
     table::{self, Item, ItemExt},
     webhook_signature::SigningKey,
@@ -420,7 +420,7 @@ fn failures(response: &SqsBatchResponse) -> Vec<&str> {
 }
 
 fn attempts(delivery: &Item) -> Vec<Attempt> {
-    delivery_log::attempts_of(delivery)
+    outbound::attempts_of(delivery)
 }
 
 fn status(delivery: &Item) -> &str {

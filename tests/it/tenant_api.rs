@@ -722,6 +722,8 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
         .await;
     assert_eq!(res.status, 202, "{}", res.text());
     assert_eq!(res.json()["endpoints"], json!([paid["id"]]));
+    // The replay is a write; the outbox relay sends it.
+    stack.relay_outbox().await;
     let again = stack.queued_messages().await;
     assert!(matches!(
         again.as_slice(),

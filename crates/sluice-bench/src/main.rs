@@ -6,6 +6,7 @@
 //! target (machines here are noisy; the table says how each figure compares).
 
 mod aws_like;
+mod cost;
 mod events;
 mod in_process;
 mod micro;
@@ -107,7 +108,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let api_key = key.api_key.clone();
-    let tenant_id = tenant.id.clone();
+    let tenant_id = tenant.id.clone().into_string();
     let secret = stripe_secret.clone();
     let queue_arn = resources.queue_arn.clone();
     let event_for = move |name: &str| -> Box<dyn Fn(usize) -> Vec<u8> + Sync> {
@@ -228,7 +229,19 @@ async fn aws_like_table(quick: bool) -> anyhow::Result<String> {
         failures == 0,
         "{table}\n{failures} AWS-like figure(s) could not be measured"
     );
-    Ok(table)
+    let cost = cost_table(&rows)
+        .await
+        .unwrap_or_else(|e| format!("Cost per million: not measured: {e:#}\n"));
+    Ok(format!("{table}\n{cost}"))
+}
+
+/// The cost tables ([`cost`]): each operation once more on a plain emulator, its items sized,
+/// priced with the AWS-like table's CPU and round trips.
+async fn cost_table(rows: &[aws_like::Row]) -> anyhow::Result<String> {
+    eprintln!("cost: sizing what each operation writes");
+    let emulator = Emulator::start_on_free_port().context("starting the emulator")?;
+    let ops = cost::measure(&emulator.sdk_config().await).await?;
+    Ok(cost::table(ops, rows)?.markdown())
 }
 
 fn write_report(markdown: &str) -> anyhow::Result<()> {

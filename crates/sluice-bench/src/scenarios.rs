@@ -83,7 +83,7 @@ pub async fn start_receiver() -> anyhow::Result<(std::net::SocketAddr, tokio::ta
     Ok((addr, server))
 }
 
-async fn add_endpoint(s: &Scenario, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn add_endpoint(s: &Scenario, url: &str) -> anyhow::Result<()> {
     s.call(
         "POST",
         "/v1/endpoints",
@@ -94,7 +94,7 @@ async fn add_endpoint(s: &Scenario, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish(s: &Scenario, i: usize) -> anyhow::Result<()> {
+pub(crate) async fn publish(s: &Scenario, i: usize) -> anyhow::Result<()> {
     s.call(
         "POST",
         "/v1/events",
@@ -107,7 +107,7 @@ async fn publish(s: &Scenario, i: usize) -> anyhow::Result<()> {
 
 /// The outbox relay (the egress function fed from the table's stream) until the stream is
 /// drained: `POST /v1/events` sends nothing to SQS itself.
-async fn relay_outbox(sdk: &SdkConfig, s: &Scenario) -> anyhow::Result<()> {
+pub(crate) async fn relay_outbox(sdk: &SdkConfig, s: &Scenario) -> anyhow::Result<()> {
     let stream_arn = s
         .stack
         .resources

@@ -8,7 +8,10 @@
 //! of their own.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -37,12 +40,16 @@ pub struct Request {
     pub start: Instant,
     /// `None` when no answer came (a transport error).
     pub end: Option<Instant>,
+    /// The request's body, kept only while [`Timeline::keep_bodies`] is on (the cost model reads
+    /// which items each write touched from it; copying it costs CPU, so timed runs leave it off).
+    pub body: Option<Vec<u8>>,
 }
 
 /// Records every request sent by the clients it built, in order of sending.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
     requests: Arc<Mutex<Vec<Request>>>,
+    keep_bodies: Arc<AtomicBool>,
 }
 
 /// Which entry of the timeline the current attempt is (kept in the attempt's config bag).
@@ -59,6 +66,11 @@ impl Timeline {
         AwsClients::new(sdk).with_interceptor(self.clone())
     }
 
+    /// Whether requests keep a copy of their body from now on.
+    pub fn keep_bodies(&self, on: bool) {
+        self.keep_bodies.store(on, Ordering::Relaxed);
+    }
+
     /// Every request since the last call (or since the timeline was made); forgets them.
     pub fn take(&self) -> Vec<Request> {
         std::mem::take(&mut *self.requests.lock().unwrap())
@@ -72,10 +84,15 @@ impl Intercept for Timeline {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let body = self
+            .keep_bodies
+            .load(Ordering::Relaxed)
+            .then(|| context.request().body().bytes().map(<[u8]>::to_vec))
+            .flatten();
         let (service, operation) = cfg.load::<Metadata>().map_or_else(
             || ("?".to_owned(), "?".to_owned()),
             |m| (m.service().to_owned(), m.name().to_owned()),
@@ -86,6 +103,7 @@ impl Intercept for Timeline {
             operation,
             start: Instant::now(),
             end: None,
+            body,
         });
         cfg.interceptor_state().store_put(Entry(requests.len() - 1));
         Ok(())
@@ -154,6 +172,7 @@ mod tests {
                 operation: "GetItem".into(),
                 start: at(s),
                 end: Some(at(e)),
+                body: None,
             })
             .collect()
     }

@@ -1,6 +1,6 @@
 //! `sluice-local dev`: the whole stack on 127.0.0.1 (what `make dev` runs).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -90,6 +90,52 @@ impl LocalStack {
     }
 }
 
+/// The setting of `make dev`'s reconciliation timer: seconds between sweeps.
+pub const RECONCILE_EVERY_ENV: &str = "SLUICE_RECONCILE_EVERY_SECS";
+/// As the template's schedule: every 15 minutes.
+const RECONCILE_EVERY_DEFAULT: Duration = Duration::from_secs(15 * 60);
+
+/// How often `make dev` sweeps Stripe's events (`None`: never). Off without a Stripe API key
+/// (there is nothing to list) or with `0`; otherwise `setting` seconds, 15 minutes by default.
+pub fn reconcile_every(
+    setting: Option<&str>,
+    has_stripe_key: bool,
+) -> anyhow::Result<Option<Duration>> {
+    let every =
+        match setting.map(str::trim).filter(|s| !s.is_empty()) {
+            None => RECONCILE_EVERY_DEFAULT,
+            Some(v) => Duration::from_secs(v.parse().with_context(|| {
+                format!("{RECONCILE_EVERY_ENV}={v:?} is not a number of seconds")
+            })?),
+        };
+    Ok((has_stripe_key && !every.is_zero()).then_some(every))
+}
+
+/// `make dev`'s stand-in for the template's schedule: the sweep every `every`, through the code
+/// the scheduled invocation runs, until `stopped`. A failed run is logged; the next starts again
+/// from the checkpoint.
+async fn reconcile_timer(
+    state: sluice_api::AppState,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+        match sluice_api::admin::reconcile::sweep(&state, None).await {
+            Ok(r) => tracing::info!(
+                listed = r.found.listed,
+                recovered = r.found.recovered,
+                checkpoint = r.checkpoint,
+                "reconciliation timer"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reconciliation timer: the sweep failed"),
+        }
+    }
+}
+
 /// A random Stripe-style signing secret for a local run.
 pub fn generate_stripe_secret() -> String {
     format!("whsec_{}", STANDARD.encode(ids::random_bytes::<24>()))
@@ -163,6 +209,18 @@ pub async fn run() -> anyhow::Result<()> {
         webhook_egress::EgressState::new(config.clone(), iam::tag(&aws, "webhook-egress"))?,
         stopped.clone(),
     ));
+    let reconcile_every = reconcile_every(
+        std::env::var(RECONCILE_EVERY_ENV).ok().as_deref(),
+        config.billing.stripe_key.is_some(),
+    )?;
+    let timer = match reconcile_every {
+        Some(every) => Some(tokio::spawn(reconcile_timer(
+            sluice_api::AppState::new(config.clone(), iam::tag(&aws, "api"))?,
+            every,
+            stopped.clone(),
+        ))),
+        None => None,
+    };
     let server = tokio::spawn(server::serve(listener, functions, stopped));
 
     let base = format!("http://127.0.0.1:{port}");
@@ -187,6 +245,15 @@ pub async fn run() -> anyhow::Result<()> {
         "  STRIPE_WEBHOOK_SECRETS   {stripe_secrets}{}",
         note(stripe_generated)
     );
+    match reconcile_every {
+        Some(every) => println!(
+            "  Stripe reconciliation    every {} s   ({RECONCILE_EVERY_ENV}; 0 turns it off)",
+            every.as_secs()
+        ),
+        None => println!(
+            "  Stripe reconciliation    off   (no STRIPE_API_KEY, or {RECONCILE_EVERY_ENV}=0)"
+        ),
+    }
     println!("Try:");
     println!("  curl -s {base}/health");
     println!(
@@ -198,6 +265,9 @@ pub async fn run() -> anyhow::Result<()> {
     println!("Stopping…");
     let _ = stop.send(true);
     let _ = tokio::join!(poller, relay, server);
+    if let Some(timer) = timer {
+        let _ = timer.await;
+    }
     drop(emulator);
     Ok(())
 }
@@ -208,5 +278,24 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::reconcile_every;
+
+    #[test]
+    fn the_timer_sweeps_every_15_minutes_unless_told_otherwise_and_only_with_a_stripe_key() {
+        let every = |s: Option<&str>, key| reconcile_every(s, key).unwrap();
+        assert_eq!(every(None, true), Some(Duration::from_secs(900)));
+        assert_eq!(every(Some(" "), true), Some(Duration::from_secs(900)));
+        assert_eq!(every(Some("30"), true), Some(Duration::from_secs(30)));
+        assert_eq!(every(Some("0"), true), None);
+        assert_eq!(every(None, false), None);
+        assert_eq!(every(Some("30"), false), None);
+        assert!(reconcile_every(Some("15m"), true).is_err());
     }
 }

@@ -49,7 +49,7 @@ use crate::{
     idempotency::{self, CommitError, IdempotencyLock, StoredResponse},
     ids,
     table::{self, Item, ItemExt, n, s},
-    tenants::{Tenant, attr},
+    tenants::{self, Tenant, attr},
 };
 
 /// Tenant attribute: usage left this month before the 80 % threshold (absent until the first
@@ -328,7 +328,7 @@ pub fn credit_items(
     conditions.extend(clauses.conditions);
     let update = Update::builder()
         .table_name(table_name)
-        .set_key(Some(tenant_key(tenant_id)))
+        .set_key(Some(tenants::key(tenant_id)))
         .update_expression(format!(
             "SET {} REMOVE {}",
             clauses.set.join(", "),
@@ -343,10 +343,6 @@ pub fn credit_items(
         TransactWriteItem::builder().update(update).build(),
         entry.put_item(table_name, tenant_id),
     ]
-}
-
-fn tenant_key(tenant_id: &str) -> Item {
-    table::key(table::tenant_pk(tenant_id), table::TENANT_PROFILE_SK)
 }
 
 /// Budget status shown by `GET /v1/account`.
@@ -460,7 +456,7 @@ fn plan(item: &Item, amount: i64, month: &str) -> Option<Plan> {
 fn fast_update(table_name: &str, tenant_id: &str, amount: i64, month: &str) -> Update {
     Update::builder()
         .table_name(table_name)
-        .set_key(Some(tenant_key(tenant_id)))
+        .set_key(Some(tenants::key(tenant_id)))
         .update_expression(
             "SET #bal = #bal - :amt, #used = #used + :amt, \
              #wh = if_not_exists(#wh, :zero) - :amt, #eh = if_not_exists(#eh, :zero) - :amt",
@@ -564,7 +560,7 @@ fn planned_update(
     }
     Update::builder()
         .table_name(table_name)
-        .set_key(Some(tenant_key(tenant_id)))
+        .set_key(Some(tenants::key(tenant_id)))
         .update_expression(expression)
         .condition_expression(conditions.join(" AND "))
         .expression_attribute_names("#bal", attr::BALANCE_MINOR)

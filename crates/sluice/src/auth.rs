@@ -41,9 +41,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The authenticated caller of a `/v1` request, put in the request extensions by the auth layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TenantId(pub String);
+/// The authenticated caller of a `/v1` request, put in the request extensions by the auth layer
+/// (the tenant's id type, owned by [`crate::tenants`]).
+pub use crate::tenants::TenantId;
 
 /// Finds the tenant owning `api_key`; `None` for an unknown or revoked key. One `GetItem`.
 pub async fn tenant_for_api_key(

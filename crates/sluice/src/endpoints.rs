@@ -161,7 +161,7 @@ impl Endpoint {
 
 /// The attribute value of an `event_types` list (L of S).
 pub fn event_types_value(types: &[String]) -> AttributeValue {
-    AttributeValue::L(types.iter().map(|t| s(t.as_str())).collect())
+    table::string_list(types)
 }
 
 #[cfg(test)]

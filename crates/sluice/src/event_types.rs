@@ -3,7 +3,7 @@
 //!
 //! A publisher builds a [`SluiceEvent`] from a typed payload struct; [`SluiceEvent::event_type`]
 //! and [`SluiceEvent::data`] are what goes on the wire (`{"type", "timestamp", "data"}`, see
-//! `fanout::OutboundEvent::wire_body`). The JSON Schema of each type's `data` is derived
+//! `outbound::OutboundEvent::wire_body`). The JSON Schema of each type's `data` is derived
 //! (`utoipa::ToSchema`) from the same struct that is serialized, so the payload cannot drift from
 //! its documented schema. The enum and [`catalog`] come from one list ([`sluice_events!`]), so a
 //! type cannot be published without a catalog entry.

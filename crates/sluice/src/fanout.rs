@@ -1,4 +1,5 @@
 //! Outbound events and their fan-out: one delivery (and one SQS message) per matching endpoint.
+//! The event and delivery items themselves (keys, attributes, ids) belong to [`crate::outbound`].
 //!
 //! A transactional outbox: no writer sends to SQS. An outbound event is an item (`EVENT#msg_…`,
 //! see [`crate::table`]) written in the *same transaction* as its cause; the egress function,
@@ -29,19 +30,19 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 
+// The event and delivery items live in `outbound`; these names stay here for the callers.
+pub use crate::outbound::{OutboundEvent, RETENTION_DAYS, attr, delivery_item, status};
 use crate::{
     ApiError,
     aws::AwsClients,
-    clock, ids,
-    table::{self, Item, ItemExt, n, s},
+    outbound::EventId,
+    table::{self, Item, ItemExt, string_list},
 };
 
-/// Outbound events and delivery logs are kept this long (SPEC §6: attempts kept 30 days).
-pub const RETENTION_DAYS: u32 = 30;
 /// `TransactWriteItems` takes at most 100 items.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// `SendMessageBatch` takes at most 10 entries.
@@ -70,141 +71,6 @@ impl DeliveryMessage {
     pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(body)
     }
-}
-
-/// Delivery item attribute names (the egress function reads and updates them).
-pub mod attr {
-    pub const EVENT_ID: &str = "event_id";
-    pub const ENDPOINT_ID: &str = "endpoint_id";
-    pub const STATUS: &str = "status";
-    pub const GENERATION: &str = "generation";
-    pub const ATTEMPT_COUNT: &str = "attempt_count";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const CREATED_AT: &str = "created_at";
-    pub const UPDATED_AT: &str = "updated_at";
-    /// On the event item: the endpoints it was fanned out to (absent until expanded).
-    pub const ENDPOINT_IDS: &str = "endpoint_ids";
-}
-
-/// Delivery status values.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const ENDPOINT_DISABLED: &str = "endpoint_disabled";
-}
-
-/// An event a tenant's endpoints receive (`{"type", "timestamp", "data"}` on the wire).
-#[derive(Clone, Debug, PartialEq)]
-pub struct OutboundEvent {
-    /// `msg_…`
-    pub id: String,
-    pub tenant_id: String,
-    pub event_type: String,
-    pub data: serde_json::Value,
-    /// Epoch seconds.
-    pub created_at: i64,
-    /// The endpoints it was fanned out to; `None` until a deferred event is expanded.
-    pub endpoint_ids: Option<Vec<String>>,
-}
-
-impl OutboundEvent {
-    /// A new event with a fresh id, created now.
-    pub fn new(tenant_id: &str, event_type: &str, data: serde_json::Value) -> Self {
-        Self::with_id(ids::new_id("msg"), tenant_id, event_type, data)
-    }
-
-    /// A new event with the given id, created now.
-    fn with_id(id: String, tenant_id: &str, event_type: &str, data: serde_json::Value) -> Self {
-        OutboundEvent {
-            id,
-            tenant_id: tenant_id.to_owned(),
-            event_type: event_type.to_owned(),
-            data,
-            created_at: clock::now_epoch(),
-            endpoint_ids: None,
-        }
-    }
-
-    /// The event's item (with `endpoint_ids` when known).
-    pub fn to_item(&self) -> Item {
-        let mut item = table::key(table::tenant_pk(&self.tenant_id), table::event_sk(&self.id));
-        item.insert("id".into(), s(&self.id));
-        item.insert("type".into(), s(&self.event_type));
-        item.insert("data".into(), s(self.data.to_string()));
-        item.insert(attr::CREATED_AT.into(), n(self.created_at));
-        item.insert(
-            table::TTL.into(),
-            n(self.created_at + clock::days(RETENTION_DAYS)),
-        );
-        if let Some(ids) = &self.endpoint_ids {
-            item.insert(attr::ENDPOINT_IDS.into(), string_list(ids));
-        }
-        // Listed newest first by tenant (`GET /v1/events`).
-        item.extend(crate::event_list::index_attributes(
-            &self.tenant_id,
-            self.created_at,
-            &self.id,
-        ));
-        item
-    }
-
-    /// Reads an event item; `None` if it is not one or has expired.
-    pub fn from_item(item: &Item) -> Option<Self> {
-        if table::is_expired(item, clock::now_epoch()) {
-            return None;
-        }
-        let tenant_id = item.get_s(table::PK)?.strip_prefix("TENANT#")?.to_owned();
-        Some(OutboundEvent {
-            id: item.get_s("id")?.to_owned(),
-            tenant_id,
-            event_type: item.get_s("type")?.to_owned(),
-            data: serde_json::from_str(item.get_s("data")?).ok()?,
-            created_at: item.get_i64(attr::CREATED_AT)?,
-            endpoint_ids: item
-                .contains_key(attr::ENDPOINT_IDS)
-                .then(|| item.get_string_list(attr::ENDPOINT_IDS)),
-        })
-    }
-
-    /// The JSON body endpoints receive: `{"type", "timestamp", "data"}`.
-    pub fn wire_body(&self) -> String {
-        serde_json::json!({
-            "type": self.event_type,
-            "timestamp": clock::rfc3339(self.created_at),
-            "data": self.data,
-        })
-        .to_string()
-    }
-
-    fn deliver_message(&self, endpoint_id: &str, generation: u32) -> DeliveryMessage {
-        DeliveryMessage::Deliver {
-            tenant_id: self.tenant_id.clone(),
-            event_id: self.id.clone(),
-            endpoint_id: endpoint_id.to_owned(),
-            generation,
-        }
-    }
-}
-
-/// A new delivery item: `pending`, generation 1, no attempts yet.
-pub fn delivery_item(event: &OutboundEvent, endpoint_id: &str) -> Item {
-    let mut item = table::key(
-        table::tenant_pk(&event.tenant_id),
-        table::delivery_sk(&event.id, endpoint_id),
-    );
-    item.insert(attr::EVENT_ID.into(), s(&event.id));
-    item.insert(attr::ENDPOINT_ID.into(), s(endpoint_id));
-    item.insert(attr::STATUS.into(), s(status::PENDING));
-    item.insert(attr::GENERATION.into(), n(1));
-    item.insert(attr::ATTEMPT_COUNT.into(), n(0));
-    item.insert(attr::ATTEMPTS.into(), AttributeValue::L(Vec::new()));
-    item.insert(attr::CREATED_AT.into(), n(event.created_at));
-    item.insert(
-        table::TTL.into(),
-        n(event.created_at + clock::days(RETENTION_DAYS)),
-    );
-    item
 }
 
 /// An outbound event whose fan-out is left to the egress function, so that publishing it costs
@@ -236,7 +102,7 @@ impl Deferred {
         data: serde_json::Value,
         source: &str,
     ) -> Deferred {
-        let id = ids::derived_id("msg", &[tenant_id, source, event_type]);
+        let id = EventId::derived(&[tenant_id, source, event_type]);
         Deferred {
             event: OutboundEvent::with_id(id, tenant_id, event_type, data),
         }
@@ -594,10 +460,6 @@ async fn commit_chunks(
     Ok(())
 }
 
-fn string_list(values: &[String]) -> AttributeValue {
-    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
-}
-
 /// Delivery items of one event, keyed by endpoint id.
 pub async fn deliveries_of(
     db: &aws_sdk_dynamodb::Client,
@@ -643,27 +505,5 @@ mod tests {
                 .is_err()
         );
         assert!(DeliveryMessage::from_body(r#"{"kind":"other"}"#).is_err());
-    }
-
-    #[test]
-    fn event_items_round_trip_and_expire() {
-        let mut e = OutboundEvent::new("tnt_a", "credits.added", serde_json::json!({"amount": 5}));
-        assert!(e.id.starts_with("msg_"));
-        assert_eq!(OutboundEvent::from_item(&e.to_item()).unwrap(), e);
-        e.endpoint_ids = Some(vec!["ep_1".into()]);
-        assert_eq!(OutboundEvent::from_item(&e.to_item()).unwrap(), e);
-        let mut old = e.to_item();
-        old.insert(table::TTL.into(), n(clock::now_epoch() - 1));
-        assert!(OutboundEvent::from_item(&old).is_none());
-    }
-
-    #[test]
-    fn wire_body_has_type_timestamp_and_data() {
-        let mut e = OutboundEvent::new("tnt_a", "payment.failed", serde_json::json!({"x": 1}));
-        e.created_at = 0;
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&e.wire_body()).unwrap(),
-            serde_json::json!({"type": "payment.failed", "timestamp": "1970-01-01T00:00:00Z", "data": {"x": 1}})
-        );
     }
 }

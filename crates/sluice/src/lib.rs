@@ -8,6 +8,8 @@
 //! - [`ids`], [`clock`]: prefixed opaque ids and time.
 //! - [`auth`], [`tenants`]: API keys, the admin key, tenant records.
 //! - [`endpoints`]: the webhook endpoint entity (key, attributes, typed id, matching rule).
+//! - [`outbound`]: the outbound event and its deliveries (keys, attributes, typed ids, attempts);
+//!   [`fanout`] publishes them.
 //! - [`idempotency`]: the idempotency `tower` layer (DynamoDB conditional writes).
 //! - [`account`]: credits, usage debits, the ledger and monthly budget alerts.
 //! - [`sealing`], [`ssrf`]: KMS-sealed secrets at rest, endpoint URL checks.
@@ -19,7 +21,6 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
-pub mod delivery_log;
 pub mod endpoints;
 pub mod error;
 pub mod event_list;
@@ -27,6 +28,7 @@ pub mod event_types;
 pub mod fanout;
 pub mod idempotency;
 pub mod ids;
+pub mod outbound;
 pub mod replay;
 pub mod sealing;
 pub mod ssrf;

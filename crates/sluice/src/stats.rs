@@ -15,6 +15,7 @@
 //! | `event_status#{status}` | of those, how many are now in `status` (moved when the status changes) |
 //! | `event_type#{type}` | of those, how many had `type` |
 //! | `delivery#{outcome}` | egress delivery attempts that ended with `outcome` in the hour (`succeeded`, `failed`, `retried`, …) |
+//! | `reconcile#{count}` | Stripe reconciliation sweeps that ended in the hour (`runs`), and what they found: events `listed`, `recovered`, `duplicates`, `failed` |
 //!
 //! An event's status counters live in the bucket of the hour it was *received*, so a status
 //! change (e.g. `unmatched` → `processed`, `failed` → `processed` on retry) moves one count within
@@ -38,6 +39,7 @@ pub const EVENTS: &str = "events";
 const EVENT_STATUS: &str = "event_status#";
 const EVENT_TYPE: &str = "event_type#";
 const DELIVERY: &str = "delivery#";
+const RECONCILE: &str = "reconcile#";
 /// Statistics items outlive the longest window anyone asks for.
 const STATS_RETENTION_DAYS: u32 = 90;
 /// Counter items per hour.
@@ -97,6 +99,15 @@ impl StatsDelta {
     /// One egress delivery attempt ended with `outcome` (`succeeded`, `failed`, `retried`, …).
     pub fn delivery(&mut self, outcome: &str) -> &mut Self {
         self.add(format!("{DELIVERY}{outcome}"), 1)
+    }
+
+    /// One reconciliation sweep ended, having found `found`.
+    pub fn reconcile_run(&mut self, found: &SweepCounts) -> &mut Self {
+        self.add(format!("{RECONCILE}runs"), 1);
+        self.add(format!("{RECONCILE}listed"), found.listed);
+        self.add(format!("{RECONCILE}recovered"), found.recovered);
+        self.add(format!("{RECONCILE}duplicates"), found.duplicates);
+        self.add(format!("{RECONCILE}failed"), found.failed)
     }
 
     /// True if nothing would change.
@@ -172,6 +183,42 @@ pub async fn record_delivery_outcome(
         .await
 }
 
+/// What reconciliation sweeps found: one run's, or a window's sums.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SweepCounts {
+    /// Events Stripe listed (every one is either recovered or a duplicate, unless it did not
+    /// decode or the run's time budget ran out first).
+    #[schema(minimum = 0)]
+    pub listed: i64,
+    /// Events stored by the sweep: their webhook had not arrived.
+    #[schema(minimum = 0)]
+    pub recovered: i64,
+    /// Events already stored (their webhook had arrived).
+    #[schema(minimum = 0)]
+    pub duplicates: i64,
+    /// Of `recovered`, those stored `failed`.
+    #[schema(minimum = 0)]
+    pub failed: i64,
+}
+
+/// The reconciliation sweep in a statistics window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReconcileStats {
+    /// Sweeps that ended in the window (scheduled, `make dev`'s timer, or
+    /// `POST /admin/stripe/reconcile`).
+    #[schema(minimum = 0)]
+    pub runs: i64,
+    /// What they found, summed.
+    #[serde(flatten)]
+    pub found: SweepCounts,
+    /// When the last sweep ended (epoch seconds), inside the window or not; `null` before the
+    /// first. Read from the sweep's state item, not the hourly counters.
+    pub last_run_at: Option<i64>,
+    /// The stored checkpoint (epoch seconds): Stripe's events created before it are all stored.
+    /// From the sweep's state item.
+    pub checkpoint: Option<i64>,
+}
+
 /// Sums of a window of hourly counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WindowStats {
@@ -189,6 +236,8 @@ pub struct WindowStats {
     pub deliveries_by_outcome: BTreeMap<String, i64>,
     /// `failed` / (`succeeded` + `failed`) deliveries (0 when there were none).
     pub delivery_failure_rate: f64,
+    /// Reconciliation sweeps and what they found.
+    pub reconcile: ReconcileStats,
 }
 
 impl WindowStats {
@@ -208,6 +257,16 @@ impl WindowStats {
                     .deliveries_by_outcome
                     .entry(outcome.to_owned())
                     .or_default() += count;
+            } else if let Some(counter) = name.strip_prefix(RECONCILE) {
+                let r = &mut self.reconcile;
+                match counter {
+                    "runs" => r.runs += count,
+                    "listed" => r.found.listed += count,
+                    "recovered" => r.found.recovered += count,
+                    "duplicates" => r.found.duplicates += count,
+                    "failed" => r.found.failed += count,
+                    _ => {}
+                }
             }
         }
     }
@@ -381,6 +440,51 @@ mod tests {
         assert_eq!(stats.deliveries_by_outcome["retried"], 1);
         assert_eq!(stats.delivery_failure_rate, 0.5);
         assert_eq!(WindowStats::from_items(1, &[]).failure_rate, 0.0);
+    }
+
+    #[test]
+    fn sweeps_are_counted_per_run_and_summed_over_the_window() {
+        let found = SweepCounts {
+            listed: 5,
+            recovered: 2,
+            duplicates: 3,
+            failed: 1,
+        };
+        let mut a = StatsDelta::at(0);
+        a.reconcile_run(&found);
+        let mut b = StatsDelta::at(3600);
+        b.reconcile_run(&SweepCounts::default());
+        let names: Vec<String> = a
+            .to_update("t")
+            .expression_attribute_names()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        for want in [
+            "reconcile#runs",
+            "reconcile#listed",
+            "reconcile#recovered",
+            "reconcile#duplicates",
+            "reconcile#failed",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+        let item =
+            |d: &StatsDelta| -> Item { d.adds.iter().map(|(k, v)| (k.clone(), n(v))).collect() };
+        let stats = WindowStats::from_items(2, &[item(&a), item(&b)]);
+        assert_eq!(
+            stats.reconcile,
+            ReconcileStats {
+                runs: 2,
+                found,
+                last_run_at: None,
+                checkpoint: None,
+            }
+        );
+        // A run that found nothing still counts as a run.
+        assert_eq!(WindowStats::from_items(1, &[item(&b)]).reconcile.runs, 1);
+        assert_eq!(stats.events, 0);
     }
 
     #[test]

@@ -14,10 +14,10 @@
 //! | provider secret | `TENANT#{tnt}` | `SECRET#{provider}` | `provider`, `ciphertext` (B), `hint`, `created_at`, `updated_at` |
 //! | ledger entry | `TENANT#{tnt}` | `LEDGER#{created_ms:013}#{led}` | `id`, `amount_minor` (signed: credit > 0, debit < 0), `currency`, `kind` (`credit`/`debit`/`payment`), `description`, `source`, `created_at`; API debits carry no `currency` (the tenant's) |
 //! | money key | `MONEY#{pi_… or in_…}` | `MONEY` | `ledger_id`: a conditional put makes one payment credit once |
-//! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d); `gsi1pk` = `EVENTS#{tnt}`, `gsi1sk` = `{created_at:010}#{msg}` (listed newest first, see `event_list`) |
-//! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `delivery_log`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
+//! | outbound event | `TENANT#{tnt}` | `EVENT#{msg}` | owned by `outbound`: `id`, `type`, `data` (JSON text), `created_at`, `endpoint_ids`, `ttl` (30 d); `gsi1pk` = `EVENTS#{tnt}`, `gsi1sk` = `{created_at:010}#{msg}` (listed newest first, see `event_list`) |
+//! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | owned by `outbound`: `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `outbound`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
 //! | replay outbox | `TENANT#{tnt}` | `OUTBOX#{rdl}` | `kind` = `redeliver`, `id`, `targets` (L of M `{event_id, endpoint_id, generation}`), `created_at`, `ttl` (2 d); written with the generation bumps it announces, relayed from the stream (see `replay`) |
-//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (S, or gzip B above 8 KiB; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
+//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (gzip B, or S when gzip is not smaller; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id`, `event_id`, `linked_at`; before the link only `waiting` = true (unmatched events wait for it) |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | `event_id`, `ttl`: waits for the customer link |
 //! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `rank`, `event_created`, `event_id` (ordering guard), `price_id?`, `current_period_end?`, `cancel_at_period_end` |
@@ -151,6 +151,10 @@ pub fn b(v: bool) -> AttributeValue {
 /// A binary attribute.
 pub fn bin(v: impl Into<Vec<u8>>) -> AttributeValue {
     AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(v))
+}
+/// A list of strings (L of S).
+pub fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
 }
 /// The key map `{pk, sk}`.
 pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {

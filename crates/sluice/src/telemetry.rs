@@ -69,8 +69,21 @@ pub const IDEMPOTENCY: Metric = Metric {
     unit: "Count",
     dimension_sets: &[&["Outcome"]],
 };
+/// Stripe events one reconciliation sweep stored whose webhook had not arrived (one value per
+/// run, 0 included, so a run shows as a sample): above 0, webhooks are being missed.
+pub const RECONCILE_RECOVERED: Metric = Metric {
+    name: "ReconcileRecovered",
+    unit: "Count",
+    dimension_sets: &[&[]],
+};
 /// Every metric above: what the template's alarms and dashboard may name.
-pub const METRICS: &[&Metric] = &[&STRIPE_EVENTS, &DELIVERIES, &DELIVERY_LATENCY, &IDEMPOTENCY];
+pub const METRICS: &[&Metric] = &[
+    &STRIPE_EVENTS,
+    &DELIVERIES,
+    &DELIVERY_LATENCY,
+    &IDEMPOTENCY,
+    &RECONCILE_RECOVERED,
+];
 
 /// One EMF document (a JSON line) for `value` of `metric` with `dimensions`, which must name
 /// every dimension of the metric's sets.
@@ -102,7 +115,7 @@ pub fn emf_line(metric: &Metric, value: f64, dimensions: &[(&str, &str)], at_ms:
 }
 
 /// Emits one EMF line on stdout. Hand-written rather than with `metrics_cloudwatch_embedded`:
-/// four metrics, one line each, no global recorder or per-invocation flush to wire into three
+/// five metrics, one line each, no global recorder or per-invocation flush to wire into three
 /// runtimes.
 pub fn emit(metric: &Metric, value: f64, dimensions: &[(&str, &str)]) {
     // Only metrics go to stdout; tracing writes to stderr locally and stdout in Lambda — both end
@@ -153,6 +166,26 @@ mod tests {
             json!([[]])
         );
         assert_eq!(doc["DeliveryLatency"], json!(12.5));
+    }
+
+    #[test]
+    fn a_sweep_reports_what_it_recovered_as_one_metric_without_dimensions() {
+        let line = emf_line(&RECONCILE_RECOVERED, 3.0, &[], 1_700_000_000_000);
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            doc,
+            json!({
+                "_aws": {
+                    "Timestamp": 1_700_000_000_000_i64,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "Sluice",
+                        "Dimensions": [[]],
+                        "Metrics": [{"Name": "ReconcileRecovered", "Unit": "Count"}],
+                    }],
+                },
+                "ReconcileRecovered": 3.0,
+            })
+        );
     }
 
     #[test]

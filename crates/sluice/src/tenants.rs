@@ -1,8 +1,16 @@
-//! Tenant records and their API keys.
+//! The tenant entity (its item's key, attribute names, typed id, [`Tenant`]) and its API keys.
 //!
 //! The tenant item (`TENANT#{id}` / `PROFILE`) carries everything `GET /v1/account` shows, so an
 //! account read is one `GetItem`: balance, budget counters and the subscription summary that
-//! Stripe ingress maintains.
+//! Stripe ingress maintains. Writers: `POST /admin/tenants` ([`create_tenant`], the whole item),
+//! [`crate::account`] (balance and budget bookkeeping, by update), Stripe ingress (customer link
+//! and subscription summary, by update).
+//!
+//! Invariants: `id` equals the id in the partition key; the `sub_*` attributes are present only
+//! with `sub_id`. AWS requests: [`get_tenant`] one `GetItem`; [`create_tenant`],
+//! [`add_api_key`] one transaction each; [`revoke_api_key`] one `GetItem` and one transaction.
+
+use std::{fmt, ops::Deref};
 
 use aws_sdk_dynamodb::{
     Client,
@@ -42,13 +50,65 @@ pub mod attr {
     pub const SUB_CANCEL_AT_PERIOD_END: &str = "sub_cancel_at_period_end";
 }
 
+/// A tenant id, `tnt_…`. The authenticated caller of a `/v1` request is one (the auth layer puts
+/// it in the request extensions); its field stays public so handlers can destructure
+/// `Extension(TenantId(id))`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    /// The id prefix.
+    pub const PREFIX: &'static str = "tnt";
+
+    /// A new random id.
+    pub fn new() -> Self {
+        Self(ids::new_id(Self::PREFIX))
+    }
+    /// `Some` if `raw` is a `tnt_…` id (lets handlers answer 404 without a request).
+    pub fn parse(raw: &str) -> Option<Self> {
+        ids::has_prefix(raw, Self::PREFIX).then(|| Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl Default for TenantId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An id reads as its text wherever a `&str` key part is asked for.
+impl Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The key map of a tenant item.
+pub fn key(tenant_id: &str) -> Item {
+    table::key(table::tenant_pk(tenant_id), table::TENANT_PROFILE_SK)
+}
+
 /// Default currency of a tenant created without one.
 pub const DEFAULT_CURRENCY: &str = "usd";
 
 /// A tenant as stored.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Tenant {
-    pub id: String,
+    pub id: TenantId,
     pub name: String,
     pub currency: String,
     pub created_at: i64,
@@ -72,10 +132,11 @@ pub struct SubscriptionSummary {
 }
 
 impl Tenant {
-    /// Reads a tenant item; `None` if it is not one.
+    /// Reads a tenant item; `None` without a valid `id`. Other attributes that are missing read
+    /// as empty/0/`usd`, as the API has always shown them.
     pub fn from_item(item: &Item) -> Option<Tenant> {
         Some(Tenant {
-            id: item.get_s(attr::ID)?.to_owned(),
+            id: TenantId(item.get_s(attr::ID)?.to_owned()),
             name: item.get_s(attr::NAME).unwrap_or_default().to_owned(),
             currency: item
                 .get_s(attr::CURRENCY)
@@ -102,6 +163,45 @@ impl Tenant {
                     .unwrap_or(false),
             }),
         })
+    }
+
+    /// The whole item (key included), as [`create_tenant`] writes it. The usage bookkeeping that
+    /// [`crate::account`] adds by update (alert months, headroom) is not part of it.
+    pub fn to_item(&self) -> Item {
+        let mut item = key(&self.id);
+        item.insert(attr::ID.into(), s(self.id.as_str()));
+        item.insert(attr::NAME.into(), s(&self.name));
+        item.insert(attr::CURRENCY.into(), s(&self.currency));
+        item.insert(attr::CREATED_AT.into(), n(self.created_at));
+        item.insert(attr::BALANCE_MINOR.into(), n(self.balance_minor));
+        item.insert(
+            attr::USED_THIS_MONTH_MINOR.into(),
+            n(self.used_this_month_minor),
+        );
+        if let Some(budget) = self.monthly_budget_minor {
+            item.insert(attr::MONTHLY_BUDGET_MINOR.into(), n(budget));
+        }
+        if let Some(month) = &self.budget_month {
+            item.insert(attr::BUDGET_MONTH.into(), s(month));
+        }
+        if let Some(customer) = &self.stripe_customer_id {
+            item.insert(attr::STRIPE_CUSTOMER_ID.into(), s(customer));
+        }
+        if let Some(sub) = &self.subscription {
+            item.insert(attr::SUB_ID.into(), s(&sub.id));
+            item.insert(attr::SUB_STATUS.into(), s(&sub.status));
+            if let Some(price) = &sub.price_id {
+                item.insert(attr::SUB_PRICE_ID.into(), s(price));
+            }
+            if let Some(end) = sub.current_period_end {
+                item.insert(attr::SUB_CURRENT_PERIOD_END.into(), n(end));
+            }
+            item.insert(
+                attr::SUB_CANCEL_AT_PERIOD_END.into(),
+                table::b(sub.cancel_at_period_end),
+            );
+        }
+        item
     }
 }
 
@@ -183,25 +283,22 @@ pub async fn create_tenant(
     new: NewTenant,
 ) -> Result<(Tenant, IssuedKey), ApiError> {
     let monthly_budget_minor = validate_monthly_budget(new.monthly_budget_minor)?;
-    let id = ids::new_id("tnt");
-    let now = clock::now_epoch();
-    let mut item = Item::from([
-        (table::PK.into(), s(table::tenant_pk(&id))),
-        (table::SK.into(), s(table::TENANT_PROFILE_SK)),
-        (attr::ID.into(), s(&id)),
-        (attr::NAME.into(), s(&new.name)),
-        (attr::CURRENCY.into(), s(&new.currency)),
-        (attr::CREATED_AT.into(), n(now)),
-        (attr::BALANCE_MINOR.into(), n(0)),
-        (attr::USED_THIS_MONTH_MINOR.into(), n(0)),
-    ]);
-    if let Some(budget) = monthly_budget_minor {
-        item.insert(attr::MONTHLY_BUDGET_MINOR.into(), n(budget));
-    }
-    let tenant = Tenant::from_item(&item).expect("complete tenant item");
+    let tenant = Tenant {
+        id: TenantId::new(),
+        name: new.name,
+        currency: new.currency,
+        created_at: clock::now_epoch(),
+        balance_minor: 0,
+        monthly_budget_minor,
+        budget_month: None,
+        used_this_month_minor: 0,
+        stripe_customer_id: None,
+        subscription: None,
+    };
+    let id = tenant.id.clone();
     let put = Put::builder()
         .table_name(table_name)
-        .set_item(Some(item))
+        .set_item(Some(tenant.to_item()))
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .expect("table, item set");
@@ -224,10 +321,7 @@ pub async fn get_tenant(
     let out = db
         .get_item()
         .table_name(table_name)
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::TENANT_PROFILE_SK,
-        )))
+        .set_key(Some(key(tenant_id)))
         .consistent_read(true)
         .send()
         .await?;
@@ -243,10 +337,7 @@ pub async fn add_api_key(
     let (issued, [lookup, owner_ref]) = api_key_items(table_name, tenant_id);
     let tenant_exists = ConditionCheck::builder()
         .table_name(table_name)
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::TENANT_PROFILE_SK,
-        )))
+        .set_key(Some(key(tenant_id)))
         .condition_expression("attribute_exists(pk)")
         .build()
         .expect("table, key, condition set");
@@ -350,6 +441,78 @@ pub fn cancellation_codes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            id: TenantId::parse("tnt_abc").unwrap(),
+            name: "Acme".into(),
+            currency: "eur".into(),
+            created_at: 5,
+            balance_minor: 700,
+            monthly_budget_minor: None,
+            budget_month: None,
+            used_this_month_minor: 0,
+            stripe_customer_id: None,
+            subscription: None,
+        }
+    }
+
+    #[test]
+    fn a_tenant_round_trips_through_its_item() {
+        let bare = tenant();
+        let item = bare.to_item();
+        assert_eq!(item.get_s(table::PK), Some("TENANT#tnt_abc"));
+        assert_eq!(item.get_s(table::SK), Some(table::TENANT_PROFILE_SK));
+        assert_eq!(Tenant::from_item(&item), Some(bare));
+        let full = Tenant {
+            monthly_budget_minor: Some(1000),
+            budget_month: Some("2026-01".into()),
+            used_this_month_minor: 12,
+            stripe_customer_id: Some("cus_1".into()),
+            subscription: Some(SubscriptionSummary {
+                id: "sub_1".into(),
+                status: "active".into(),
+                price_id: Some("price_1".into()),
+                current_period_end: Some(99),
+                cancel_at_period_end: true,
+            }),
+            ..tenant()
+        };
+        assert_eq!(Tenant::from_item(&full.to_item()), Some(full));
+    }
+
+    #[test]
+    fn a_new_tenant_item_has_exactly_its_creation_attributes() {
+        let mut names: Vec<_> = tenant().to_item().into_keys().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "balance_minor",
+                "created_at",
+                "currency",
+                "id",
+                "name",
+                "pk",
+                "sk",
+                "used_this_month_minor"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_item_without_an_id_is_not_a_tenant() {
+        let mut item = tenant().to_item();
+        item.remove(attr::ID);
+        assert_eq!(Tenant::from_item(&item), None);
+    }
+
+    #[test]
+    fn tenant_ids_are_parsed_once() {
+        assert_eq!(TenantId::parse("tnt_abc").unwrap().as_str(), "tnt_abc");
+        assert!(TenantId::parse("ep_abc").is_none());
+        assert!(TenantId::parse(TenantId::new().as_str()).is_some());
+    }
 
     #[test]
     fn a_monthly_budget_is_positive_and_bounded() {

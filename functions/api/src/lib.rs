@@ -18,6 +18,7 @@ pub mod auth_layer;
 pub mod docs;
 pub mod health;
 pub mod json_body;
+pub mod lambda;
 pub mod openapi;
 pub mod portal;
 pub mod v1;

@@ -1,4 +1,5 @@
-//! Lambda entry point of the API function: read config, build clients once, serve.
+//! Lambda entry point of the API function: read config, build clients once, serve HTTP API
+//! events and the reconciliation schedule (`sluice_api::lambda`).
 
 use sluice::{Config, aws::AwsClients, telemetry};
 
@@ -7,5 +8,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let state = sluice_api::AppState::new(config, AwsClients::from_env().await)?;
-    lambda_http::run(sluice_api::router(state)).await
+    sluice_api::lambda::run(state).await
 }

@@ -24,10 +24,8 @@ use aws_sdk_dynamodb::{
 };
 use http::{HeaderMap, HeaderValue};
 use sluice::{
-    clock,
-    delivery_log::{self, Attempt},
-    fanout::{OutboundEvent, attr, status},
-    ids,
+    clock, ids,
+    outbound::{self, Attempt, OutboundEvent, attr, status},
     sealing::SealedEndpointSecret,
     table::{self, Item, ItemExt, n, s},
     telemetry, webhook_signature,
@@ -49,15 +47,6 @@ pub const MAX_LOGGED_ATTEMPTS: usize = 50;
 
 // The endpoint item's attributes and parsing live once, in `sluice::endpoints`.
 use sluice::endpoints::{self, Endpoint, attr as endpoint_attr};
-
-/// Delivery attributes beyond those `fanout` names.
-mod delivery_attr {
-    pub const LEASE_ID: &str = "lease_id";
-    pub const LEASE_UNTIL: &str = "lease_until";
-    pub const NEXT_ATTEMPT_AT: &str = "next_attempt_at";
-    pub const LAST_ATTEMPT_AT: &str = "last_attempt_at";
-    pub const SUCCEEDED_GENERATION: &str = "succeeded_generation";
-}
 
 /// `disabled_reason` after a `410 Gone`.
 pub const REASON_GONE: &str = "the endpoint answered 410 Gone";
@@ -124,19 +113,13 @@ pub struct Target<'a> {
 
 impl Target<'_> {
     fn delivery_key(&self) -> Item {
-        table::key(
-            table::tenant_pk(self.tenant_id),
-            table::delivery_sk(self.event_id, self.endpoint_id),
-        )
+        outbound::delivery_key(self.tenant_id, self.event_id, self.endpoint_id)
     }
     fn endpoint_key(&self) -> Item {
         endpoints::key(self.tenant_id, self.endpoint_id)
     }
     fn event_key(&self) -> Item {
-        table::key(
-            table::tenant_pk(self.tenant_id),
-            table::event_sk(self.event_id),
-        )
+        outbound::event_key(self.tenant_id, self.event_id)
     }
 }
 
@@ -366,8 +349,8 @@ async fn claim(state: &EgressState, target: Target<'_>) -> anyhow::Result<Claim>
             "#gen = :gen AND #status <> :succeeded \
              AND (attribute_not_exists(#lease_until) OR #lease_until < :now)",
         )
-        .expression_attribute_names("#lease_id", delivery_attr::LEASE_ID)
-        .expression_attribute_names("#lease_until", delivery_attr::LEASE_UNTIL)
+        .expression_attribute_names("#lease_id", attr::LEASE_ID)
+        .expression_attribute_names("#lease_until", attr::LEASE_UNTIL)
         .expression_attribute_names("#gen", attr::GENERATION)
         .expression_attribute_names("#status", attr::STATUS)
         .expression_attribute_values(":lease", s(lease_id.as_str()))
@@ -415,7 +398,7 @@ async fn claim(state: &EgressState, target: Target<'_>) -> anyhow::Result<Claim>
                 Disposition::Done("duplicate")
             } else {
                 // Another receiver is sending it right now: look again once its lease is over.
-                let until = item.get_i64(delivery_attr::LEASE_UNTIL).unwrap_or(now);
+                let until = item.get_i64(attr::LEASE_UNTIL).unwrap_or(now);
                 Disposition::Retry {
                     delay: Some(Duration::from_secs((until - now).clamp(1, 900) as u64 + 1)),
                     outcome: "in_flight",
@@ -456,7 +439,7 @@ async fn read(
         {
             match item.get_s(table::SK) {
                 Some(sk) if sk.starts_with(endpoints::SK_PREFIX) => endpoint = Some(item.clone()),
-                Some(sk) if sk.starts_with("EVENT#") => event = Some(item.clone()),
+                Some(sk) if sk.starts_with(outbound::EVENT_SK_PREFIX) => event = Some(item.clone()),
                 _ => {}
             }
         }
@@ -500,10 +483,10 @@ impl Record<'_> {
             .condition_expression("#lease_id = :lease AND #gen = :gen")
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#updated", attr::UPDATED_AT)
-            .expression_attribute_names("#lease_id", delivery_attr::LEASE_ID)
-            .expression_attribute_names("#lease_until", delivery_attr::LEASE_UNTIL)
+            .expression_attribute_names("#lease_id", attr::LEASE_ID)
+            .expression_attribute_names("#lease_until", attr::LEASE_UNTIL)
             .expression_attribute_names("#gen", attr::GENERATION)
-            .expression_attribute_names("#next", delivery_attr::NEXT_ATTEMPT_AT)
+            .expression_attribute_names("#next", attr::NEXT_ATTEMPT_AT)
             .expression_attribute_values(":status", s(new_status))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":lease", s(self.lease_id))
@@ -515,11 +498,11 @@ impl Record<'_> {
             ]);
             req = req
                 .expression_attribute_names("#count", attr::ATTEMPT_COUNT)
-                .expression_attribute_names("#last", delivery_attr::LAST_ATTEMPT_AT)
-                .expression_attribute_names("#attempts", delivery_log::ATTEMPTS)
+                .expression_attribute_names("#last", attr::LAST_ATTEMPT_AT)
+                .expression_attribute_names("#attempts", attr::ATTEMPTS)
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1));
-            let logged = match self.delivery.get(delivery_log::ATTEMPTS) {
+            let logged = match self.delivery.get(attr::ATTEMPTS) {
                 Some(AttributeValue::L(list)) => list.as_slice(),
                 _ => &[],
             };
@@ -548,7 +531,7 @@ impl Record<'_> {
         }
         if new_status == status::SUCCEEDED {
             set.push("#succeeded = :gen");
-            req = req.expression_attribute_names("#succeeded", delivery_attr::SUCCEEDED_GENERATION);
+            req = req.expression_attribute_names("#succeeded", attr::SUCCEEDED_GENERATION);
         }
         let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match req.update_expression(expression).send().await {

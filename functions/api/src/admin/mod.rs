@@ -125,7 +125,7 @@ pub async fn create_tenant(
         StatusCode::CREATED,
         Extension(SealStoredBody),
         Json(TenantCreatedOut {
-            id: tenant.id,
+            id: tenant.id.into_string(),
             name: tenant.name,
             currency: tenant.currency,
             monthly_budget_minor: tenant.monthly_budget_minor,

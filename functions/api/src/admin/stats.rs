@@ -25,12 +25,14 @@ pub fn routes() -> Router<AppState> {
         .route("/cleanup", post(cleanup))
 }
 
-/// `GET /admin/stats?hours=`: sums of the hourly counters (one `Query` of at most `hours` items).
+/// `GET /admin/stats?hours=`: sums of the hourly counters (one `BatchGetItem` per 100 of the
+/// window's `hours` × 4 counter items, no scan) and the reconciliation sweep's state (one
+/// `GetItem`, sent at the same time).
 #[utoipa::path(
     get,
     path = "/admin/stats",
     tag = "admin",
-    summary = "Stripe events and deliveries of the last hours, from the hourly counters",
+    summary = "Stripe events, deliveries and reconciliation sweeps of the last hours, from the hourly counters",
     params(("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Hours summed, ending with the current one (default 24)")),
     responses(
         (status = 200, description = "The window's sums", body = stats::WindowStats),
@@ -56,9 +58,14 @@ pub async fn window(
                 ))
             })?,
     };
-    Ok(Json(
-        stats::read_window(&state.aws.dynamodb, state.table(), hours).await?,
-    ))
+    let db = &state.aws.dynamodb;
+    let (mut window, sweep) = futures::try_join!(
+        stats::read_window(db, state.table(), hours),
+        super::reconcile::read_state(db, state.table()),
+    )?;
+    window.reconcile.last_run_at = sweep.last_run_at;
+    window.reconcile.checkpoint = sweep.checkpoint;
+    Ok(Json(window))
 }
 
 /// The body of `POST /admin/cleanup` (optional).

@@ -424,6 +424,20 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_domain_is_read_from_the_lambda_request_context() {
+        let mut ctx =
+            lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext::default();
+        ctx.domain_name = Some("abc.execute-api.eu-west-1.amazonaws.com".into());
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(lambda_http::request::RequestContext::ApiGatewayV2(ctx));
+        assert_eq!(
+            gateway_domain(&ext).as_deref(),
+            Some("abc.execute-api.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(gateway_domain(&axum::http::Extensions::new()), None);
+    }
+
+    #[test]
     fn only_local_plain_http_gets_a_cookie_without_secure() {
         assert!(is_local_http(None, Some("127.0.0.1:3000")));
         assert!(!is_local_http(

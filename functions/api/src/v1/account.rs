@@ -79,7 +79,7 @@ pub async fn show(
     let budget = BudgetView::of(&tenant, clock::now_epoch());
     Ok(Json(AccountOut {
         tenant: AccountTenant {
-            id: tenant.id,
+            id: tenant.id.into_string(),
             name: tenant.name,
             created_at: tenant.created_at,
         },

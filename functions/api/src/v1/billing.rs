@@ -255,10 +255,7 @@ async fn link_customer(state: &AppState, tenant_id: &str, customer: &str) -> Api
         .map_err(ApiError::internal)?;
     let on_tenant = Update::builder()
         .table_name(state.table())
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::TENANT_PROFILE_SK,
-        )))
+        .set_key(Some(tenants::key(tenant_id)))
         .update_expression("SET #c = :c")
         .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#c) OR #c = :c)")
         .expression_attribute_names("#c", tenant_attr::STRIPE_CUSTOMER_ID)

@@ -15,14 +15,15 @@ use sluice::{
     ApiError, ApiResult,
     auth::TenantId,
     event_list::{self, EventFilter, EventStatus},
-    fanout::{self, attr},
+    fanout,
     idempotency::{self, CommitError, StoredResponse},
     ids,
-    table::{self, Item, ItemExt},
+    outbound::{Attempt, Delivery, EventId},
+    table,
 };
 use utoipa::ToSchema;
 
-use super::{Lock, attr_to_json, invalid, lock_ref};
+use super::{Lock, invalid, lock_ref};
 use crate::{
     AppState,
     json_body::{JsonBody, OptionalJsonBody},
@@ -80,7 +81,7 @@ pub struct DeliveryOut {
     pub generation: Option<i64>,
     pub attempt_count: i64,
     /// Every attempt, oldest first (status or error class, duration, response excerpt).
-    pub attempts: Vec<Value>,
+    pub attempts: Vec<Attempt>,
     /// Epoch seconds.
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -163,27 +164,23 @@ pub async fn create(
 }
 
 fn valid_event_id(id: &str) -> ApiResult<()> {
-    if ids::has_prefix(id, "msg") {
+    if EventId::parse(id).is_some() {
         Ok(())
     } else {
         Err(ApiError::not_found("event"))
     }
 }
 
-fn delivery_view(item: &Item) -> DeliveryOut {
-    let attempts = match item.get(attr::ATTEMPTS).map(attr_to_json) {
-        Some(Value::Array(list)) => list,
-        _ => Vec::new(),
-    };
+fn delivery_view(delivery: Delivery) -> DeliveryOut {
     DeliveryOut {
-        endpoint_id: item.get_s(attr::ENDPOINT_ID).map(str::to_owned),
-        status: item.get_s(attr::STATUS).map(str::to_owned),
-        generation: item.get_i64(attr::GENERATION),
-        attempt_count: item.get_i64(attr::ATTEMPT_COUNT).unwrap_or(0),
-        attempts,
-        created_at: item.get_i64(attr::CREATED_AT),
-        updated_at: item.get_i64(attr::UPDATED_AT),
-        next_attempt_at: item.get_i64("next_attempt_at"),
+        endpoint_id: Some(delivery.id.endpoint_id),
+        status: Some(delivery.status.as_str().to_owned()),
+        generation: Some(delivery.generation.into()),
+        attempt_count: delivery.attempt_count.into(),
+        attempts: delivery.attempts,
+        created_at: Some(delivery.created_at),
+        updated_at: delivery.updated_at,
+        next_attempt_at: delivery.next_attempt_at,
     }
 }
 
@@ -218,6 +215,7 @@ pub async fn show(
     )
     .await?
     .iter()
+    .filter_map(Delivery::from_item)
     .map(delivery_view)
     .collect();
     Ok(Json(EventOut {

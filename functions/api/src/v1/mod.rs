@@ -4,12 +4,10 @@
 //! Every handler reads and writes only under the caller's own partition (`TENANT#{id}`), so an id
 //! of another tenant answers `404` exactly as a missing one does.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
     Extension, Router,
     routing::{get, post},
 };
-use serde_json::Value;
 use sluice::{ApiError, idempotency::IdempotencyLock};
 
 use crate::AppState;
@@ -64,28 +62,4 @@ pub fn lock_ref(lock: &Lock) -> Option<&IdempotencyLock> {
 /// A `422` for a well-formed request body whose field is unacceptable; `detail` names the field.
 pub fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::invalid_field(detail)
-}
-
-/// A DynamoDB attribute as JSON (for logs of attempts whose shape the egress function owns).
-pub fn attr_to_json(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::N(n) => n
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| n.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(n.clone())),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::L(list) => Value::Array(list.iter().map(attr_to_json).collect()),
-        AttributeValue::M(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), attr_to_json(v)))
-                .collect(),
-        ),
-        AttributeValue::Ss(set) => Value::from(set.clone()),
-        AttributeValue::Ns(set) => Value::from(set.clone()),
-        // Binary attributes never carry anything a tenant should see here.
-        _ => Value::Null,
-    }
 }
