@@ -324,9 +324,113 @@ pub async fn overview(Extension(api): Extension<PortalApi>, session: Session) ->
     ok_page("Overview", "/portal", &body)
 }
 
-/// The 30-day chart's section (filled once the usage summary exists).
-async fn usage_chart_section(_api: &PortalApi, _tenant_id: &str) -> String {
-    String::new()
+/// One day of the usage summary: (`YYYY-MM-DD`, usage, credits) in minor units.
+pub type Day = (String, i64, i64);
+
+/// A bar chart of daily usage and credits (server-side SVG, no script), with the figures in a
+/// table beneath for screen readers and exact values. Pure.
+pub fn usage_chart(days: &[Day], currency: &str) -> String {
+    const W: i64 = 600;
+    const H: i64 = 150;
+    const TOP: i64 = 10;
+    const BOTTOM: i64 = 20;
+    let max = days
+        .iter()
+        .map(|(_, u, c)| (*u).max(*c))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = days.len().max(1) as i64;
+    let slot = W / n;
+    let bar = (slot / 2 - 1).max(1);
+    let plot = H - TOP - BOTTOM;
+    let height = |v: i64| (v.max(0) as f64 / max as f64 * plot as f64).round() as i64;
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"chart-h\">\
+         <line class=\"axis\" x1=\"0\" x2=\"{W}\" y1=\"{base}\" y2=\"{base}\"/>",
+        base = H - BOTTOM
+    );
+    for (i, (date, usage, credits)) in days.iter().enumerate() {
+        let x = i as i64 * slot;
+        let (hu, hc) = (height(*usage), height(*credits));
+        let _ = write!(
+            svg,
+            "<g><title>{date}: usage {u}, credits {c}</title>\
+             <rect class=\"usage\" x=\"{x}\" y=\"{yu}\" width=\"{bar}\" height=\"{hu}\"/>\
+             <rect class=\"credits\" x=\"{xc}\" y=\"{yc}\" width=\"{bar}\" height=\"{hc}\"/></g>",
+            date = esc(date),
+            u = money(*usage, currency),
+            c = money(*credits, currency),
+            yu = H - BOTTOM - hu,
+            xc = x + bar + 1,
+            yc = H - BOTTOM - hc,
+        );
+    }
+    if let (Some((first, ..)), Some((last, ..))) = (days.first(), days.last()) {
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{H}\">{}</text><text x=\"{W}\" y=\"{H}\" text-anchor=\"end\">{}</text>",
+            esc(first),
+            esc(last)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"0\" y=\"{TOP}\">max {}</text></svg>",
+        money(max, currency)
+    );
+    let mut table = String::from(
+        "<details><summary>Daily figures</summary><div class=\"scroll\"><table><thead><tr>\
+         <th scope=\"col\">Day (UTC)</th><th scope=\"col\" class=\"num\">Usage</th>\
+         <th scope=\"col\" class=\"num\">Credits</th></tr></thead><tbody>",
+    );
+    for (date, usage, credits) in days.iter().rev() {
+        let _ = write!(
+            table,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(date),
+            money(*usage, currency),
+            money(*credits, currency)
+        );
+    }
+    table.push_str("</tbody></table></div></details>");
+    format!(
+        "{svg}<p class=\"legend\"><span class=\"usage\">Usage</span><span class=\"credits\">Credits</span></p>{table}"
+    )
+}
+
+/// The 30-day chart's section, from `GET /v1/usage/summary` (nothing when the summary cannot be
+/// read: the rest of the overview stands on its own).
+async fn usage_chart_section(api: &PortalApi, tenant_id: &str) -> String {
+    let Ok(summary) = api
+        .call(tenant_id, Method::GET, "/usage/summary", None, None)
+        .await
+    else {
+        return String::new();
+    };
+    let days: Vec<Day> = summary
+        .get("days")
+        .and_then(Value::as_array)
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    (
+                        str_at(d, "/date").to_owned(),
+                        i64_at(d, "/usage_minor").unwrap_or(0),
+                        i64_at(d, "/credits_minor").unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if days.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<section class=\"card wide\" aria-labelledby=\"chart-h\"><h2 id=\"chart-h\">Usage and credits, last {} days</h2>{}</section>",
+        days.len(),
+        usage_chart(&days, str_at(&summary, "/currency"))
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -984,6 +1088,23 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a?b", "a%2Fb", "a b"] {
             assert_eq!(segment(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_chart_draws_both_series_to_scale_with_the_figures_beneath() {
+        let days: Vec<Day> = vec![
+            ("2026-12-01".into(), 500, 0),
+            ("2026-12-02".into(), 250, 1000),
+        ];
+        let html = usage_chart(&days, "usd");
+        assert_eq!(html.matches("<rect class=\"usage\"").count(), 2);
+        assert_eq!(html.matches("<rect class=\"credits\"").count(), 2);
+        // The tallest bar (1000) spans the plot (120 px); 500 is half of it.
+        assert!(html.contains("height=\"120\""), "{html}");
+        assert!(html.contains("height=\"60\""), "{html}");
+        assert!(html.contains("2026-12-02: usage 2.50 USD, credits 10.00 USD"));
+        assert!(html.contains("<td class=\"num\">10.00 USD</td>"));
+        assert!(usage_chart(&[], "usd").contains("<svg"));
     }
 
     #[test]
