@@ -108,6 +108,7 @@ async fn every_catalog_type_is_delivered_and_its_body_validates_against_the_cata
         .await;
     assert_eq!(res.status, 201, "{}", res.text());
     let secret = res.json()["secret"].as_str().unwrap().to_owned();
+    let endpoint_id = res.json()["id"].as_str().unwrap().to_owned();
 
     // WHEN every Stripe fixture that notifies arrives through the ingress, in lifecycle order,
     for name in [
@@ -133,6 +134,11 @@ async fn every_catalog_type_is_delivered_and_its_body_validates_against_the_cata
             .await;
         assert_eq!(res.status, 201, "{}", res.text());
     }
+    // AND a test event is sent to the endpoint,
+    let res = stack
+        .send(Req::post(&format!("/v1/endpoints/{endpoint_id}/test")).bearer(&key))
+        .await;
+    assert_eq!(res.status, 202, "{}", res.text());
     // AND egress relays the outbox from the table's stream, then delivers from the queue, as the
     // two event source mappings run it, until the queue is drained.
     stack.relay_outbox().await;

@@ -620,18 +620,6 @@ mod in_chromium {
         .unwrap();
     }
 
-    /// Sends the endpoint a test event.
-    async fn send_test_event(stack: &Stack, _c: &Client, key: &str) {
-        let res = stack
-            .send(
-                Req::post("/v1/events")
-                    .bearer(key)
-                    .json(&json!({ "type": "order.created", "data": { "order": 42 } })),
-            )
-            .await;
-        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_tenant_uses_the_portal_in_chromium() {
         let stack = Stack::new().await;
@@ -696,6 +684,22 @@ mod in_chromium {
             main.contains("Acme Robotics") && main.contains("of 50.00 USD"),
             "{main}"
         );
+        // The 30-day chart counts the top-up as today's credits.
+        assert_eq!(
+            c.find_all(Locator::Css("svg.chart rect.credits"))
+                .await
+                .unwrap()
+                .len(),
+            30
+        );
+        let figures = c
+            .execute(
+                "return document.querySelector('details table').textContent",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(figures.as_str().unwrap().contains("25.00 USD"), "{figures}");
         browser.screenshot("portal-overview").await;
 
         // Ledger: the top-up, with its time in the viewer's zone (the script rewrote it).
@@ -728,12 +732,16 @@ mod in_chromium {
         assert_eq!(text(c, "#secret").await, secret);
 
         // An event reaches the receiver, signed with that secret, and its attempt is shown.
-        send_test_event(&stack, c, &key).await;
+        click(c, "#send-test").await;
+        assert!(text(c, ".notice").await.contains("test event"));
         deliver(&stack).await;
         assert_eq!(receiver.verified_with(&secret), 1);
         c.goto(&format!("{base}/portal/events")).await.unwrap();
         let events = text(c, "#events").await;
-        assert!(events.contains("delivered"), "{events}");
+        assert!(
+            events.contains("sluice.test") && events.contains("delivered"),
+            "{events}"
+        );
         assert_labelled(c).await;
         browser.screenshot("portal-events").await;
         click(c, "#events a").await;

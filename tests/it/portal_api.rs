@@ -289,11 +289,11 @@ async fn the_event_list_is_newest_first_paged_and_filtered_by_type_endpoint_stat
     );
     assert_eq!(
         ids_of(&list_all(&stack, &key, &format!("endpoint_id={ep_gone}")).await),
-        [e2.clone()]
+        [e2.as_str()]
     );
     assert_eq!(
         ids_of(&list_all(&stack, &key, "status=failed").await),
-        [e2.clone()]
+        [e2.as_str()]
     );
     assert_eq!(
         ids_of(&list_all(&stack, &key, "status=delivered&limit=1").await),
@@ -301,7 +301,7 @@ async fn the_event_list_is_newest_first_paged_and_filtered_by_type_endpoint_stat
     );
     assert_eq!(
         ids_of(&list_all(&stack, &key, "status=no_endpoints").await),
-        [e4.clone()]
+        [e4.as_str()]
     );
     let now = sluice::clock::now_epoch();
     assert!(
@@ -358,4 +358,312 @@ async fn another_tenant_lists_none_of_the_events_and_cannot_use_their_cursor() {
         .await;
     let problem = res.assert_problem(400);
     assert!(problem["detail"].as_str().unwrap().contains("cursor"));
+}
+
+#[tokio::test]
+async fn a_test_event_reaches_only_that_endpoint_once_and_costs_one_transaction() {
+    // GIVEN two endpoints, the tested one subscribed to other types only
+    let (stack, counter, _, key) = counted_stack().await;
+    let tested = Receiver::start(200).await;
+    let other = Receiver::start(200).await;
+    let ep = create_endpoint_for(&stack, &key, &tested.url, &["invoice.paid"]).await;
+    create_endpoint(&stack, &key, &other.url).await;
+
+    // WHEN a test is sent (and the same request retried)
+    counter.reset();
+    let send = || {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/test"))
+                .bearer(&key)
+                .idempotency_key("test-1"),
+        )
+    };
+    let res = send().await;
+
+    // THEN `202 {id, endpoints: [ep]}` after the lock and one transaction, no SQS call
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert_eq!(res.json()["endpoints"], json!([ep]));
+    let id = res.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(counter.count("sqs"), 0, "{:?}", counter.calls());
+    let writes: Vec<String> = counter
+        .operations("dynamodb")
+        .into_iter()
+        .filter(|op| op != "GetItem")
+        .collect();
+    assert_eq!(
+        writes,
+        ["PutItem", "TransactWriteItems"],
+        "{:?}",
+        counter.calls()
+    );
+    let again = send().await;
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // … and the relay delivers it to that endpoint only, as a `sluice.test`
+    deliver_all(&stack).await;
+    assert_eq!((tested.received(), other.received()), (1, 0));
+    let shown = event(&stack, &key, &id).await;
+    assert_eq!(shown["type"], "sluice.test");
+    assert_eq!(shown["data"]["endpoint_id"], ep.as_str());
+    assert_eq!(shown["deliveries"][0]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_test_to_another_tenants_endpoint_is_not_found_and_writes_nothing() {
+    let stack = Stack::new().await;
+    let (_, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    let ep_b = create_endpoint(&stack, &key_b, "https://b.example.com/hook").await;
+    for id in [ep_b.as_str(), "ep_missing", "nope"] {
+        let res = stack
+            .send(Req::post(&format!("/v1/endpoints/{id}/test")).bearer(&key_a))
+            .await;
+        res.assert_problem(404);
+    }
+    assert!(list_all(&stack, &key_a, "").await.is_empty());
+    assert!(list_all(&stack, &key_b, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn recover_replays_every_failed_delivery_of_the_endpoint_once_through_the_outbox() {
+    // GIVEN two events whose deliveries failed for good (the endpoint answered 410 and was
+    // disabled), one delivered to another endpoint, and the endpoint re-enabled
+    let (stack, counter, _, key) = counted_stack().await;
+    let flaky = Receiver::start(410).await;
+    let fine = Receiver::start(200).await;
+    let ep = create_endpoint_for(&stack, &key, &flaky.url, &["a.one"]).await;
+    create_endpoint_for(&stack, &key, &fine.url, &["b.two"]).await;
+    let e1 = publish(&stack, &key, "a.one").await;
+    let e2 = publish(&stack, &key, "a.one").await;
+    publish(&stack, &key, "b.two").await;
+    deliver_all(&stack).await;
+    assert_eq!((flaky.received(), fine.received()), (2, 1));
+    let res = stack
+        .send(
+            Req::patch(&format!("/v1/endpoints/{ep}"))
+                .bearer(&key)
+                .json(&json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    flaky.answer(200);
+
+    // WHEN everything since an hour ago is recovered
+    let since = sluice::clock::now_epoch() - 3600;
+    counter.reset();
+    let recover = || {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(&key)
+                .idempotency_key("recover-1")
+                .json(&json!({ "since": since })),
+        )
+    };
+    let res = recover().await;
+
+    // THEN both failed deliveries are queued, with no SQS call on the request path
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert_eq!(
+        res.json(),
+        json!({"queued": 2, "done": true, "next_cursor": null})
+    );
+    assert_eq!(counter.count("sqs"), 0, "{:?}", counter.calls());
+    // … a retry with the same key replays the answer and queues nothing more
+    let again = recover().await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // … and once relayed, each is delivered once more, the other endpoint's event untouched
+    deliver_all(&stack).await;
+    assert_eq!((flaky.received(), fine.received()), (4, 1));
+    for id in [&e1, &e2] {
+        let d = &event(&stack, &key, id).await["deliveries"][0];
+        assert_eq!(
+            (d["status"].as_str(), d["generation"].as_i64()),
+            (Some("succeeded"), Some(2))
+        );
+    }
+    // … so a second recover finds nothing left to replay
+    let res = stack
+        .send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(&key)
+                .json(&json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(res.json()["queued"], 0);
+}
+
+#[tokio::test]
+async fn recover_refuses_another_tenants_endpoint_and_a_bad_since() {
+    let stack = Stack::new().await;
+    let (_, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    let ep_b = create_endpoint(&stack, &key_b, "https://b.example.com/hook").await;
+    let recover = |key: &str, ep: &str, body: Value| {
+        stack.send(
+            Req::post(&format!("/v1/endpoints/{ep}/recover"))
+                .bearer(key)
+                .json(&body),
+        )
+    };
+    recover(&key_a, &ep_b, json!({"since": 0}))
+        .await
+        .assert_problem(404);
+    recover(&key_a, "nope", json!({"since": 0}))
+        .await
+        .assert_problem(404);
+    recover(&key_b, &ep_b, json!({"since": -1}))
+        .await
+        .assert_problem(422);
+    recover(&key_b, &ep_b, json!({})).await.assert_problem(400);
+    let ok = recover(&key_b, &ep_b, json!({"since": 0})).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
+    assert_eq!(ok.json()["queued"], 0);
+}
+
+/// `POST /webhooks/stripe` of a shared fixture for `tenant`, signed now.
+async fn stripe_top_up(stack: &Stack, tenant: &str) {
+    let path = sluice_local::repo_root()
+        .join("tests/fixtures/stripe/checkout.session.completed.payment.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body = sluice_local::trigger::prepare(&text, true, Some(tenant)).unwrap();
+    let header =
+        sluice::stripe::signature::sign(&stack.stripe_secret, sluice::clock::now_epoch(), &body);
+    let res = stack
+        .send(
+            Req::post("/webhooks/stripe")
+                .header("stripe-signature", &header)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}
+
+#[tokio::test]
+async fn the_usage_summary_reads_daily_counters_written_with_each_debit_and_credit() {
+    // GIVEN a Stripe top-up (25.00) and debits with dimensions
+    let (stack, counter, tenant, key) = counted_stack().await;
+    stripe_top_up(&stack, &tenant).await;
+    let debit = |amount: i64, dimensions: Value| {
+        stack.send(
+            Req::post("/v1/usage")
+                .bearer(&key)
+                .json(&json!({"amount_minor": amount, "dimensions": dimensions})),
+        )
+    };
+    assert_eq!(
+        debit(100, json!({"provider": "openai", "model": "gpt-4o"}))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        debit(40, json!({"provider": "anthropic"})).await.status,
+        201
+    );
+    counter.reset();
+    let plain = debit(10, json!({})).await;
+    assert_eq!(plain.status, 201, "{}", plain.text());
+    // … a debit's counters are in its one transaction (besides authentication)
+    assert_eq!(counter.count("dynamodb"), 2, "{:?}", counter.calls());
+
+    // WHEN the last 30 days are summarized, grouped by provider
+    counter.reset();
+    let res = stack
+        .send(Req::get("/v1/usage/summary?group_by=provider").bearer(&key))
+        .await;
+
+    // THEN 30 days, today's totals and groups, from two concurrent queries and the tenant read
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let summary = res.json();
+    let days = summary["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    let today = days.last().unwrap();
+    assert_eq!(
+        today["date"],
+        sluice::account::usage::day_of(sluice::clock::now_epoch())
+    );
+    assert_eq!(today["usage_minor"], 150);
+    assert_eq!(today["credits_minor"], 2500);
+    assert_eq!(today["groups"], json!({"openai": 100, "anthropic": 40}));
+    assert_eq!(days[0]["usage_minor"], 0);
+    assert_eq!(summary["currency"], "usd");
+    let ops = counter.operations("dynamodb");
+    assert_eq!(ops.iter().filter(|op| *op == "Query").count(), 2, "{ops:?}");
+    assert!(!ops.iter().any(|op| op == "Scan"), "{ops:?}");
+    let by_model = stack
+        .send(Req::get("/v1/usage/summary?group_by=model").bearer(&key))
+        .await
+        .json();
+    assert_eq!(by_model["days"][29]["groups"], json!({"gpt-4o": 100}));
+    let plain = stack
+        .send(Req::get("/v1/usage/summary").bearer(&key))
+        .await
+        .json();
+    assert!(plain["days"][29].get("groups").is_none());
+}
+
+#[tokio::test]
+async fn usage_dimensions_and_summary_parameters_are_bounded_and_tenants_apart() {
+    let stack = Stack::new().await;
+    let (tenant_a, key_a) = stack.create_tenant("A").await;
+    let (_, key_b) = stack.create_tenant("B").await;
+    crate::tenant_api::credit(&stack, &tenant_a, 1_000).await;
+    let debit = |dimensions: Value| {
+        stack.send(
+            Req::post("/v1/usage")
+                .bearer(&key_a)
+                .json(&json!({"amount_minor": 5, "dimensions": dimensions})),
+        )
+    };
+    for bad in [
+        json!({"a": "1", "b": "2", "c": "3", "d": "4"}),
+        json!({"Provider": "x"}),
+        json!({"provider": ""}),
+        json!({"provider": "x".repeat(65)}),
+    ] {
+        let problem = debit(bad).await.assert_problem(422);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("dimension"),
+            "{problem}"
+        );
+    }
+    debit(json!({"provider": 3})).await.assert_problem(400);
+    assert_eq!(debit(json!({"provider": "openai"})).await.status, 201);
+
+    for bad in [
+        "from=2026-13-01",
+        "from=2026-12-10&to=2026-12-01",
+        "from=2026-01-01&to=2026-12-01",
+        "group_by=Bad!",
+    ] {
+        stack
+            .send(Req::get(&format!("/v1/usage/summary?{bad}")).bearer(&key_a))
+            .await
+            .assert_problem(400);
+    }
+    // The other tenant's summary counts nothing of A's.
+    let b = stack
+        .send(Req::get("/v1/usage/summary?group_by=provider").bearer(&key_b))
+        .await
+        .json();
+    assert!(
+        b["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["usage_minor"] == 0 && d["credits_minor"] == 0 && d["groups"] == json!({}))
+    );
+    let a = stack
+        .send(Req::get("/v1/usage/summary").bearer(&key_a))
+        .await
+        .json();
+    assert_eq!(
+        (
+            a["days"][29]["usage_minor"].as_i64(),
+            a["days"][29]["credits_minor"].as_i64()
+        ),
+        (Some(5), Some(1_000))
+    );
 }

@@ -712,7 +712,7 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
         assert_eq!(d["attempts"], json!([]));
     }
 
-    // Replay one endpoint: a new generation is enqueued.
+    // Replay one endpoint: a new generation is enqueued, by the outbox relay after the commit.
     let res = stack
         .send(
             Req::post(&format!("/v1/events/{event_id}/replay"))
@@ -722,7 +722,10 @@ async fn events_fan_out_to_matching_enabled_endpoints_and_can_be_replayed() {
         .await;
     assert_eq!(res.status, 202, "{}", res.text());
     assert_eq!(res.json()["endpoints"], json!([paid["id"]]));
-    // The replay is a write; the outbox relay sends it.
+    assert!(
+        stack.queued_messages().await.is_empty(),
+        "nothing sent on the request path"
+    );
     stack.relay_outbox().await;
     let again = stack.queued_messages().await;
     assert!(matches!(

@@ -9,8 +9,11 @@
 //!   month's budget alert flags. Every entry, Stripe's included, is a [`LedgerEntry`]
 //!   ([`LedgerEntry::from_stripe`], [`LedgerEntry::debit`]).
 //! - **Debit** (`POST /v1/usage`): [`debit`] — one `TransactWriteItems` holding the conditional
-//!   balance update, the ledger entry and (for idempotent requests) the completion of the
-//!   idempotency record. A short balance cancels the transaction: `402`, nothing debited.
+//!   balance update, the ledger entry, the daily usage counters ([`usage`]) and (for idempotent
+//!   requests) the completion of the idempotency record. A short balance cancels the
+//!   transaction: `402`, nothing debited.
+//! - **Daily totals** ([`usage`]): every debit and credit `ADD`s to its day's counter item in
+//!   its own transaction, so `GET /v1/usage/summary` reads counters, never the ledger.
 //!
 //! # Budget alerts without a read
 //!
@@ -31,6 +34,8 @@
 //! the flags, so a writer that resets the flags (a top-up) need not know about them.
 
 use std::collections::HashMap;
+
+pub mod usage;
 
 use aws_sdk_dynamodb::{
     Client,
@@ -314,14 +319,15 @@ impl Placeholders for Numbered {
 }
 
 /// The writes that credit a top-up to a tenant, for the caller's transaction: the tenant update
-/// of [`credit_clauses`] (failing its condition if the tenant does not exist) and the entry.
+/// of [`credit_clauses`] (failing its condition if the tenant does not exist), the entry and the
+/// day's counter ([`usage::credit_counter_item`]; Stripe ingress pushes that one itself).
 /// Exactly-once is the caller's business (Stripe ingress keys the credit by its payment with a
 /// `MONEY#` item in the same transaction, and gathers the clauses into its own tenant update).
 pub fn credit_items(
     table_name: &str,
     tenant_id: &str,
     entry: &LedgerEntry,
-) -> [TransactWriteItem; 2] {
+) -> [TransactWriteItem; 3] {
     let mut p = Numbered::default();
     let clauses = credit_clauses(&mut p, entry);
     let mut conditions = vec!["attribute_exists(pk)".to_owned()];
@@ -342,6 +348,7 @@ pub fn credit_items(
     [
         TransactWriteItem::builder().update(update).build(),
         entry.put_item(table_name, tenant_id),
+        usage::credit_counter_item(table_name, tenant_id, entry),
     ]
 }
 
@@ -630,6 +637,7 @@ pub async fn debit(
     table_name: &str,
     tenant_id: &str,
     entry: &LedgerEntry,
+    dimensions: &usage::Dimensions,
     lock: Option<&IdempotencyLock>,
     response: &StoredResponse,
 ) -> Result<Response<Body>, DebitError> {
@@ -644,6 +652,10 @@ pub async fn debit(
             entry.put_item(table_name, tenant_id),
         ];
         items.extend(deferred.iter().map(|d| d.transact_item(table_name)));
+        // The daily counters (`GET /v1/usage/summary`) move with the debit, in its transaction.
+        items.extend(usage::debit_counter_items(
+            table_name, tenant_id, entry, dimensions,
+        ));
         let result =
             idempotency::commit_with_response(&aws.dynamodb, items, lock, response.clone()).await;
         let reasons = match result {

@@ -1,5 +1,5 @@
 //! The tenant's outbound events, newest first (`GET /v1/events`, the portal's Events page and
-//! `POST /v1/endpoints/{id}/recover`).
+//! `POST /v1/endpoints/{id}/recover`, which replays [`recover_steps`] of a page).
 //!
 //! Every event item carries index keys ([`index_attributes`]): `gsi1pk` = `EVENTS#{tnt}`,
 //! `gsi1sk` = `{created_at:010}#{msg}`. So a page is one `Query` of `gsi1` (newest first), and
@@ -125,13 +125,23 @@ pub struct EventFilter {
     pub status: Option<EventStatus>,
 }
 
-/// One event of a page, with its deliveries' statuses by endpoint.
+/// One event of a page, with its deliveries' states.
 #[derive(Clone, Debug)]
 pub struct ListedEvent {
     pub event: OutboundEvent,
     pub status: EventStatus,
-    /// Endpoint id → delivery status.
-    pub deliveries: Vec<(String, String)>,
+    /// In the order of the event's `endpoint_ids`.
+    pub deliveries: Vec<DeliveryState>,
+}
+
+/// A delivery's state as a list shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub endpoint_id: String,
+    /// `pending`, `succeeded`, `failed` or `endpoint_disabled`.
+    pub status: String,
+    /// Bumped by every replay.
+    pub generation: u32,
 }
 
 /// A page of events.
@@ -216,18 +226,15 @@ pub async fn list(
     let events = events
         .into_iter()
         .map(|event| {
-            let deliveries: Vec<(String, String)> = event
+            let deliveries: Vec<DeliveryState> = event
                 .endpoint_ids
                 .iter()
                 .flatten()
-                .filter_map(|ep| {
-                    let st = statuses.get(&(event.id.clone(), ep.clone()))?;
-                    Some((ep.clone(), st.clone()))
-                })
+                .filter_map(|ep| statuses.get(&(event.id.clone(), ep.clone())).cloned())
                 .collect();
             let status = event_status(
                 event.endpoint_ids.is_some(),
-                deliveries.iter().map(|(_, st)| st.as_str()),
+                deliveries.iter().map(|d| d.status.as_str()),
             );
             ListedEvent {
                 event,
@@ -243,13 +250,13 @@ pub async fn list(
     }))
 }
 
-/// The status of every delivery of these events, by (event, endpoint): `BatchGetItem`s of 100.
+/// The state of every delivery of these events, by (event, endpoint): `BatchGetItem`s of 100.
 async fn delivery_statuses(
     db: &aws_sdk_dynamodb::Client,
     table_name: &str,
     tenant_id: &str,
     events: &[OutboundEvent],
-) -> Result<HashMap<(String, String), String>, ApiError> {
+) -> Result<HashMap<(String, String), DeliveryState>, ApiError> {
     let keys: Vec<Item> = events
         .iter()
         .flat_map(|e| {
@@ -264,7 +271,8 @@ async fn delivery_statuses(
         let mut pending = Some(
             KeysAndAttributes::builder()
                 .set_keys(Some(chunk.to_vec()))
-                .projection_expression("#ev, #ep, #st")
+                .projection_expression("#ev, #ep, #st, #gen")
+                .expression_attribute_names("#gen", attr::GENERATION)
                 .expression_attribute_names("#ev", attr::EVENT_ID)
                 .expression_attribute_names("#ep", attr::ENDPOINT_ID)
                 .expression_attribute_names("#st", attr::STATUS)
@@ -289,7 +297,18 @@ async fn delivery_statuses(
                     item.get_s(attr::ENDPOINT_ID),
                     item.get_s(attr::STATUS),
                 ) {
-                    found.insert((ev.to_owned(), ep.to_owned()), st.to_owned());
+                    let generation = item
+                        .get_i64(attr::GENERATION)
+                        .and_then(|g| u32::try_from(g).ok())
+                        .unwrap_or(0);
+                    found.insert(
+                        (ev.to_owned(), ep.to_owned()),
+                        DeliveryState {
+                            endpoint_id: ep.to_owned(),
+                            status: st.to_owned(),
+                            generation,
+                        },
+                    );
                 }
             }
             pending = out
@@ -307,6 +326,33 @@ async fn delivery_statuses(
     Ok(found)
 }
 
+/// Events a recover reads per call: their replays fit one transaction with the outbox item.
+pub const RECOVER_PAGE: usize = crate::replay::MAX_DELIVERIES_PER_TRANSACTION;
+
+/// The replays a recover makes on a page: every delivery to `endpoint_id` that failed for good
+/// (`failed`: retries exhausted; `endpoint_disabled`: not sent while the endpoint was disabled).
+pub fn recover_steps(endpoint_id: &str, page: &[ListedEvent]) -> Vec<crate::replay::Step> {
+    page.iter()
+        .flat_map(|listed| {
+            listed
+                .deliveries
+                .iter()
+                .filter(|d| {
+                    d.endpoint_id == endpoint_id
+                        && matches!(
+                            d.status.as_str(),
+                            status::FAILED | status::ENDPOINT_DISABLED
+                        )
+                })
+                .map(|d| crate::replay::Step::Bump {
+                    event_id: listed.event.id.clone(),
+                    endpoint_id: d.endpoint_id.clone(),
+                    from: d.generation,
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +368,50 @@ mod tests {
         assert_eq!(event_status(true, ["failed", "pending"]), Pending);
         assert_eq!(EventStatus::parse("delivered"), Some(Delivered));
         assert_eq!(EventStatus::parse("succeeded"), None);
+    }
+
+    #[test]
+    fn a_recover_replays_the_endpoints_failed_and_disabled_deliveries_only() {
+        let listed = |id: &str, deliveries: &[(&str, &str, u32)]| ListedEvent {
+            event: OutboundEvent {
+                id: id.into(),
+                tenant_id: "tnt_a".into(),
+                event_type: "x".into(),
+                data: serde_json::Value::Null,
+                created_at: 0,
+                endpoint_ids: Some(deliveries.iter().map(|d| d.0.to_owned()).collect()),
+            },
+            status: EventStatus::Failed,
+            deliveries: deliveries
+                .iter()
+                .map(|(ep, st, g)| DeliveryState {
+                    endpoint_id: (*ep).into(),
+                    status: (*st).into(),
+                    generation: *g,
+                })
+                .collect(),
+        };
+        let page = [
+            listed("msg_1", &[("ep_a", "failed", 1), ("ep_b", "failed", 1)]),
+            listed("msg_2", &[("ep_a", "succeeded", 1)]),
+            listed("msg_3", &[("ep_a", "endpoint_disabled", 4)]),
+            listed("msg_4", &[("ep_a", "pending", 1)]),
+        ];
+        assert_eq!(
+            recover_steps("ep_a", &page),
+            [
+                crate::replay::Step::Bump {
+                    event_id: "msg_1".into(),
+                    endpoint_id: "ep_a".into(),
+                    from: 1
+                },
+                crate::replay::Step::Bump {
+                    event_id: "msg_3".into(),
+                    endpoint_id: "ep_a".into(),
+                    from: 4
+                },
+            ]
+        );
     }
 
     #[test]

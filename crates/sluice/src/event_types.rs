@@ -123,6 +123,26 @@ pub struct BudgetAlert {
     pub used_this_month_minor: i64,
 }
 
+/// `sluice.test`: a test event sent to one endpoint on request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EndpointTest {
+    /// The endpoint it was sent to (`ep_…`).
+    pub endpoint_id: String,
+    /// A fixed human-readable line.
+    #[schema(example = "This is a test event from Sluice.")]
+    pub message: String,
+}
+
+impl EndpointTest {
+    /// The test payload for an endpoint.
+    pub fn new(endpoint_id: &str) -> Self {
+        EndpointTest {
+            endpoint_id: endpoint_id.to_owned(),
+            message: "This is a test event from Sluice.".to_owned(),
+        }
+    }
+}
+
 /// One entry of the catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct EventType {
@@ -220,6 +240,9 @@ sluice_events! {
     /// Usage this month reached 100 % of `monthly_budget_minor`. Sent once per month (again
     /// after a credit re-arms it).
     BudgetExceeded(BudgetAlert) = "budget.exceeded", version 1;
+    /// A test sent on request (`POST /v1/endpoints/{id}/test`, or the portal's "Send a test
+    /// event") to that one endpoint only, whatever its `event_types`.
+    EndpointTest(EndpointTest) = "sluice.test", version 1;
 }
 
 /// The catalog as Markdown, committed as `docs/event-types.md` (a test keeps them equal).
@@ -345,7 +368,7 @@ mod tests {
     #[test]
     fn every_entry_has_a_unique_name_a_description_and_a_closed_object_schema() {
         let entries = catalog();
-        assert_eq!(entries.len(), 8);
+        assert_eq!(entries.len(), 9);
         for (i, e) in entries.iter().enumerate() {
             assert!(
                 entries[i + 1..].iter().all(|o| o.name != e.name),
@@ -363,7 +386,7 @@ mod tests {
             }
         }
         let names: Vec<&str> = payload_schemas().iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 7, "budget alerts share one payload: {names:?}");
+        assert_eq!(names.len(), 8, "budget alerts share one payload: {names:?}");
     }
 
     #[test]

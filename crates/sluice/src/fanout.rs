@@ -174,6 +174,50 @@ pub async fn plan_publish(
     })
 }
 
+/// Builds the publication of an event to one endpoint of the tenant only (a test event): no
+/// `Query`; the transaction checks that the endpoint exists (item 2, see [`ENDPOINT_CHECK_INDEX`]).
+pub fn plan_publish_to(
+    table: &str,
+    tenant_id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+    endpoint_id: &str,
+) -> Publication {
+    let mut event = OutboundEvent::new(tenant_id, event_type, data);
+    let endpoint_ids = vec![endpoint_id.to_owned()];
+    event.endpoint_ids = Some(endpoint_ids.clone());
+    let event_put = Put::builder()
+        .table_name(table)
+        .set_item(Some(event.to_item()))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item are set");
+    let mut items = transaction_items(
+        table,
+        &event,
+        &endpoint_ids,
+        TransactWriteItem::builder().put(event_put).build(),
+    );
+    let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(table::key(
+            table::tenant_pk(tenant_id),
+            table::endpoint_sk(endpoint_id),
+        )))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .expect("table, key and condition are set");
+    items.push(TransactWriteItem::builder().condition_check(check).build());
+    Publication {
+        event,
+        endpoint_ids,
+        items,
+    }
+}
+
+/// The index of the endpoint's `ConditionCheck` in a [`plan_publish_to`] transaction.
+pub const ENDPOINT_CHECK_INDEX: usize = 2;
+
 impl Publication {
     /// Whether its items and one more (an idempotency completion) fit one transaction.
     pub fn fits_one_transaction_with_one_more(&self) -> bool {

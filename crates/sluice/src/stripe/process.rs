@@ -825,6 +825,10 @@ impl Builder<'_> {
             return;
         }
         let entry = self.money(draft, credit, LedgerKind::Credit, tenant, at);
+        draft.tx.push(
+            account::usage::credit_counter_item(self.table, tenant, &entry),
+            OnFail::Fatal("unexpected condition on the usage counter".into()),
+        );
         // The one credit expression (balance up, budget alert flags re-armed, currency).
         let clauses = account::credit_clauses(&mut tw.update.expr, &entry);
         tw.update.merge(clauses);

@@ -1,6 +1,6 @@
-//! `GET /v1/account`, `POST /v1/usage`, `GET /v1/ledger`.
+//! `GET /v1/account`, `POST /v1/usage`, `GET /v1/usage/summary`, `GET /v1/ledger`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::{
     Extension, Json,
@@ -11,7 +11,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use sluice::{
     ApiError, ApiResult,
-    account::{self, BudgetView, LedgerEntry},
+    account::{self, BudgetView, LedgerEntry, usage},
     auth::TenantId,
     clock,
     idempotency::StoredResponse,
@@ -102,6 +102,10 @@ pub struct UsageRequest {
     /// Kept on the ledger entry (trimmed, at most 500 characters).
     #[schema(example = "tts")]
     description: Option<String>,
+    /// Up to 3 string keys (1–32 lowercase letters, digits, `_`, `-`, `.`; values 1–64
+    /// printable ASCII characters) that `GET /v1/usage/summary?group_by=` can split usage by.
+    #[schema(example = json!({"provider": "openai", "model": "gpt-4o"}))]
+    dimensions: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /v1/usage`: debits credits atomically; `402` when the balance is short.
@@ -116,7 +120,7 @@ pub struct UsageRequest {
         (status = 400, description = "The body is not JSON of this shape"),
         (status = 402, description = "The balance is lower than the debit; nothing was debited"),
         (status = 404, description = "The tenant was deleted"),
-        (status = 422, description = "`amount_minor` or `description` is out of range"),
+        (status = 422, description = "`amount_minor`, `description` or `dimensions` is out of range"),
     ),
     security(("bearer" = [])),
 )]
@@ -137,6 +141,8 @@ pub async fn usage(
             "`description` must be at most {MAX_DESCRIPTION} characters"
         )));
     }
+    let dimensions =
+        usage::Dimensions::parse(req.dimensions.unwrap_or_default()).map_err(invalid)?;
     let entry = LedgerEntry::debit(req.amount_minor, description.filter(|d| !d.is_empty()));
     let response = StoredResponse::json(StatusCode::CREATED, &entry);
     Ok(account::debit(
@@ -144,6 +150,7 @@ pub async fn usage(
         state.table(),
         &tenant_id,
         &entry,
+        &dimensions,
         lock_ref(&lock),
         &response,
     )
@@ -219,4 +226,96 @@ pub async fn ledger(
         has_more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// The answer of `GET /v1/usage/summary`.
+#[derive(Serialize, ToSchema)]
+pub struct UsageSummaryOut {
+    /// `YYYY-MM-DD` (UTC), inclusive.
+    pub from: String,
+    pub to: String,
+    /// The key usage is grouped by, if any.
+    pub group_by: Option<String>,
+    /// Lowercase ISO 4217: the minor units of every amount.
+    pub currency: String,
+    /// Every day of the window, oldest first (zeros where nothing happened).
+    pub days: Vec<usage::DayTotals>,
+}
+
+/// The summary of `from..=to` (`YYYY-MM-DD`, default the last 30 days up to today) for the tenant,
+/// optionally grouped by a dimension key (the handler's and the portal's code).
+pub async fn usage_summary_of(
+    state: &AppState,
+    tenant_id: &str,
+    query: &HashMap<String, String>,
+) -> ApiResult<UsageSummaryOut> {
+    let day = |name: &str| -> ApiResult<Option<time::Date>> {
+        query
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                usage::parse_day(v).ok_or_else(|| {
+                    ApiError::bad_request(format!("`{name}` must be a date, YYYY-MM-DD"))
+                })
+            })
+            .transpose()
+    };
+    let today = usage::parse_day(&usage::day_of(clock::now_epoch())).expect("a valid day");
+    let to = day("to")?.unwrap_or(today);
+    let from = day("from")?.unwrap_or(to - time::Duration::days(29));
+    if from > to || (to - from) >= time::Duration::days(usage::MAX_SUMMARY_DAYS) {
+        return Err(ApiError::bad_request(format!(
+            "`from` must be at most `to`, and the window at most {} days",
+            usage::MAX_SUMMARY_DAYS
+        )));
+    }
+    let group_by = query.get("group_by").filter(|v| !v.is_empty());
+    if group_by.is_some_and(|k| !usage::valid_key(k)) {
+        return Err(ApiError::bad_request("`group_by` must be a dimension key"));
+    }
+    let db = &state.aws.dynamodb;
+    let (days, tenant) = tokio::try_join!(
+        usage::summary(
+            db,
+            state.table(),
+            tenant_id,
+            from,
+            to,
+            group_by.map(String::as_str)
+        ),
+        tenants::get_tenant(db, state.table(), tenant_id),
+    )?;
+    let tenant = tenant.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(UsageSummaryOut {
+        from: days.first().map(|d| d.date.clone()).unwrap_or_default(),
+        to: days.last().map(|d| d.date.clone()).unwrap_or_default(),
+        group_by: group_by.cloned(),
+        currency: tenant.currency,
+        days,
+    })
+}
+
+/// `GET /v1/usage/summary?from=&to=&group_by=`: daily totals of usage and credits.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/summary",
+    tag = "account",
+    summary = "Daily totals of usage and credits, optionally grouped by a usage dimension",
+    params(
+        ("from" = Option<String>, Query, description = "First day, `YYYY-MM-DD` (UTC); default 29 days before `to`"),
+        ("to" = Option<String>, Query, description = "Last day, `YYYY-MM-DD` (UTC); default today"),
+        ("group_by" = Option<String>, Query, description = "A dimension key of `POST /v1/usage` (e.g. `provider`)"),
+    ),
+    responses(
+        (status = 200, description = "One entry per day", body = UsageSummaryOut),
+        (status = 400, description = "A parameter is invalid, or the window is over 92 days"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn usage_summary(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<UsageSummaryOut>> {
+    Ok(Json(usage_summary_of(&state, &tenant_id, &query).await?))
 }

@@ -1,4 +1,4 @@
-//! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret]]`.
+//! Webhook endpoints: `/v1/endpoints[/{id}[/secret|/rotate-secret|/test|/recover]]`.
 //!
 //! The item (`TENANT#{tnt}` / `ENDPOINT#{ep}`), its attributes and typed id are
 //! [`sluice::endpoints`]'; its sealed `secrets` are [`sluice::sealing`]'s. Responses never include
@@ -664,4 +664,180 @@ mod tests {
         // … and accepted once it has
         assert_eq!(rotation_keeps(existing, now + 100).unwrap().len(), 2);
     }
+}
+
+/// Sends a `sluice.test` event to one endpoint of the tenant (the handler's and the portal's
+/// code): one transaction — the event, its one delivery, a check that the endpoint is the
+/// tenant's, and the idempotency completion — which the outbox relays. No read, no SQS call.
+pub async fn send_test(
+    state: &AppState,
+    tenant_id: &str,
+    endpoint_id: &str,
+    lock: Option<&sluice::idempotency::IdempotencyLock>,
+) -> ApiResult<Response> {
+    if EndpointId::parse(endpoint_id).is_none() {
+        return Err(ApiError::not_found("endpoint"));
+    }
+    let test = sluice::event_types::SluiceEvent::EndpointTest(
+        sluice::event_types::EndpointTest::new(endpoint_id),
+    );
+    let publication = sluice::fanout::plan_publish_to(
+        state.table(),
+        tenant_id,
+        test.event_type(),
+        test.data(),
+        endpoint_id,
+    );
+    let accepted = super::events::EventAccepted {
+        id: publication.event.id.clone(),
+        endpoints: publication.endpoint_ids.clone(),
+    };
+    let response = StoredResponse::json(StatusCode::ACCEPTED, &accepted);
+    commit_with_response(
+        &state.aws.dynamodb,
+        publication.into_items(),
+        lock,
+        response,
+    )
+    .await
+    .map_err(|err| match err {
+        CommitError::Cancelled(reasons)
+            if reasons
+                .get(sluice::fanout::ENDPOINT_CHECK_INDEX)
+                .and_then(|r| r.code())
+                == Some("ConditionalCheckFailed") =>
+        {
+            ApiError::not_found("endpoint")
+        }
+        // Otherwise only the new event id's condition: taken by a concurrent twin.
+        CommitError::Cancelled(_) => ApiError::conflict("the event exists already"),
+        other => other.into(),
+    })
+}
+
+/// `POST /v1/endpoints/{id}/test`: `202 {id, endpoints}` — a `sluice.test` event to this
+/// endpoint only, whatever its `event_types` (a disabled endpoint records it `endpoint_disabled`).
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/test",
+    tag = "endpoints",
+    summary = "Send a test event (`sluice.test`) to this endpoint only",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 202, description = "Stored and queued for this endpoint", body = super::events::EventAccepted),
+        (status = 404, description = "No such endpoint for this tenant"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn test(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    lock: Lock,
+) -> ApiResult<Response> {
+    send_test(&state, &tenant_id, &id, lock_ref(&lock)).await
+}
+
+/// The body of `POST /v1/endpoints/{id}/recover`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// Replay deliveries of events created at or after this time (epoch seconds).
+    #[schema(example = 1_767_225_600)]
+    since: i64,
+    /// `next_cursor` of the previous call, to go on where it stopped.
+    cursor: Option<String>,
+}
+
+/// The answer of `POST /v1/endpoints/{id}/recover`.
+#[derive(Serialize, ToSchema)]
+pub struct RecoverOut {
+    /// Deliveries queued again by this call.
+    pub queued: usize,
+    /// `false` when events remain to look at: call again with `next_cursor` (and the same
+    /// `since`).
+    pub done: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// Replays one page of the endpoint's failed deliveries since `since` (the handler's and the
+/// portal's code). Reads: the endpoint (to answer `404` for another tenant's) together with one
+/// page of events; then at most one transaction.
+pub async fn recover_page(
+    state: &AppState,
+    tenant_id: &str,
+    endpoint_id: &str,
+    since: i64,
+    cursor: Option<&str>,
+) -> ApiResult<RecoverOut> {
+    if !(0..=9_999_999_999).contains(&since) {
+        return Err(invalid("`since` must be epoch seconds"));
+    }
+    // The endpoint's existence and the page are read together: one round trip.
+    let (endpoint, recovered) = tokio::join!(get_endpoint(state, tenant_id, endpoint_id), async {
+        if EndpointId::parse(endpoint_id).is_none() {
+            return Ok(Ok(None));
+        }
+        let db = &state.aws.dynamodb;
+        // Only read here; the replay below waits for the endpoint check.
+        let filter = sluice::event_list::EventFilter {
+            since: Some(since),
+            endpoint_id: Some(endpoint_id.to_owned()),
+            ..Default::default()
+        };
+        sluice::event_list::list(
+            db,
+            state.table(),
+            tenant_id,
+            &filter,
+            sluice::event_list::RECOVER_PAGE,
+            cursor,
+        )
+        .await
+        .map(|page| page.map(Some))
+    });
+    endpoint?;
+    let page = recovered?
+        .map_err(|_| ApiError::bad_request("`cursor` is not one this recover handed out"))?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let steps = sluice::event_list::recover_steps(endpoint_id, &page.events);
+    if !steps.is_empty() {
+        sluice::replay::replay_deliveries(&state.aws.dynamodb, state.table(), tenant_id, &steps)
+            .await?;
+    }
+    Ok(RecoverOut {
+        queued: steps.len(),
+        done: page.next_cursor.is_none(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// `POST /v1/endpoints/{id}/recover {since, cursor?}`: replays every delivery to this endpoint
+/// that failed for good (`failed`, or `endpoint_disabled` while it was disabled) for events since
+/// `since`, through the outbox. At most 99 events are looked at per call (one transaction); the
+/// answer says how many deliveries were queued and where to go on.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/recover",
+    tag = "endpoints",
+    summary = "Replay every failed delivery of this endpoint since a time",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = Recover,
+    responses(
+        (status = 202, description = "This page's failed deliveries are queued again", body = RecoverOut),
+        (status = 400, description = "The body is not JSON of this shape, or `cursor` is invalid"),
+        (status = 404, description = "No such endpoint for this tenant"),
+        (status = 409, description = "A delivery was replayed concurrently; retry (`Retry-After`)"),
+        (status = 422, description = "`since` is not epoch seconds"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn recover(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant_id)): Extension<TenantId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<Recover>,
+) -> ApiResult<(StatusCode, Json<RecoverOut>)> {
+    let out = recover_page(&state, &tenant_id, &id, req.since, req.cursor.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(out)))
 }

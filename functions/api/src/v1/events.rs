@@ -416,9 +416,9 @@ pub async fn list_page(
                 deliveries: listed
                     .deliveries
                     .into_iter()
-                    .map(|(endpoint_id, status)| DeliveryStatusOut {
-                        endpoint_id,
-                        status,
+                    .map(|d| DeliveryStatusOut {
+                        endpoint_id: d.endpoint_id,
+                        status: d.status,
                     })
                     .collect(),
             })

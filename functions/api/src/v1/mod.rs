@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/portal-sessions", post(billing::create_portal))
         .route("/portal-sessions", post(crate::portal::access::mint_own))
         .route("/usage", post(account::usage))
+        .route("/usage/summary", get(account::usage_summary))
         .route("/ledger", get(account::ledger))
         .route("/endpoints", post(endpoints::create).get(endpoints::list))
         .route(
@@ -40,6 +41,8 @@ pub fn routes() -> Router<AppState> {
             "/endpoints/{id}/rotate-secret",
             post(endpoints::rotate_secret),
         )
+        .route("/endpoints/{id}/test", post(endpoints::test))
+        .route("/endpoints/{id}/recover", post(endpoints::recover))
         .route("/event-types", get(event_types::list))
         .route("/events", post(events::create).get(events::list))
         .route("/events/{id}", get(events::show))
