@@ -477,6 +477,101 @@ async fn a_session_never_reaches_another_tenants_endpoint() {
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn the_events_page_filters_failures_and_recovers_an_endpoint_since_a_time() {
+    let stack = Stack::new().await;
+    let (_, key) = stack.create_tenant("Recovering").await;
+    let cookie = sign_in(&stack, &key).await;
+    // An endpoint whose receiver answers `410 Gone` (so it is disabled and the delivery failed
+    // for good), then an event to it.
+    let gone = Receiver::answering(StatusCode::GONE).await;
+    let ep = stack
+        .send(
+            Req::post("/v1/endpoints")
+                .bearer(&key)
+                .json(&json!({ "url": gone.url })),
+        )
+        .await
+        .json();
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    let res = stack
+        .send(
+            Req::post("/v1/events")
+                .bearer(&key)
+                .json(&json!({ "type": "order.created", "data": {} })),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    in_chromium::deliver(&stack).await;
+
+    let failed = stack
+        .send(page(
+            &format!("/portal/events?status=failed&endpoint={ep_id}"),
+            &cookie,
+        ))
+        .await;
+    assert_eq!(failed.status, StatusCode::OK);
+    let html = failed.text();
+    assert!(
+        html.contains("order.created") && html.contains(" failed"),
+        "{html}"
+    );
+    let delivered = stack
+        .send(page("/portal/events?status=delivered", &cookie))
+        .await
+        .text();
+    assert!(delivered.contains("No events match"), "{delivered}");
+
+    // The receiver is back: recover everything that failed since an hour ago (a
+    // `datetime-local` value without the script's UTC twin is read as UTC).
+    let receiver = Receiver::start().await;
+    stack
+        .send(
+            Req::patch(&format!("/v1/endpoints/{ep_id}"))
+                .bearer(&key)
+                .json(&json!({ "url": receiver.url, "enabled": true })),
+        )
+        .await;
+    let since = &sluice::clock::rfc3339(sluice::clock::now_epoch() - 3600)[..16];
+    let res = stack
+        .send(form(
+            "/portal/events/recover",
+            &cookie,
+            &format!("endpoint={ep_id}&since={since}&since_utc=&idempotency_key=portal-recover"),
+        ))
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/portal/events?endpoint={ep_id}&done=recovered").as_str())
+    );
+    in_chromium::deliver(&stack).await;
+    assert_eq!(receiver.verified_with(&secret), 1);
+
+    // Another tenant's endpoint cannot be recovered through this session.
+    let (_, other) = stack.create_tenant("Other").await;
+    let theirs = stack
+        .send(
+            Req::post("/v1/endpoints")
+                .bearer(&other)
+                .json(&json!({ "url": "http://127.0.0.1:9/theirs" })),
+        )
+        .await
+        .json();
+    let res = stack
+        .send(form(
+            "/portal/events/recover",
+            &cookie,
+            &format!(
+                "endpoint={}&since={since}&idempotency_key=portal-recover-theirs",
+                theirs["id"].as_str().unwrap()
+            ),
+        ))
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text());
+}
+
 /// A local webhook receiver that keeps every request (and answers `204`).
 struct Receiver {
     url: String,
@@ -485,6 +580,10 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::answering(StatusCode::NO_CONTENT).await
+    }
+
+    async fn answering(status: StatusCode) -> Receiver {
         let got: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>> =
             Default::default();
         let kept = got.clone();
@@ -493,7 +592,7 @@ impl Receiver {
                 let kept = kept.clone();
                 async move {
                     kept.lock().unwrap().push((headers, body));
-                    StatusCode::NO_CONTENT
+                    status
                 }
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -607,7 +706,7 @@ mod in_chromium {
     }
 
     /// Runs the delivery side once: relay the outbox, then one egress round on the queue.
-    async fn deliver(stack: &Stack) {
+    pub(super) async fn deliver(stack: &Stack) {
         stack.relay_outbox().await;
         sluice_local::poller::poll_once(
             &stack.aws.sqs,
