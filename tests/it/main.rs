@@ -15,6 +15,7 @@ mod idempotency;
 mod localstripe;
 mod openapi;
 mod platform;
+mod portal;
 mod portal_api;
 mod refusals;
 mod sealing;

@@ -70,6 +70,8 @@ pub struct Config {
     pub api_key_cache: Duration,
     /// Stripe API settings of the API function's billing routes ([`BillingConfig`]).
     pub billing: BillingConfig,
+    /// The tenant portal's settings ([`PortalConfig`]).
+    pub portal: PortalConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Config {
             .field("egress_allow_cidrs", &self.egress_allow_cidrs)
             .field("egress_allow_http", &self.egress_allow_http)
             .field("billing", &self.billing)
+            .field("portal", &self.portal)
             .finish_non_exhaustive()
     }
 }
@@ -216,6 +219,7 @@ impl Config {
                 60,
             )?),
             billing: BillingConfig::from_get(&get)?,
+            portal: PortalConfig::from_get(&get)?,
         })
     }
 
@@ -243,6 +247,80 @@ impl Config {
         }
         Ok(&self.stripe_webhook_secrets)
     }
+}
+
+/// The tenant portal (`/portal`, served by the API function).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortalConfig {
+    /// `PORTAL_LINK_TTL_SECS` (default 600): how long a minted sign-in link stays usable (once).
+    pub link_ttl: Duration,
+    /// `PORTAL_SESSION_TTL_SECS` (default 28800, 8 h): the session cookie's and item's lifetime.
+    pub session_ttl: Duration,
+    /// `PORTAL_FRAME_ANCESTORS` (default none: `'none'`): the CSP `frame-ancestors` sources that
+    /// may embed the portal, space-separated (`https://app.example.com`).
+    pub frame_ancestors: Option<String>,
+    /// `PORTAL_BASE_URL` (default: the API's own domain): the origin minted links point at.
+    pub base_url: Option<String>,
+}
+
+impl PortalConfig {
+    fn from_get(get: &impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| ConfigError {
+                        name,
+                        reason: "must be a positive integer (seconds)".into(),
+                    }),
+            }
+        };
+        let frame_ancestors = match get("PORTAL_FRAME_ANCESTORS") {
+            None => None,
+            Some(v) => {
+                // Goes verbatim into the CSP header: a `;` or `,` would start another directive
+                // or policy, so only source expressions separated by spaces are accepted.
+                let sources: Vec<&str> = v.split_ascii_whitespace().collect();
+                if sources.iter().any(|s| !valid_csp_source(s)) {
+                    return Err(ConfigError {
+                        name: "PORTAL_FRAME_ANCESTORS",
+                        reason: "must be CSP sources separated by spaces (e.g. \
+                                 `https://app.example.com 'self'`)"
+                            .into(),
+                    });
+                }
+                Some(sources.join(" "))
+            }
+        };
+        let base_url = match get("PORTAL_BASE_URL") {
+            None => None,
+            Some(v) => Some(
+                crate::stripe::client::origin_of(&v)
+                    .filter(|origin| v.trim_end_matches('/') == origin)
+                    .ok_or_else(|| ConfigError {
+                        name: "PORTAL_BASE_URL",
+                        reason: format!("{v:?} is not an http(s) origin (no path)"),
+                    })?,
+            ),
+        };
+        Ok(PortalConfig {
+            link_ttl: secs("PORTAL_LINK_TTL_SECS", 600)?,
+            session_ttl: secs("PORTAL_SESSION_TTL_SECS", 8 * 3600)?,
+            frame_ancestors,
+            base_url,
+        })
+    }
+}
+
+/// A CSP source expression without anything that could end the directive.
+fn valid_csp_source(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"'))
 }
 
 /// Where the Stripe secret key comes from. Never plaintext in the deployed configuration.
@@ -448,6 +526,42 @@ mod tests {
             assert!(err.to_string().contains("at most 30"), "{err}");
         }
         assert_eq!(base(&[]).unwrap().egress_lease(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn portal_settings_parse_and_refuse_what_could_break_the_csp() {
+        let c = base(&[]).unwrap().portal;
+        assert_eq!(c.link_ttl, Duration::from_secs(600));
+        assert_eq!(c.session_ttl, Duration::from_secs(8 * 3600));
+        assert_eq!(c.frame_ancestors, None);
+        assert_eq!(c.base_url, None);
+        let c = base(&[
+            (
+                "PORTAL_FRAME_ANCESTORS",
+                " https://app.example.com   'self' ",
+            ),
+            ("PORTAL_BASE_URL", "https://portal.example.com/"),
+            ("PORTAL_LINK_TTL_SECS", "60"),
+        ])
+        .unwrap()
+        .portal;
+        assert_eq!(
+            c.frame_ancestors.as_deref(),
+            Some("https://app.example.com 'self'")
+        );
+        assert_eq!(c.base_url.as_deref(), Some("https://portal.example.com"));
+        assert_eq!(c.link_ttl, Duration::from_secs(60));
+        for bad in [
+            "https://a.example; script-src *",
+            "https://a.example,https://b",
+        ] {
+            let err = base(&[("PORTAL_FRAME_ANCESTORS", bad)]).unwrap_err();
+            assert_eq!(err.name, "PORTAL_FRAME_ANCESTORS");
+        }
+        let err = base(&[("PORTAL_BASE_URL", "https://example.com/portal")]).unwrap_err();
+        assert_eq!(err.name, "PORTAL_BASE_URL");
+        let err = base(&[("PORTAL_SESSION_TTL_SECS", "0")]).unwrap_err();
+        assert_eq!(err.name, "PORTAL_SESSION_TTL_SECS");
     }
 
     #[test]

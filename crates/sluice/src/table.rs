@@ -22,6 +22,8 @@
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id`, `event_id`, `linked_at`; before the link only `waiting` = true (unmatched events wait for it) |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | `event_id`, `ttl`: waits for the customer link |
 //! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `rank`, `event_created`, `event_id` (ordering guard), `price_id?`, `current_period_end?`, `cancel_at_period_end` |
+//! | portal link token | `PORTALTOKEN#{sha256 hex}` | `PORTALTOKEN` | `tenant_id`, `ttl`: a one-time sign-in link, consumed by one conditional delete (see the API's `portal::access`) |
+//! | portal session | `PORTALSESSION#{sha256 hex}` | `PORTALSESSION` | `tenant_id`, `ttl`: the portal cookie's session; sign-out deletes it |
 //! | statistics | `STATS#{YYYY-MM-DDTHH}` | `STATS#{shard 0..4}` | counters, `ADD`ed in the same writes as what they count; a random shard per write spreads the hot item |
 //!
 //! Messages on the delivery queue are `sluice::fanout::DeliveryMessage` JSON, tagged by `kind`:
@@ -122,6 +124,18 @@ pub fn unmatched_pk(customer_id: &str) -> String {
 pub fn subscription_pk(subscription_id: &str) -> String {
     format!("SUB#{subscription_id}")
 }
+/// `PORTALTOKEN#{digest hex}` (sort key the same constant as its prefix: `PORTALTOKEN`).
+pub fn portal_token_pk(digest_hex: &str) -> String {
+    format!("PORTALTOKEN#{digest_hex}")
+}
+/// Sort key of a portal link token.
+pub const PORTAL_TOKEN_SK: &str = "PORTALTOKEN";
+/// `PORTALSESSION#{digest hex}`.
+pub fn portal_session_pk(digest_hex: &str) -> String {
+    format!("PORTALSESSION#{digest_hex}")
+}
+/// Sort key of a portal session.
+pub const PORTAL_SESSION_SK: &str = "PORTALSESSION";
 /// `STATS#{YYYY-MM-DDTHH}`.
 pub fn stats_pk(hour: &str) -> String {
     format!("STATS#{hour}")

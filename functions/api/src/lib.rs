@@ -20,6 +20,7 @@ pub mod health;
 pub mod json_body;
 pub mod lambda;
 pub mod openapi;
+pub mod portal;
 pub mod v1;
 
 /// Idempotency scope of operator requests (tenant scopes are tenant ids, which never collide).
@@ -94,14 +95,19 @@ pub fn router(state: AppState) -> Router {
     // Framework rejections become problems inside the idempotency layer too, so that a stored
     // refusal is the problem the client saw.
     let problems = || middleware::map_response(sluice::error::problem_for_rejection);
-    let v1 = v1::routes()
+    // The portal calls this router in-process with the session's tenant (see `portal`).
+    let v1_unauthenticated = v1::routes()
         .fallback(not_found)
         .layer(problems())
-        .layer(idempotency(Scope::tenant()))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth_layer::require_tenant,
-        ));
+        .layer(idempotency(Scope::tenant()));
+    let portal = portal::routes(
+        state.clone(),
+        v1_unauthenticated.clone().with_state(state.clone()),
+    );
+    let v1 = v1_unauthenticated.layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth_layer::require_tenant,
+    ));
     let admin = admin::routes()
         .fallback(not_found)
         .layer(problems())
@@ -115,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .nest("/v1", v1)
         .nest("/admin", admin)
+        .merge(portal)
         .fallback(not_found)
         // Every refusal is problem+json, also those axum makes (405, 413, extractor rejections).
         .layer(problems())

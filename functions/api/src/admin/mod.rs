@@ -28,6 +28,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tenants", post(create_tenant))
         .route("/tenants/{id}/api-keys", post(add_api_key))
+        .route(
+            "/tenants/{id}/portal-sessions",
+            post(crate::portal::access::mint_for_tenant),
+        )
         .route("/tenants/{id}/api-keys/{key_id}", delete(revoke_api_key))
         .merge(stripe_events::routes())
         .route("/stripe/reconcile", post(reconcile::run))

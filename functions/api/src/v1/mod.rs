@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account", get(account::show))
         .route("/billing/checkout-sessions", post(billing::create_checkout))
         .route("/billing/portal-sessions", post(billing::create_portal))
+        .route("/portal-sessions", post(crate::portal::access::mint_own))
         .route("/usage", post(account::usage))
         .route("/usage/summary", get(account::usage_summary))
         .route("/ledger", get(account::ledger))
