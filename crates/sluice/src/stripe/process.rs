@@ -49,10 +49,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::{
-    error::{ProvideErrorMetadata, SdkError},
-    types::{KeysAndAttributes, TransactWriteItem},
-};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem};
 
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
@@ -200,19 +197,6 @@ impl Tx {
     fn push(&mut self, item: TransactWriteItem, on_fail: OnFail) {
         self.items.push(item);
         self.on_fail.push(on_fail);
-    }
-}
-
-/// A short, stored description of an AWS failure (no request ids, no payloads).
-fn describe<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
-    match err {
-        SdkError::ServiceError(e) => format!(
-            "DynamoDB rejected the request: {}",
-            e.err().code().unwrap_or("unknown error")
-        ),
-        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
-        SdkError::DispatchFailure(_) => "DynamoDB could not be reached".to_owned(),
-        _ => "the DynamoDB request failed".to_owned(),
     }
 }
 
@@ -1077,7 +1061,7 @@ impl<'a> Processor<'a> {
                     continue;
                 }
                 Err(TxFailure::Other(err)) => {
-                    let error = describe(&err);
+                    let error = table::describe_failure(&err);
                     // Best effort: record the failure so that it shows and counts; if DynamoDB
                     // is unreachable this fails too, and Stripe's retry finds nothing stored.
                     let _ = self
