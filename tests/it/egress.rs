@@ -269,7 +269,7 @@ impl World {
         .unwrap();
         // The outbox relay (the stream consumer) sends the Deliver messages after the commit.
         self.stack.relay_outbox().await;
-        (event.id, endpoints)
+        (event.id.into_string(), endpoints)
     }
 
     async fn replay(&self, event_id: &str, endpoint_id: Option<&str>) {

@@ -167,6 +167,10 @@ mod tests {
             exhausted.dimensions,
             [("Outcome".into(), sluice::fanout::status::FAILED.into())]
         );
+        // A sweep that recovers any event means Stripe's webhooks are not arriving.
+        let recovered = alarm("ReconcileRecoveredAlarm");
+        assert_eq!(recovered.name, telemetry::RECONCILE_RECOVERED.name);
+        assert!(recovered.dimensions.is_empty(), "{recovered:?}");
     }
 
     #[test]

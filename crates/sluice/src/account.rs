@@ -247,21 +247,17 @@ impl LedgerEntry {
     }
 }
 
-/// Placeholders of one DynamoDB expression; lets writers that gather several effects on the
-/// tenant item in one `Update` (Stripe ingress) share [`credit_clauses`] with [`credit_items`].
-pub use crate::table::Placeholders;
-/// What a credit does to the tenant item, as expression clauses (placeholders from the caller).
-pub type TenantClauses = crate::table::Clauses;
-
 /// The one expression of a credit: the balance rises by `entry.amount_minor` (> 0, kind
 /// [`LedgerKind::Credit`]), the month's budget alert flags are reset (a top-up re-arms the
-/// alerts), and the tenant's currency, if it has one, must be the entry's.
-pub fn credit_clauses(p: &mut impl Placeholders, entry: &LedgerEntry) -> TenantClauses {
+/// alerts), and the tenant's currency, if it has one, must be the entry's. As clauses whose
+/// placeholders come from `p`, so that a writer gathering several effects on the tenant item in
+/// one `Update` (Stripe ingress) shares it with [`credit_items`].
+pub fn credit_clauses(p: &mut impl table::Placeholders, entry: &LedgerEntry) -> table::Clauses {
     debug_assert!(entry.amount_minor > 0 && entry.kind == LedgerKind::Credit);
     let bal = p.name(attr::BALANCE_MINOR);
     let zero = p.value(n(0));
     let amt = p.value(n(entry.amount_minor));
-    let mut clauses = TenantClauses {
+    let mut clauses = table::Clauses {
         set: vec![format!("{bal} = if_not_exists({bal}, {zero}) + {amt}")],
         remove: vec![
             p.name(attr::BUDGET_WARNING_SENT),

@@ -230,7 +230,7 @@ pub async fn list(
                 .endpoint_ids
                 .iter()
                 .flatten()
-                .filter_map(|ep| statuses.get(&(event.id.clone(), ep.clone())).cloned())
+                .filter_map(|ep| statuses.get(&(event.id.to_string(), ep.clone())).cloned())
                 .collect();
             let status = event_status(
                 event.endpoint_ids.is_some(),
@@ -345,7 +345,7 @@ pub fn recover_steps(endpoint_id: &str, page: &[ListedEvent]) -> Vec<crate::repl
                         )
                 })
                 .map(|d| crate::replay::Step::Bump {
-                    event_id: listed.event.id.clone(),
+                    event_id: listed.event.id.to_string(),
                     endpoint_id: d.endpoint_id.clone(),
                     from: d.generation,
                 })
@@ -374,7 +374,7 @@ mod tests {
     fn a_recover_replays_the_endpoints_failed_and_disabled_deliveries_only() {
         let listed = |id: &str, deliveries: &[(&str, &str, u32)]| ListedEvent {
             event: OutboundEvent {
-                id: id.into(),
+                id: crate::outbound::EventId::parse(id).unwrap(),
                 tenant_id: crate::tenants::TenantId::parse("tnt_a").unwrap(),
                 event_type: "x".into(),
                 data: serde_json::Value::Null,

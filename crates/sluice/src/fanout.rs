@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +40,7 @@ use crate::{
     ApiError,
     aws::AwsClients,
     outbound::EventId,
-    table::{self, Item, ItemExt, string_list},
+    table::{self, Condition, Item, ItemExt, UpdateBuilder, string_list},
 };
 
 /// `TransactWriteItems` takes at most 100 items.
@@ -110,13 +110,7 @@ impl Deferred {
 
     /// The `Put` of the event item, for the writer's transaction.
     pub fn transact_item(&self, table: &str) -> TransactWriteItem {
-        let put = Put::builder()
-            .table_name(table)
-            .set_item(Some(self.event.to_item()))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table and item are set");
-        TransactWriteItem::builder().put(put).build()
+        new_item(table, self.event.to_item())
     }
 }
 
@@ -155,18 +149,8 @@ pub async fn plan_publish(
     let mut event = OutboundEvent::new(tenant_id, event_type, data);
     let endpoint_ids = matching_endpoints(&aws.dynamodb, table, tenant_id, event_type).await?;
     event.endpoint_ids = Some(endpoint_ids.clone());
-    let event_put = Put::builder()
-        .table_name(table)
-        .set_item(Some(event.to_item()))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table and item are set");
-    let items = transaction_items(
-        table,
-        &event,
-        &endpoint_ids,
-        TransactWriteItem::builder().put(event_put).build(),
-    );
+    let event_put = new_item(table, event.to_item());
+    let items = transaction_items(table, &event, &endpoint_ids, event_put);
     Ok(Publication {
         event,
         endpoint_ids,
@@ -186,28 +170,13 @@ pub fn plan_publish_to(
     let mut event = OutboundEvent::new(tenant_id, event_type, data);
     let endpoint_ids = vec![endpoint_id.to_owned()];
     event.endpoint_ids = Some(endpoint_ids.clone());
-    let event_put = Put::builder()
-        .table_name(table)
-        .set_item(Some(event.to_item()))
-        .condition_expression("attribute_not_exists(pk)")
-        .build()
-        .expect("table and item are set");
-    let mut items = transaction_items(
+    let event_put = new_item(table, event.to_item());
+    let mut items = transaction_items(table, &event, &endpoint_ids, event_put);
+    items.push(table::condition_check(
         table,
-        &event,
-        &endpoint_ids,
-        TransactWriteItem::builder().put(event_put).build(),
-    );
-    let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
-        .table_name(table)
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::endpoint_sk(endpoint_id),
-        )))
-        .condition_expression("attribute_exists(pk)")
-        .build()
-        .expect("table, key and condition are set");
-    items.push(TransactWriteItem::builder().condition_check(check).build());
+        table::key(table::tenant_pk(tenant_id), table::endpoint_sk(endpoint_id)),
+        Condition::new("attribute_exists(pk)"),
+    ));
     Publication {
         event,
         endpoint_ids,
@@ -309,24 +278,21 @@ async fn expand_deferred(
     let (tenant_id, event_id) = (&event.tenant_id, &event.id);
     let endpoint_ids =
         matching_endpoints(&aws.dynamodb, table, tenant_id, &event.event_type).await?;
-    let mark_expanded = Update::builder()
-        .table_name(table)
-        .set_key(Some(table::key(
-            table::tenant_pk(tenant_id),
-            table::event_sk(event_id),
-        )))
-        .update_expression("SET #ids = :ids")
-        .condition_expression("attribute_exists(pk) AND attribute_not_exists(#ids)")
-        .expression_attribute_names("#ids", attr::ENDPOINT_IDS)
-        .expression_attribute_values(":ids", string_list(&endpoint_ids))
-        .build()
-        .expect("table, key and expression are set");
+    let mut mark_expanded = UpdateBuilder::default();
+    mark_expanded.set(attr::ENDPOINT_IDS, string_list(&endpoint_ids));
+    let ids = mark_expanded.expr.name(attr::ENDPOINT_IDS);
+    mark_expanded.condition(format!(
+        "attribute_exists(pk) AND attribute_not_exists({ids})"
+    ));
     match write_deliveries(
         &aws.dynamodb,
         table,
         event,
         &endpoint_ids,
-        TransactWriteItem::builder().update(mark_expanded).build(),
+        mark_expanded.transact_item(
+            table,
+            table::key(table::tenant_pk(tenant_id), table::event_sk(event_id)),
+        ),
     )
     .await
     {
@@ -455,16 +421,21 @@ fn transaction_items(
     first: TransactWriteItem,
 ) -> Vec<TransactWriteItem> {
     let mut items = vec![first];
-    items.extend(endpoint_ids.iter().map(|ep| {
-        let put = Put::builder()
-            .table_name(table)
-            .set_item(Some(delivery_item(event, ep)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("table and item are set");
-        TransactWriteItem::builder().put(put).build()
-    }));
+    items.extend(
+        endpoint_ids
+            .iter()
+            .map(|ep| new_item(table, delivery_item(event, ep))),
+    );
     items
+}
+
+/// The `Put` of an item that must not exist yet (the event, a delivery).
+fn new_item(table: &str, item: Item) -> TransactWriteItem {
+    table::put(
+        table,
+        item,
+        Some(Condition::new("attribute_not_exists(pk)")),
+    )
 }
 
 /// Writes `first` with the delivery items: one transaction when they fit, else the first
@@ -494,7 +465,7 @@ async fn commit_chunks(
             .await;
         match result {
             Ok(_) => {}
-            Err(err) if first_chunk && crate::tenants::is_condition_failure_at(&err, 0) => {
+            Err(err) if first_chunk && table::is_condition_failure_at(&err, 0) => {
                 return Err(WriteError::Conflict);
             }
             Err(err) => return Err(WriteError::Aws(err.into())),

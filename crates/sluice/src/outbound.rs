@@ -142,9 +142,8 @@ impl DeliveryId {
 /// An event a tenant's endpoints receive (`{"type", "timestamp", "data"}` on the wire).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboundEvent {
-    /// `msg_…` (an [`EventId`]'s text: `stripe::process` collects it as a `String`; type it
-    /// when that module is switched over).
-    pub id: String,
+    /// `msg_…`.
+    pub id: EventId,
     pub tenant_id: TenantId,
     pub event_type: String,
     pub data: serde_json::Value,
@@ -168,7 +167,7 @@ impl OutboundEvent {
         data: serde_json::Value,
     ) -> Self {
         OutboundEvent {
-            id: id.into_string(),
+            id,
             tenant_id: TenantId(tenant_id.to_owned()),
             event_type: event_type.to_owned(),
             data,
@@ -180,7 +179,7 @@ impl OutboundEvent {
     /// The event's item (with `endpoint_ids` when known).
     pub fn to_item(&self) -> Item {
         let mut item = event_key(&self.tenant_id, &self.id);
-        item.insert(attr::ID.into(), s(&self.id));
+        item.insert(attr::ID.into(), s(self.id.as_str()));
         item.insert(attr::TYPE.into(), s(&self.event_type));
         item.insert(attr::DATA.into(), s(self.data.to_string()));
         item.insert(attr::CREATED_AT.into(), n(self.created_at));
@@ -204,7 +203,7 @@ impl OutboundEvent {
         }
         let tenant_id = item.get_s(table::PK)?.strip_prefix("TENANT#")?.to_owned();
         Some(OutboundEvent {
-            id: EventId::parse(item.get_s(attr::ID)?)?.into_string(),
+            id: EventId::parse(item.get_s(attr::ID)?)?,
             tenant_id: TenantId(tenant_id),
             event_type: item.get_s(attr::TYPE)?.to_owned(),
             data: serde_json::from_str(item.get_s(attr::DATA)?).ok()?,
@@ -233,7 +232,7 @@ impl OutboundEvent {
     ) -> crate::fanout::DeliveryMessage {
         crate::fanout::DeliveryMessage::Deliver {
             tenant_id: self.tenant_id.as_str().to_owned(),
-            event_id: self.id.clone(),
+            event_id: self.id.as_str().to_owned(),
             endpoint_id: endpoint_id.to_owned(),
             generation,
         }
@@ -390,7 +389,7 @@ impl Delivery {
         Delivery {
             tenant_id: event.tenant_id.clone(),
             id: DeliveryId {
-                event_id: EventId(event.id.clone()),
+                event_id: event.id.clone(),
                 endpoint_id: endpoint_id.to_owned(),
             },
             status: DeliveryStatus::Pending,

@@ -204,7 +204,7 @@ pub fn plan_replay(
     endpoint_id: Option<&str>,
 ) -> Vec<Step> {
     let bump = |ep: &str, from: u32| Step::Bump {
-        event_id: event.id.clone(),
+        event_id: event.id.to_string(),
         endpoint_id: ep.to_owned(),
         from,
     };

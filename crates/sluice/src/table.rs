@@ -44,8 +44,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 mod write;
 pub use write::{
     Cancellation, Clauses, Condition, Expr, ItemOutcome, Placeholders, TxFailure, UpdateBuilder,
-    cancellation_reasons, classify, condition_check, delete, is_condition_failure_at, item_outcome,
-    put, read_cancellation,
+    cancellation_reasons, classify, condition_check, delete, describe_failure,
+    is_condition_failure_at, item_outcome, put, read_cancellation,
 };
 
 /// Partition key attribute.

@@ -17,11 +17,8 @@ use serde::Serialize;
 
 use crate::{
     ApiError, auth, clock, ids,
-    table::{self, Condition, Item, ItemExt, n, s},
+    table::{self, Condition, Item, ItemExt, is_condition_failure_at, n, s},
 };
-
-/// Where the transaction helpers used to live; callers elsewhere still name them here.
-pub use crate::table::is_condition_failure_at;
 
 /// Attribute names of the tenant item that more than one module reads or writes.
 pub mod attr {

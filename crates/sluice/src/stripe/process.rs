@@ -47,31 +47,25 @@
 //! events wait costs more: a second transaction, then a query of the waiting (`unmatched`) events,
 //! processed oldest first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::{
-    error::{ProvideErrorMetadata, SdkError},
-    operation::transact_write_items::TransactWriteItemsError,
-    types::{
-        AttributeValue, CancellationReason, ConditionCheck, Delete, KeysAndAttributes, Put,
-        ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-    },
-};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem};
 
 use super::{
     event::{self, Handling, Money, Notice, Plan, StripeEvent, SubChange, TenantRef},
-    store::{self, EventStatus, attr},
+    store::{self, EventStatus, StoredPayload, StripeEventId, StripeEventRecord, attr},
 };
 use crate::{
     ApiError,
-    account::{self, LedgerEntry, LedgerKind, Placeholders, TenantClauses},
+    account::{self, LedgerEntry, LedgerKind},
     aws::AwsClients,
     clock,
     event_types::{CreditsAdded, PaymentSucceeded, SluiceEvent},
     fanout::Deferred,
     ids,
+    outbound::EventId,
     stats::StatsDelta,
-    table::{self, Item, ItemExt, n, s},
+    table::{self, Condition, Expr, Item, ItemExt, TxFailure, UpdateBuilder, classify, n, put, s},
     tenants::attr as tenant_attr,
 };
 
@@ -184,91 +178,12 @@ enum OnFail {
     Published(&'static str),
 }
 
-/// Names and values of one expression.
-#[derive(Default)]
-struct Expr {
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Placeholders for Expr {
-    fn name(&mut self, attribute: &str) -> String {
-        let key = format!(
-            "#{}",
-            attribute.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
-        self.names.insert(key.clone(), attribute.to_owned());
-        key
-    }
-    fn value(&mut self, v: AttributeValue) -> String {
-        let key = format!(":v{}", self.values.len());
-        self.values.insert(key.clone(), v);
-        key
-    }
-}
-
-/// An `Update` built piece by piece (the tenant item gathers several effects in one).
-#[derive(Default)]
-struct UpdateBuilder {
-    expr: Expr,
-    sets: Vec<String>,
-    removes: Vec<String>,
-    conditions: Vec<String>,
-}
-
-impl UpdateBuilder {
-    fn set(&mut self, attribute: &str, v: AttributeValue) {
-        let name = self.expr.name(attribute);
-        let value = self.expr.value(v);
-        self.sets.push(format!("{name} = {value}"));
-    }
-    fn set_or_remove(&mut self, attribute: &str, v: Option<AttributeValue>) {
-        match v {
-            Some(v) => self.set(attribute, v),
-            None => self.remove(attribute),
-        }
-    }
-    fn remove(&mut self, attribute: &str) {
-        let name = self.expr.name(attribute);
-        self.removes.push(name);
-    }
-    fn is_empty(&self) -> bool {
-        self.sets.is_empty() && self.removes.is_empty()
-    }
-    /// Adds clauses whose placeholders came from this builder's `expr`.
-    fn merge(&mut self, clauses: TenantClauses) {
-        self.sets.extend(clauses.set);
-        self.removes.extend(clauses.remove);
-        self.conditions.extend(clauses.conditions);
-    }
-    fn build(self, table_name: &str, key: Item) -> TransactWriteItem {
-        let mut expression = String::new();
-        if !self.sets.is_empty() {
-            expression.push_str("SET ");
-            expression.push_str(&self.sets.join(", "));
-        }
-        if !self.removes.is_empty() {
-            expression.push_str(" REMOVE ");
-            expression.push_str(&self.removes.join(", "));
-        }
-        let update = Update::builder()
-            .table_name(table_name)
-            .set_key(Some(key))
-            .update_expression(expression.trim())
-            .set_condition_expression(
-                (!self.conditions.is_empty()).then(|| self.conditions.join(" AND ")),
-            )
-            .set_expression_attribute_names(
-                (!self.expr.names.is_empty()).then_some(self.expr.names),
-            )
-            .set_expression_attribute_values(
-                (!self.expr.values.is_empty()).then_some(self.expr.values),
-            )
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .expect("table, key and expression set");
-        TransactWriteItem::builder().update(update).build()
-    }
+/// An update in the event's transaction: like every item there, it asks for the item as it was
+/// when its condition fails (`react` reads what the failure means from it).
+fn guarded_update() -> UpdateBuilder {
+    let mut u = UpdateBuilder::default();
+    u.return_old_on_condition_failure();
+    u
 }
 
 /// One transaction being assembled, with how each item's failed condition is read.
@@ -282,99 +197,6 @@ impl Tx {
     fn push(&mut self, item: TransactWriteItem, on_fail: OnFail) {
         self.items.push(item);
         self.on_fail.push(on_fail);
-    }
-}
-
-fn put(table_name: &str, item: Item, condition: Option<(&str, Expr)>) -> TransactWriteItem {
-    let mut b = Put::builder().table_name(table_name).set_item(Some(item));
-    if let Some((expression, expr)) = condition {
-        b = b
-            .condition_expression(expression)
-            .set_expression_attribute_names((!expr.names.is_empty()).then_some(expr.names))
-            .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    }
-    TransactWriteItem::builder()
-        .put(b.build().expect("table and item set"))
-        .build()
-}
-
-fn delete(table_name: &str, key: Item) -> TransactWriteItem {
-    TransactWriteItem::builder()
-        .delete(
-            Delete::builder()
-                .table_name(table_name)
-                .set_key(Some(key))
-                .build()
-                .expect("table and key set"),
-        )
-        .build()
-}
-
-fn condition_check(table_name: &str, key: Item, expression: &str) -> TransactWriteItem {
-    TransactWriteItem::builder()
-        .condition_check(
-            ConditionCheck::builder()
-                .table_name(table_name)
-                .set_key(Some(key))
-                .condition_expression(expression)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build()
-                .expect("table, key and condition set"),
-        )
-        .build()
-}
-
-/// How a `TransactWriteItems` failed.
-enum TxFailure {
-    /// Conditions did not hold: per item, `Some(old item or empty)` where one failed.
-    Conditions(Vec<Option<Item>>),
-    /// Another transaction touched the same items at the same time: send again.
-    Conflict,
-    /// Anything else (unreachable, throttled beyond the SDK's retries, rejected).
-    Other(Box<SdkError<TransactWriteItemsError>>),
-}
-
-fn classify(err: SdkError<TransactWriteItemsError>) -> TxFailure {
-    let reasons: Option<Vec<CancellationReason>> = match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-            Some(e.cancellation_reasons().to_vec())
-        }
-        _ => None,
-    };
-    let Some(reasons) = reasons else {
-        return TxFailure::Other(Box::new(err));
-    };
-    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
-    if reasons.iter().any(|r| code(r) == "ConditionalCheckFailed") {
-        return TxFailure::Conditions(
-            reasons
-                .iter()
-                .map(|r| {
-                    (code(r) == "ConditionalCheckFailed")
-                        .then(|| r.item().cloned().unwrap_or_default())
-                })
-                .collect(),
-        );
-    }
-    if reasons.iter().any(|r| code(r) == "TransactionConflict") {
-        return TxFailure::Conflict;
-    }
-    TxFailure::Other(Box::new(err))
-}
-
-/// A short, stored description of an AWS failure (no request ids, no payloads).
-fn describe<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
-    match err {
-        SdkError::ServiceError(e) => format!(
-            "DynamoDB rejected the request: {}",
-            e.err().code().unwrap_or("unknown error")
-        ),
-        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
-        SdkError::DispatchFailure(_) => "DynamoDB could not be reached".to_owned(),
-        _ => "the DynamoDB request failed".to_owned(),
     }
 }
 
@@ -553,7 +375,11 @@ impl Builder<'_> {
             && waiting_sk.as_deref() != Some(sk.as_str())
         {
             draft.tx.push(
-                delete(self.table, table::key(table::unmatched_pk(&customer), sk)),
+                table::delete(
+                    self.table,
+                    table::key(table::unmatched_pk(&customer), sk),
+                    None,
+                ),
                 OnFail::Fatal("unexpected condition on the waiting item".into()),
             );
         }
@@ -570,26 +396,15 @@ impl Builder<'_> {
         }
 
         let note = (!draft.notes.is_empty()).then(|| draft.notes.join("; "));
-        let mut item = self.event_item(event, at.raw, at.received_ms, at.prior, status);
-        if let Some(t) = &tenant_id {
-            item.insert(attr::TENANT_ID.into(), s(t));
-        }
-        if let Some(note) = &note {
-            item.insert(attr::NOTE.into(), s(note));
-        }
-        if let Some(sk) = &waiting_sk {
-            item.insert(attr::WAITING_SK.into(), s(sk));
-        }
-        if let Some(c) = &linked {
-            item.insert(attr::LINKED_CUSTOMER.into(), s(c));
-        }
-        if !notification_ids.is_empty() {
-            item.insert(
-                attr::NOTIFICATIONS.into(),
-                AttributeValue::L(notification_ids.iter().map(s).collect()),
-            );
-        }
-        draft.tx.items[0] = self.event_put(item, at.prior);
+        let record = StripeEventRecord {
+            tenant_id: tenant_id.clone(),
+            note: note.clone(),
+            waiting_sk,
+            linked_customer: linked.clone(),
+            notifications: notification_ids.iter().map(|id| id.to_string()).collect(),
+            ..self.event_record(event, at.raw, at.received_ms, at.prior, status)
+        };
+        draft.tx.items[0] = self.event_put(record.to_item(), at.prior);
         Built {
             tx: draft.tx,
             status,
@@ -624,12 +439,12 @@ impl Builder<'_> {
         );
         // Marks the (not yet linked) customer as awaited, so that the checkout that links it
         // knows to process its waiting events; fails if the link appeared.
-        let mut mark = UpdateBuilder::default();
+        let mut mark = guarded_update();
         mark.set(WAITING, table::b(true));
         let tid = mark.expr.name("tenant_id");
-        mark.conditions.push(format!("attribute_not_exists({tid})"));
+        mark.condition(format!("attribute_not_exists({tid})"));
         draft.tx.push(
-            mark.build(
+            mark.transact_item(
                 self.table,
                 table::key(table::customer_pk(customer), "CUSTOMER"),
             ),
@@ -651,8 +466,8 @@ impl Builder<'_> {
         tenant: Option<&str>,
         at: &Attempt<'_>,
         deferred: &mut BTreeMap<&'static str, Deferred>,
-    ) -> Vec<String> {
-        let mut ids: Vec<String> = at
+    ) -> Vec<EventId> {
+        let mut ids: Vec<EventId> = at
             .published
             .iter()
             .filter_map(|t| deferred.get(t))
@@ -687,11 +502,11 @@ impl Builder<'_> {
         at: &Attempt<'_>,
     ) -> Option<String> {
         let mut tw = TenantWrite {
-            update: UpdateBuilder::default(),
+            update: guarded_update(),
             // What a failed condition on the tenant item means when the item exists.
             present: OnFail::Fatal("unexpected condition on the tenant".into()),
         };
-        tw.update.conditions.push("attribute_exists(pk)".into());
+        tw.update.condition("attribute_exists(pk)");
         if let Some(customer) = &plan.link_customer {
             self.link_customer(draft, &mut tw, customer, tenant, at);
         }
@@ -715,12 +530,16 @@ impl Builder<'_> {
         if tw.update.is_empty() {
             // Every matched event checks its tenant exists, even when it does not change it.
             draft.tx.push(
-                condition_check(self.table, tenant_key, "attribute_exists(pk)"),
+                table::condition_check(
+                    self.table,
+                    tenant_key,
+                    Condition::new("attribute_exists(pk)").returning_old(),
+                ),
                 OnFail::Tenant(Box::new(OnFail::Fatal("unexpected".into()))),
             );
         } else {
             draft.tx.push(
-                tw.update.build(self.table, tenant_key),
+                tw.update.transact_item(self.table, tenant_key),
                 OnFail::Tenant(Box::new(tw.present)),
             );
         }
@@ -760,7 +579,7 @@ impl Builder<'_> {
                     ("event_id".into(), s(&at.event.id)),
                     ("linked_at".into(), n(clock::now_epoch())),
                 ]),
-                Some((&condition, expr)),
+                Some(Condition::with(condition, expr).returning_old()),
             ),
             OnFail::Link(customer.to_owned()),
         );
@@ -802,7 +621,7 @@ impl Builder<'_> {
                     ("kind".into(), s(kind.as_str())),
                     ("created_at".into(), n(entry.created_at)),
                 ]),
-                Some(("attribute_not_exists(pk)", Expr::default())),
+                Some(Condition::new("attribute_not_exists(pk)").returning_old()),
             ),
             OnFail::Flag(Flag::MoneyRecorded),
         );
@@ -885,8 +704,7 @@ impl Builder<'_> {
         u.remove(tenant_attr::SUB_PRICE_ID);
         u.remove(tenant_attr::SUB_CURRENT_PERIOD_END);
         u.remove(tenant_attr::SUB_CANCEL_AT_PERIOD_END);
-        u.conditions
-            .push(format!("(attribute_not_exists({sid}) OR {sid} <> {sv})"));
+        u.condition(format!("(attribute_not_exists({sid}) OR {sid} <> {sv})"));
         tw.present = OnFail::Flag(Flag::CheckoutSubKnown);
     }
 
@@ -933,7 +751,7 @@ impl Builder<'_> {
         event: &StripeEvent,
         sub_item: Option<&Item>,
     ) -> Option<TransactWriteItem> {
-        let mut u = UpdateBuilder::default();
+        let mut u = guarded_update();
         let st = u.expr.name("status");
         let ec = u.expr.name("event_created");
         let rank = u.expr.name("rank");
@@ -947,17 +765,16 @@ impl Builder<'_> {
                 return None;
             }
             let past_due = u.expr.value(s("past_due"));
-            u.conditions
-                .push(format!("{st} = {past_due} AND {ec} < {created}"));
+            u.condition(format!("{st} = {past_due} AND {ec} < {created}"));
         } else {
             let r = u.expr.value(n(event::status_rank(&change.status)));
             let canceled = u.expr.value(s(event::FINAL_STATUSES[0]));
             let expired = u.expr.value(s(event::FINAL_STATUSES[1]));
-            u.conditions.push(format!(
+            u.condition(format!(
                 "(attribute_not_exists(pk) OR (NOT ({st} IN ({canceled}, {expired})) AND ({ec} < {created} OR ({ec} = {created} AND {rank} <= {r}))))"
             ));
         }
-        u.sets.push(format!("{ec} = {created}"));
+        u.set_clause(format!("{ec} = {created}"));
         u.set("status", s(&change.status));
         u.set("rank", n(event::status_rank(&change.status)));
         u.set("tenant_id", s(tenant));
@@ -968,7 +785,7 @@ impl Builder<'_> {
             u.set_or_remove("current_period_end", d.current_period_end.map(n));
             u.set("cancel_at_period_end", table::b(d.cancel_at_period_end));
         }
-        Some(u.build(
+        Some(u.transact_item(
             self.table,
             table::key(table::subscription_pk(&change.id), "SUB"),
         ))
@@ -981,7 +798,7 @@ impl Builder<'_> {
         let sv = u.expr.value(s(&change.id));
         let canceled = u.expr.value(s(event::FINAL_STATUSES[0]));
         let expired = u.expr.value(s(event::FINAL_STATUSES[1]));
-        u.conditions.push(format!(
+        u.condition(format!(
             "(attribute_not_exists({sid}) OR {sid} = {sv} OR {sst} IN ({canceled}, {expired}))"
         ));
         u.set(tenant_attr::SUB_ID, s(&change.id));
@@ -1003,46 +820,36 @@ impl Builder<'_> {
         received_ms / 1000 + clock::days(self.retention_days)
     }
 
-    /// The event item (status and attempts set; effects-specific attributes added by the caller).
-    fn event_item(
+    /// The event's record (status and attempts set; what the effects add is set by the caller).
+    fn event_record(
         &self,
         event: &StripeEvent,
         raw: &[u8],
         received_ms: i64,
         prior: Option<&Prior>,
         new_status: EventStatus,
-    ) -> Item {
-        let mut item = Item::from([
-            (table::PK.into(), s(table::stripe_event_pk(&event.id))),
-            (table::SK.into(), s(store::EVENT_SK)),
-            (attr::ID.into(), s(&event.id)),
-            (attr::TYPE.into(), s(&event.event_type)),
-            (attr::STATUS.into(), s(new_status.as_str())),
-            (attr::CREATED.into(), n(event.created)),
-            (attr::RECEIVED_MS.into(), n(received_ms)),
-            (
-                attr::ATTEMPTS.into(),
-                n(prior.map_or(0, |p| p.attempts) + 1),
-            ),
-            (attr::LIVEMODE.into(), table::b(event.livemode)),
-            (attr::UPDATED_AT.into(), n(clock::now_epoch())),
-            (table::GSI1PK.into(), s(store::GSI1_STRIPE_EVENTS)),
-            (
-                table::GSI1SK.into(),
-                s(format!("{received_ms:013}#{}", event.id)),
-            ),
-            (table::TTL.into(), n(self.expires_at(received_ms))),
-        ]);
-        if let Some(v) = &event.api_version {
-            item.insert(attr::API_VERSION.into(), s(v));
+    ) -> StripeEventRecord {
+        StripeEventRecord {
+            // `event::decode` admits only ids that `StripeEventId::parse` accepts.
+            id: StripeEventId::parse(&event.id).expect("a decoded event has an evt_ id"),
+            event_type: event.event_type.clone(),
+            status: new_status,
+            created: event.created,
+            received_ms,
+            attempts: prior.map_or(0, |p| p.attempts) + 1,
+            livemode: event.livemode,
+            api_version: event.api_version.clone(),
+            customer_id: event.customer(),
+            tenant_id: None,
+            error: None,
+            note: None,
+            waiting_sk: None,
+            linked_customer: None,
+            notifications: Vec::new(),
+            updated_at: Some(clock::now_epoch()),
+            expires_at: Some(self.expires_at(received_ms)),
+            payload: StoredPayload::of(raw),
         }
-        if let Some(c) = event.customer() {
-            item.insert(attr::CUSTOMER_ID.into(), s(c));
-        }
-        for (k, v) in store::payload_attributes(raw) {
-            item.insert(k.into(), v);
-        }
-        item
     }
 
     /// The conditional `Put` of the event item: new, or still in the state it was read in.
@@ -1051,7 +858,7 @@ impl Builder<'_> {
             None => put(
                 self.table,
                 item,
-                Some(("attribute_not_exists(pk)", Expr::default())),
+                Some(Condition::new("attribute_not_exists(pk)").returning_old()),
             ),
             Some(p) => {
                 let mut expr = Expr::default();
@@ -1061,7 +868,11 @@ impl Builder<'_> {
                 let av = expr.value(n(p.attempts));
                 let condition =
                     format!("{st} = {sv} AND ({at} = {av} OR attribute_not_exists({at}))");
-                put(self.table, item, Some((&condition, expr)))
+                put(
+                    self.table,
+                    item,
+                    Some(Condition::with(condition, expr).returning_old()),
+                )
             }
         }
     }
@@ -1250,7 +1061,7 @@ impl<'a> Processor<'a> {
                     continue;
                 }
                 Err(TxFailure::Other(err)) => {
-                    let error = describe(&err);
+                    let error = table::describe_failure(&err);
                     // Best effort: record the failure so that it shows and counts; if DynamoDB
                     // is unreachable this fails too, and Stripe's retry finds nothing stored.
                     let _ = self
@@ -1399,10 +1210,11 @@ impl<'a> Processor<'a> {
         // Twice at most: a first write may find the event stored meanwhile (then conditioned on
         // what it found).
         for _ in 0..2 {
-            let mut item =
-                b.event_item(event, raw, received_ms, prior.as_ref(), EventStatus::Failed);
-            item.insert(attr::ERROR.into(), s(&error));
-            let mut items = vec![b.event_put(item, prior.as_ref())];
+            let record = StripeEventRecord {
+                error: Some(error.clone()),
+                ..b.event_record(event, raw, received_ms, prior.as_ref(), EventStatus::Failed)
+            };
+            let mut items = vec![b.event_put(record.to_item(), prior.as_ref())];
             let mut stats = StatsDelta::at(received_ms / 1000);
             match &prior {
                 None => stats.event_received(&event.event_type, EventStatus::Failed.as_str()),
@@ -1414,9 +1226,10 @@ impl<'a> Processor<'a> {
                 items.push(stats.to_transact_item(self.table));
             }
             if let Some((customer, sk)) = prior.as_ref().and_then(|p| p.waiting.clone()) {
-                items.push(delete(
+                items.push(table::delete(
                     self.table,
                     table::key(table::unmatched_pk(&customer), sk),
+                    None,
                 ));
             }
             match self.commit(items).await {
@@ -1499,6 +1312,7 @@ impl<'a> Processor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure};
 
     fn fixture(name: &str) -> (StripeEvent, Vec<u8>) {
         let path = format!(
@@ -1617,8 +1431,28 @@ mod tests {
         assert_eq!(rules.len(), 7);
         let put = event_put(&built);
         assert_eq!(put.condition_expression(), Some("attribute_not_exists(pk)"));
+        // A failed condition hands back the item as it was: `react` reads what it means from it.
+        let all_old = Some(&ReturnValuesOnConditionCheckFailure::AllOld);
+        assert_eq!(put.return_values_on_condition_check_failure(), all_old);
+        let tenant = built.tx.items[4]
+            .update()
+            .expect("item 4 is the tenant's Update");
+        assert_eq!(tenant.return_values_on_condition_check_failure(), all_old);
+        assert!(
+            tenant
+                .condition_expression()
+                .unwrap()
+                .starts_with("attribute_exists(pk) AND ")
+        );
         assert_eq!(put.item()[attr::STATUS].as_s().unwrap(), "processed");
         assert_eq!(put.item()[attr::NOTIFICATIONS].as_l().unwrap().len(), 1);
+        // The item is the event's record, field for field.
+        let record = StripeEventRecord::from_item(put.item()).expect("an event record");
+        assert_eq!(record.to_item(), *put.item());
+        assert_eq!(
+            (record.attempts, record.tenant_id.as_deref()),
+            (1, Some("tnt_fixture0001"))
+        );
     }
 
     #[test]

@@ -121,12 +121,6 @@ pub mod attr {
     pub const UPDATED_AT: &str = "updated_at";
 }
 
-/// The payload as stored (what [`StoredPayload::of`] and [`StoredPayload::attributes`] give; kept
-/// for `stripe::process`).
-pub fn payload_attributes(raw: &[u8]) -> Vec<(&'static str, AttributeValue)> {
-    StoredPayload::of(raw).attributes()
-}
-
 /// The raw payload of a stored event, if it was kept.
 pub fn read_payload(item: &Item) -> Option<Vec<u8>> {
     StoredPayload::from_item(item).raw()
@@ -168,7 +162,8 @@ impl std::fmt::Display for StripeEventId {
     }
 }
 
-/// The payload as stored (see [`payload_attributes`]); decoded only when asked for.
+/// The payload as stored ([`StoredPayload::of`], [`StoredPayload::attributes`]); decoded only
+/// when asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoredPayload {
     /// UTF-8 text too small for gzip to make it smaller.
@@ -623,7 +618,8 @@ mod tests {
         let checkout = include_bytes!(
             "../../../../tests/fixtures/stripe/checkout.session.completed.payment.json"
         );
-        let item: Item = payload_attributes(checkout)
+        let item: Item = StoredPayload::of(checkout)
+            .attributes()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
@@ -633,7 +629,8 @@ mod tests {
 
         // gzip's header alone outweighs a tiny payload: kept as text.
         let small = br#"{"id":"evt_1"}"#;
-        let item: Item = payload_attributes(small)
+        let item: Item = StoredPayload::of(small)
+            .attributes()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
@@ -641,7 +638,8 @@ mod tests {
         assert_eq!(read_payload(&item).unwrap(), small);
 
         let large = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)).into_bytes();
-        let item: Item = payload_attributes(&large)
+        let item: Item = StoredPayload::of(&large)
+            .attributes()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();

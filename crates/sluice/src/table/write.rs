@@ -1,5 +1,6 @@
 //! Write helpers: expression placeholders, an update-expression builder, the `TransactWriteItem`
-//! builders (put, delete, condition check) and the reading of a cancelled transaction's reasons.
+//! builders (put, delete, condition check), the reading of a cancelled transaction's reasons and
+//! a failed request's short description.
 //!
 //! Pure code (no AWS request is made here): the callers send what these build. Hand-written
 //! rather than a crate: the well-kept expression crates (`aws-sdk-dynamodb` has none; `serde_dynamo`
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
-    error::SdkError,
+    error::{ProvideErrorMetadata, SdkError},
     operation::{
         transact_write_items::TransactWriteItemsError,
         update_item::builders::UpdateItemFluentBuilder,
@@ -329,6 +330,20 @@ pub fn cancellation_reasons(
     }
 }
 
+/// A short description of a failed DynamoDB request, fit to store or show (the error code only:
+/// no request ids, no payloads).
+pub fn describe_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(e) => format!(
+            "DynamoDB rejected the request: {}",
+            e.err().code().unwrap_or("unknown error")
+        ),
+        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
+        SdkError::DispatchFailure(_) => "DynamoDB could not be reached".to_owned(),
+        _ => "the DynamoDB request failed".to_owned(),
+    }
+}
+
 /// True if a `TransactWriteItems` failed because the condition of item `index` did not hold.
 pub fn is_condition_failure_at(err: &SdkError<TransactWriteItemsError>, index: usize) -> bool {
     cancellation_reasons(err).is_some_and(|reasons| {
@@ -556,6 +571,44 @@ mod tests {
         assert_eq!(
             read_cancellation(&[reason("ValidationError", None)]),
             Cancellation::Other
+        );
+    }
+
+    #[test]
+    fn a_failure_is_described_by_its_code_only() {
+        use aws_sdk_dynamodb::types::error::InternalServerError;
+        type Err = SdkError<TransactWriteItemsError, ()>;
+        let rejected = Err::service_error(
+            TransactWriteItemsError::InternalServerError(
+                InternalServerError::builder()
+                    .message("secret request detail")
+                    .meta(
+                        aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                            .code("InternalServerError")
+                            .message("secret request detail")
+                            .build(),
+                    )
+                    .build(),
+            ),
+            (),
+        );
+        assert_eq!(
+            describe_failure(&rejected),
+            "DynamoDB rejected the request: InternalServerError"
+        );
+        assert_eq!(
+            describe_failure(&Err::timeout_error("attempt timed out")),
+            "DynamoDB did not answer in time"
+        );
+        assert_eq!(
+            describe_failure(&Err::dispatch_failure(
+                aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into())
+            )),
+            "DynamoDB could not be reached"
+        );
+        assert_eq!(
+            describe_failure(&Err::response_error("truncated", ())),
+            "the DynamoDB request failed"
         );
     }
 }

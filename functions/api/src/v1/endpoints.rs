@@ -655,7 +655,7 @@ pub async fn send_test(
         endpoint_id,
     );
     let accepted = super::events::EventAccepted {
-        id: publication.event.id.clone(),
+        id: publication.event.id.to_string(),
         endpoints: publication.endpoint_ids.clone(),
     };
     let response = StoredResponse::json(StatusCode::ACCEPTED, &accepted);

@@ -139,7 +139,7 @@ pub async fn create(
     )
     .await?;
     let accepted = EventAccepted {
-        id: publication.event.id.clone(),
+        id: publication.event.id.to_string(),
         endpoints: publication.endpoint_ids.clone(),
     };
     if publication.fits_one_transaction_with_one_more() {
@@ -219,7 +219,7 @@ pub async fn show(
     .map(delivery_view)
     .collect();
     Ok(Json(EventOut {
-        id: event.id,
+        id: event.id.into_string(),
         event_type: event.event_type,
         data: event.data,
         created_at: event.created_at,
@@ -408,7 +408,7 @@ pub async fn list_page(
             .events
             .into_iter()
             .map(|listed| EventSummaryOut {
-                id: listed.event.id,
+                id: listed.event.id.into_string(),
                 event_type: listed.event.event_type,
                 created_at: listed.event.created_at,
                 status: listed.status,
