@@ -167,7 +167,7 @@ fn key_of(item: &Item) -> Option<(String, String)> {
 pub struct Touch {
     /// e.g. `TransactWriteItems/Put`.
     pub action: String,
-    /// `pk | sk`, ids shortened to their kind (`STRIPE#evt_… | EVENT`).
+    /// `pk / sk` (no `|`: it would split a markdown table's cell), ids shortened to their kind (`STRIPE#evt_… | EVENT`).
     pub key: String,
     pub bytes: usize,
     pub units: f64,
@@ -202,7 +202,7 @@ impl Units {
         }
         self.touches.push(Touch {
             action,
-            key: format!("{} | {}", shorten(&key.0), shorten(&key.1)),
+            key: format!("{} / {}", shorten(&key.0), shorten(&key.1)),
             bytes,
             units,
             write,
@@ -920,7 +920,7 @@ mod tests {
         );
         // The 1.5 KB event: 2 KB × 2; the small tenant item: 1 KB × 2.
         assert_eq!(units.wru, 6.0);
-        assert_eq!(units.touches[0].key, "STRIPE#evt_… | EVENT");
+        assert_eq!(units.touches[0].key, "STRIPE#evt_… / EVENT");
         assert_eq!(transactional_wru(&[1500, 30]), 6.0);
     }
 
