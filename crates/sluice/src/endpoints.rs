@@ -10,14 +10,9 @@
 //! type; `failing_since` is present only during a failure streak; `disabled_reason` only while
 //! disabled. Pure code: no AWS request is made here.
 
-use std::fmt;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::{
-    ids,
-    table::{self, Item, ItemExt, b, n, s},
-};
+use crate::table::{self, Item, ItemExt, b, n, s};
 
 /// Attribute names of the endpoint item.
 pub mod attr {
@@ -58,37 +53,7 @@ pub fn key(tenant_id: &str, endpoint_id: &str) -> Item {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointId(String);
 
-impl EndpointId {
-    /// The id prefix.
-    pub const PREFIX: &'static str = "ep";
-
-    /// A new random id.
-    pub fn new() -> Self {
-        Self(ids::new_id(Self::PREFIX))
-    }
-    /// `Some` if `raw` is an `ep_…` id (lets handlers answer 404 without a request).
-    pub fn parse(raw: &str) -> Option<Self> {
-        ids::has_prefix(raw, Self::PREFIX).then(|| Self(raw.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl Default for EndpointId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for EndpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::prefixed_id!(EndpointId, "ep");
 
 /// An endpoint item without its secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -51,6 +51,54 @@ pub fn has_prefix(id: &str, prefix: &str) -> bool {
         })
 }
 
+/// The methods and traits every prefixed id type shares (`tnt_…`, `msg_…`, `ep_…`): a random
+/// `new`, `parse` checking the prefix once where an id enters (lets handlers answer 404 without a
+/// request), `as_str`/`into_string`, and `Deref<Target = str>`/`Display` so an id reads as its text
+/// wherever a `&str` key part is asked for. The type itself is `struct Name(String)`.
+#[macro_export]
+macro_rules! prefixed_id {
+    ($name:ident, $prefix:literal) => {
+        impl $name {
+            /// The id prefix.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new random id.
+            pub fn new() -> Self {
+                Self($crate::ids::new_id(Self::PREFIX))
+            }
+            /// `Some` if `raw` is an id of this kind.
+            pub fn parse(raw: &str) -> Option<Self> {
+                $crate::ids::has_prefix(raw, Self::PREFIX).then(|| Self(raw.to_owned()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,6 @@
 //! are present only while the egress sender holds it; `attempts` is oldest first, at most
 //! `MAX_LOGGED_ATTEMPTS` (egress) long. Pure code: no AWS request is made here.
 
-use std::{fmt, ops::Deref};
-
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 
@@ -79,48 +77,13 @@ pub fn delivery_key(tenant_id: &str, event_id: &str, endpoint_id: &str) -> Item 
 #[serde(transparent)]
 pub struct EventId(String);
 
-impl EventId {
-    /// The id prefix.
-    pub const PREFIX: &'static str = "msg";
+crate::prefixed_id!(EventId, "msg");
 
-    /// A new random id.
-    pub fn new() -> Self {
-        Self(ids::new_id(Self::PREFIX))
-    }
+impl EventId {
     /// The id of the event derived from `parts` (see [`ids::derived_id`]): every arrival of the
     /// same cause names the same event.
     pub fn derived(parts: &[&str]) -> Self {
         Self(ids::derived_id(Self::PREFIX, parts))
-    }
-    /// `Some` if `raw` is a `msg_…` id (lets handlers answer 404 without a request).
-    pub fn parse(raw: &str) -> Option<Self> {
-        ids::has_prefix(raw, Self::PREFIX).then(|| Self(raw.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl Default for EventId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// An id reads as its text wherever a `&str` key part is asked for.
-impl Deref for EventId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

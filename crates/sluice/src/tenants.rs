@@ -10,8 +10,6 @@
 //! with `sub_id`. AWS requests: [`get_tenant`] one `GetItem`; [`create_tenant`],
 //! [`add_api_key`] one transaction each; [`revoke_api_key`] one `GetItem` and one transaction.
 
-use std::{fmt, ops::Deref};
-
 use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
 use serde::Serialize;
 
@@ -54,45 +52,7 @@ pub mod attr {
 #[serde(transparent)]
 pub struct TenantId(pub String);
 
-impl TenantId {
-    /// The id prefix.
-    pub const PREFIX: &'static str = "tnt";
-
-    /// A new random id.
-    pub fn new() -> Self {
-        Self(ids::new_id(Self::PREFIX))
-    }
-    /// `Some` if `raw` is a `tnt_…` id (lets handlers answer 404 without a request).
-    pub fn parse(raw: &str) -> Option<Self> {
-        ids::has_prefix(raw, Self::PREFIX).then(|| Self(raw.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl Default for TenantId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// An id reads as its text wherever a `&str` key part is asked for.
-impl Deref for TenantId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::prefixed_id!(TenantId, "tnt");
 
 /// The key map of a tenant item.
 pub fn key(tenant_id: &str) -> Item {
