@@ -77,6 +77,22 @@ pub fn memory_mb(function: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("no MemorySize for {function} in template.yaml"))
 }
 
+/// The partition key of the table's one index; an item carrying it is in the index.
+const GSI_KEY: &str = "gsi1pk";
+
+/// The index's projection in template.yaml (the index entry's size follows from it).
+pub fn gsi1_projection() -> anyhow::Result<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(sluice_local::provision::TEMPLATE_YAML)?;
+    doc["Resources"]["SluiceTable"]["Properties"]["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|i| i["IndexName"].as_str() == Some("gsi1"))
+        .and_then(|i| i["Projection"]["ProjectionType"].as_str())
+        .map(str::to_owned)
+        .context("no gsi1 projection in template.yaml")
+}
+
 // ---- DynamoDB's sizing rules ---------------------------------------------------------------
 
 /// An item's size as DynamoDB bills it: per attribute, its name's UTF-8 length plus its value's
@@ -244,7 +260,18 @@ impl Units {
                 .max(size(&key, after))
                 .max(new.as_ref().map_or(0, item_size));
             let billed = factor * (bytes.max(1).div_ceil(1024)) as f64;
-            units.touch(action, &key, bytes, billed, true);
+            // An item carrying the index's key is written to the index too, billed like a plain
+            // write (not doubled by a transaction): gsi1 projects ALL (template.yaml), so the
+            // index entry is as large as the item.
+            let indexed = [before.get(&key), after.get(&key), new.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|item| item.contains_key(GSI_KEY));
+            units.touch(action.clone(), &key, bytes, billed, true);
+            if indexed {
+                let index_units = (bytes.max(1).div_ceil(1024)) as f64;
+                units.touch(format!("{action} → gsi1"), &key, bytes, index_units, true);
+            }
         };
         let read = |units: &mut Units, action: String, key_json: &Value, factor: f64| {
             let Some(key) = item_of(key_json).as_ref().and_then(key_of) else {
@@ -922,6 +949,21 @@ mod tests {
         assert_eq!(units.wru, 6.0);
         assert_eq!(units.touches[0].key, "STRIPE#evt_… / EVENT");
         assert_eq!(transactional_wru(&[1500, 30]), 6.0);
+    }
+
+    #[test]
+    fn an_indexed_item_is_billed_once_more_for_its_index_entry() {
+        // The index entry is the whole item only while gsi1 projects ALL.
+        assert_eq!(gsi1_projection().unwrap(), "ALL");
+        let body = json!({"TransactItems": [
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "STRIPE#evt_1"}, "sk": {"S": "EVENT"},
+                     "gsi1pk": {"S": "STRIPE_EVENTS"}, "payload": {"S": "x".repeat(1500)}}}},
+        ]});
+        let mut units = Units::default();
+        units.request("TransactWriteItems", &body, &snapshot(&[]), &snapshot(&[]));
+        // 2 KB × 2 in the transaction, then 2 KB once in the index.
+        assert_eq!(units.wru, 6.0);
+        assert_eq!(units.touches[1].action, "TransactWriteItems/Put → gsi1");
     }
 
     #[test]
