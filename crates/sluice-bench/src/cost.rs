@@ -484,6 +484,11 @@ pub fn checkout_fixture(tenant: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn measure(sdk: &SdkConfig) -> anyhow::Result<Operations> {
+    // Index writes are sized as the whole item (see `Units::request`).
+    anyhow::ensure!(
+        gsi1_projection()? == "ALL",
+        "gsi1 no longer projects ALL: size its index entries by their projection"
+    );
     let s = Scenario::new(sdk, "cost").await?;
     let snap = Snapshotter::new(sdk, &s);
     let (addr, _receiver) = scenarios::start_receiver().await?;
