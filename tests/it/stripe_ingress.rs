@@ -750,6 +750,69 @@ async fn a_new_event_costs_one_dynamodb_request_and_a_duplicate_one() {
     assert_eq!(counter.operations("DynamoDB"), ["BatchGetItem"]);
 }
 
+/// The payment checkout as Sluice's `POST /v1/billing/checkout-sessions` creates it: marked with
+/// the customer Sluice linked first; a new event id and payment intent (another top-up).
+fn sluice_checkout(tenant: &str, n: u32) -> String {
+    let mut v: Value =
+        serde_json::from_str(&fixture("checkout.session.completed.payment", tenant)).unwrap();
+    v["id"] = json!(format!("evt_sluicecheckout{n}"));
+    let object = &mut v["data"]["object"];
+    object["payment_intent"] = json!(format!("pi_sluicecheckout{n}"));
+    object["metadata"]["sluice_customer"] = object["customer"].clone();
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+#[tokio::test]
+async fn a_checkout_sluice_created_confirms_the_customer_link_instead_of_writing_it() {
+    let counter = CallCounter::new();
+    let faults = FaultInjector::default();
+    let stack = Stack::with_clients(instrumented_clients(&counter, &faults).await, &[]).await;
+    let (tnt, _) = stack.create_tenant("Linked Co").await;
+    // Linked as Sluice's billing API links (here by a first checkout).
+    deliver_ok(
+        &stack,
+        fixture("checkout.session.completed.subscription", &tnt),
+        "processed",
+    )
+    .await;
+    let link_pk = table::customer_pk(CUSTOMER);
+    let link = || get(&stack, &link_pk, "CUSTOMER");
+    let before = link().await.expect("the customer is linked");
+
+    counter.reset();
+    deliver_ok(&stack, sluice_checkout(&tnt, 1), "processed").await;
+    assert_eq!(counter.operations("DynamoDB"), ["TransactWriteItems"]);
+    assert_eq!(tenant(&stack, &tnt).await.balance_minor, 2500);
+    // The link item was not written again.
+    assert_eq!(link().await.unwrap(), before);
+
+    // Marked, but the tenant does not name that customer (Sluice's link is gone, say): the
+    // cancelled round tells, and the next one links as any checkout does.
+    let (other, _) = stack.create_tenant("Unlinked Co").await;
+    let mut v: Value = serde_json::from_str(&sluice_checkout(&other, 2)).unwrap();
+    v["data"]["object"]["customer"] = json!("cus_unlinked2");
+    v["data"]["object"]["metadata"]["sluice_customer"] = json!("cus_unlinked2");
+    counter.reset();
+    deliver_ok(
+        &stack,
+        serde_json::to_string_pretty(&v).unwrap(),
+        "processed",
+    )
+    .await;
+    assert_eq!(
+        counter.operations("DynamoDB"),
+        ["TransactWriteItems", "TransactWriteItems"]
+    );
+    let other_tenant = tenant(&stack, &other).await;
+    assert_eq!(other_tenant.balance_minor, 2500);
+    assert_eq!(
+        other_tenant.stripe_customer_id.as_deref(),
+        Some("cus_unlinked2")
+    );
+    let relinked = get(&stack, &table::customer_pk("cus_unlinked2"), "CUSTOMER").await;
+    assert_eq!(relinked.unwrap().get_s("tenant_id"), Some(other.as_str()));
+}
+
 #[tokio::test]
 async fn a_payload_sent_base64_by_api_gateway_is_verified_on_its_raw_bytes() {
     // lambda_http hands the function the decoded bytes of an `isBase64Encoded` body; a body that

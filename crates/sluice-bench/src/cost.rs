@@ -474,13 +474,22 @@ pub struct Operations {
 }
 
 /// The Stripe event of the cost table: the repository's `checkout.session.completed` fixture
-/// (a real Checkout Session, ≈ 5 KB, pretty-printed as Stripe sends it), as a new event for
-/// `tenant`.
-pub fn checkout_fixture(tenant: &str) -> anyhow::Result<Vec<u8>> {
+/// (a real Checkout Session, ≈ 5 KB, pretty-printed as Stripe sends it), as a new top-up for
+/// `tenant` (new event id and payment intent). `sluice_created`: as Sluice's
+/// `POST /v1/billing/checkout-sessions` makes it, naming in `metadata.sluice_customer` the
+/// customer it linked before creating the session (so the event confirms the link, not writes it).
+pub fn checkout_fixture(tenant: &str, sluice_created: bool) -> anyhow::Result<Vec<u8>> {
     let path = sluice_local::repo_root()
         .join("tests/fixtures/stripe/checkout.session.completed.payment.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-    sluice_local::trigger::prepare(&text, true, Some(tenant))
+    let mut event: Value =
+        serde_json::from_slice(&sluice_local::trigger::prepare(&text, true, Some(tenant))?)?;
+    let object = &mut event["data"]["object"];
+    object["payment_intent"] = Value::String(sluice::ids::new_id("pi"));
+    if sluice_created {
+        object["metadata"][sluice::stripe::event::SLUICE_CUSTOMER_KEY] = object["customer"].clone();
+    }
+    Ok(serde_json::to_vec_pretty(&event)?)
 }
 
 pub async fn measure(sdk: &SdkConfig) -> anyhow::Result<Operations> {
@@ -529,7 +538,13 @@ pub async fn measure(sdk: &SdkConfig) -> anyhow::Result<Operations> {
     relay().await?;
     deliver(s.receive_all(1).await?).await?;
 
-    let body = checkout_fixture(&s.tenant_id)?;
+    // The tenant's first checkout links its customer (unmeasured); the measured one is a top-up
+    // through Sluice's checkout API, whose customer Sluice linked when it created the session.
+    s.sample_http(s.stripe_request(&checkout_fixture(&s.tenant_id, false)?))
+        .await?;
+    relay().await?;
+    deliver(s.receive_all(1).await?).await?;
+    let body = checkout_fixture(&s.tenant_id, true)?;
     let new_event = measure_one(&s, &snap, s.sample_http(s.stripe_request(&body))).await?;
     let duplicate = measure_one(&s, &snap, s.sample_http(s.stripe_request(&body))).await?;
     let relay = measure_one(&s, &snap, s.sample(relay())).await?;

@@ -222,6 +222,11 @@ impl From<SluiceEvent> for Notice {
 pub struct Plan {
     /// A completed checkout links its customer to the tenant.
     pub link_customer: Option<String>,
+    /// The checkout was created by Sluice (`POST /v1/billing/checkout-sessions`), which linked
+    /// its customer before creating it and says so in `metadata.sluice_customer`: the event
+    /// confirms the link on the tenant item instead of writing the link again (README "Cost per
+    /// million").
+    pub link_known: bool,
     /// Credits added to the balance (one ledger `credit` entry), with its `credits.added` notice.
     pub credit: Option<Money>,
     /// A subscription payment recorded in the ledger (kind `payment`, balance unchanged), with
@@ -317,10 +322,20 @@ fn sub_details(sub: &Map<String, Value>) -> SubDetails {
     }
 }
 
+/// The metadata key of the customer Sluice linked before creating a checkout session.
+pub const SLUICE_CUSTOMER_KEY: &str = "sluice_customer";
+
 fn checkout(event: &StripeEvent) -> Result<Handling, String> {
     let s = &event.object;
+    let customer = event.customer();
+    let link_known = customer.is_some()
+        && s.get("metadata")
+            .and_then(|m| m.get(SLUICE_CUSTOMER_KEY))
+            .and_then(Value::as_str)
+            == customer.as_deref();
     let mut plan = Plan {
-        link_customer: event.customer(),
+        link_customer: customer,
+        link_known,
         ..Plan::default()
     };
     let paid = event.event_type == "checkout.session.async_payment_succeeded"
@@ -780,6 +795,33 @@ mod tests {
         let mut e = fixture(name);
         edit(&mut e.object);
         e
+    }
+
+    #[test]
+    fn a_checkout_names_its_link_known_only_when_sluice_marked_that_very_customer() {
+        // Sluice's own checkout carries `metadata.sluice_customer` = the customer it linked.
+        assert!(!handled("checkout.session.completed.payment").link_known);
+        let mark = |v: Value| {
+            let e = edited("checkout.session.completed.payment", |o| {
+                o["metadata"][SLUICE_CUSTOMER_KEY] = v;
+            });
+            match plan(&e).unwrap() {
+                Handling::Handled(p) => p.link_known,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(mark(CUS.into()));
+        assert!(!mark("cus_other".into()));
+        assert!(!mark(Value::Null));
+        // Without a customer there is nothing to link, whatever the metadata says.
+        let no_customer = edited("checkout.session.completed.payment", |o| {
+            o["customer"] = Value::Null;
+            o["metadata"][SLUICE_CUSTOMER_KEY] = Value::Null;
+        });
+        match plan(&no_customer).unwrap() {
+            Handling::Handled(p) => assert!(!p.link_known && p.link_customer.is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -133,6 +133,8 @@ struct Degrade {
     checkout_sub_known: bool,
     /// Events wait for the customer this event links: process them after the commit.
     link_has_waiting: bool,
+    /// The tenant item does not name the customer a Sluice checkout said it linked: link it.
+    link_unconfirmed: bool,
 }
 
 impl Degrade {
@@ -143,6 +145,7 @@ impl Degrade {
             Flag::SummaryOther => self.summary_other = true,
             Flag::CheckoutSubKnown => self.checkout_sub_known = true,
             Flag::LinkHasWaiting => self.link_has_waiting = true,
+            Flag::LinkUnconfirmed => self.link_unconfirmed = true,
         }
     }
 }
@@ -155,6 +158,7 @@ enum Flag {
     SummaryOther,
     CheckoutSubKnown,
     LinkHasWaiting,
+    LinkUnconfirmed,
 }
 
 /// How a failed condition of one transaction item is read.
@@ -173,6 +177,12 @@ enum OnFail {
     /// The customer link: linked to another tenant → failed; events waiting for it → link
     /// anyway, then process them.
     Link(String),
+    /// The tenant item's condition includes that it names `customer` (a link this event
+    /// confirms instead of writing): not named → [`Flag::LinkUnconfirmed`]; named → `otherwise`.
+    Linked {
+        customer: String,
+        otherwise: Box<OnFail>,
+    },
     /// A notification whose derived id exists: an earlier delivery of this event published it
     /// (its event item was removed since, by cleanup or retention). Leave it out and send again.
     Published(&'static str),
@@ -320,6 +330,8 @@ struct Draft {
 struct TenantWrite {
     update: UpdateBuilder,
     present: OnFail,
+    /// The customer the update's condition requires the tenant to name ([`OnFail::Linked`]).
+    confirms_link: Option<String>,
 }
 
 /// Builds transactions for one table (no AWS client: the build is pure).
@@ -505,10 +517,15 @@ impl Builder<'_> {
             update: guarded_update(),
             // What a failed condition on the tenant item means when the item exists.
             present: OnFail::Fatal("unexpected condition on the tenant".into()),
+            confirms_link: None,
         };
         tw.update.condition("attribute_exists(pk)");
         if let Some(customer) = &plan.link_customer {
-            self.link_customer(draft, &mut tw, customer, tenant, at);
+            if plan.link_known && !at.flags.link_unconfirmed {
+                Self::confirm_link(&mut tw, customer);
+            } else {
+                self.link_customer(draft, &mut tw, customer, tenant, at);
+            }
         }
         if let Some(credit) = &plan.credit {
             self.credit(draft, &mut tw, credit, tenant, at);
@@ -538,14 +555,35 @@ impl Builder<'_> {
                 OnFail::Tenant(Box::new(OnFail::Fatal("unexpected".into()))),
             );
         } else {
+            let present = match tw.confirms_link {
+                Some(customer) => OnFail::Linked {
+                    customer,
+                    otherwise: Box::new(tw.present),
+                },
+                None => tw.present,
+            };
             draft.tx.push(
                 tw.update.transact_item(self.table, tenant_key),
-                OnFail::Tenant(Box::new(tw.present)),
+                OnFail::Tenant(Box::new(present)),
             );
         }
         plan.link_customer
             .clone()
             .filter(|_| at.flags.link_has_waiting)
+    }
+
+    /// A checkout Sluice created names the customer Sluice linked before creating it: the
+    /// tenant item must still name it — a condition on the update the transaction makes anyway
+    /// — instead of writing the `CUSTOMER#` link again (2 write units per top-up). If it does
+    /// not (the tenant was given another customer since), the next round links as any checkout.
+    /// Events waiting for this customer are not this event's to process: Sluice's link kept
+    /// their mark, so the customer's own `customer.created` processes them (`v1/billing.rs`).
+    fn confirm_link(tw: &mut TenantWrite, customer: &str) {
+        let c = tw.update.expr.name(tenant_attr::STRIPE_CUSTOMER_ID);
+        let v = tw.update.expr.value(s(customer));
+        tw.update.condition(format!("{c} = {v}"));
+        tw.update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
+        tw.confirms_link = Some(customer.to_owned());
     }
 
     /// The `CUSTOMER#{cus}` link to `tenant`, and the customer id on the tenant.
@@ -914,6 +952,17 @@ fn react(rules: &[OnFail], failed: Vec<Option<Item>>, tenant: Option<&str>) -> R
             }
             rule = present;
         }
+        if let OnFail::Linked {
+            customer,
+            otherwise,
+        } = rule
+        {
+            if old.get_s(tenant_attr::STRIPE_CUSTOMER_ID) != Some(customer.as_str()) {
+                out.degrade.push(Flag::LinkUnconfirmed);
+                continue;
+            }
+            rule = otherwise;
+        }
         match rule {
             OnFail::Event => out.stored = Some(old),
             OnFail::Fatal(msg) => out.fatal = Some(msg.clone()),
@@ -928,7 +977,7 @@ fn react(rules: &[OnFail], failed: Vec<Option<Item>>, tenant: Option<&str>) -> R
                 }
                 _ => out.degrade.push(Flag::LinkHasWaiting),
             },
-            OnFail::Tenant(_) => unreachable!("nested tenant rule"),
+            OnFail::Tenant(_) | OnFail::Linked { .. } => unreachable!("nested tenant rule"),
         }
     }
     out
@@ -1563,6 +1612,96 @@ mod tests {
         let awaited = Item::from([(WAITING.to_owned(), table::b(true))]);
         let r = react(&link, vec![Some(awaited)], Some("tnt_1"));
         assert_eq!((r.degrade, r.fatal), (vec![Flag::LinkHasWaiting], None));
+    }
+
+    #[test]
+    fn a_checkout_sluice_created_confirms_its_link_on_the_tenant_instead_of_writing_it() {
+        let tenant = || Some(Resolved::Tenant("tnt_fixture0001".into()));
+        let puts_link = |built: &Built| {
+            built.tx.items.iter().any(|i| {
+                i.put()
+                    .and_then(|p| p.item().get(table::PK))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with("CUSTOMER#"))
+            })
+        };
+        // Anyone's checkout: the link is written.
+        let plain = build(
+            "checkout.session.completed.payment",
+            tenant(),
+            Degrade::default(),
+        );
+        assert!(puts_link(&plain));
+        // Sluice's (marked with the customer it linked): one item fewer, and the tenant's update
+        // requires the tenant to name the customer.
+        let (mut event, raw) = fixture("checkout.session.completed.payment");
+        event.object["metadata"][event::SLUICE_CUSTOMER_KEY] = event.customer().unwrap().into();
+        let build_marked = |flags: Degrade| {
+            B.transaction(
+                &event::plan(&event).unwrap(),
+                tenant(),
+                &Attempt {
+                    event: &event,
+                    raw: &raw,
+                    received_ms: 1_700_000_000_000,
+                    prior: None,
+                    flags,
+                    sub_item: None,
+                    published: &[],
+                },
+                &mut BTreeMap::new(),
+            )
+        };
+        let marked = build_marked(Degrade::default());
+        assert!(!puts_link(&marked));
+        assert_eq!(marked.tx.items.len(), plain.tx.items.len() - 1);
+        let (i, rule) = marked
+            .tx
+            .on_fail
+            .iter()
+            .enumerate()
+            .find(|(_, r)| matches!(r, OnFail::Tenant(_)))
+            .unwrap();
+        assert!(matches!(rule, OnFail::Tenant(p) if matches!(**p, OnFail::Linked { .. })));
+        let update = marked.tx.items[i].update().unwrap();
+        let names = update.expression_attribute_names().unwrap();
+        let condition = update.condition_expression().unwrap();
+        assert!(
+            names.iter().any(
+                |(k, v)| v == tenant_attr::STRIPE_CUSTOMER_ID && condition.contains(k.as_str())
+            ),
+            "{condition}"
+        );
+        // If the tenant names no customer (or another), the next round links as any checkout.
+        let relinked = build_marked(Degrade {
+            link_unconfirmed: true,
+            ..Degrade::default()
+        });
+        assert!(puts_link(&relinked));
+    }
+
+    #[test]
+    fn a_confirmed_link_that_fails_links_next_round_else_the_tenant_rule_applies() {
+        let rules = vec![OnFail::Tenant(Box::new(OnFail::Linked {
+            customer: "cus_1".into(),
+            otherwise: Box::new(OnFail::Fatal("the tenant's currency is not usd".into())),
+        }))];
+        let tenant = |customer: Option<&str>| {
+            let mut item = Item::from([(table::PK.to_owned(), s("TENANT#tnt_1"))]);
+            if let Some(c) = customer {
+                item.insert(tenant_attr::STRIPE_CUSTOMER_ID.into(), s(c));
+            }
+            item
+        };
+        for unlinked in [None, Some("cus_2")] {
+            let r = react(&rules, vec![Some(tenant(unlinked))], Some("tnt_1"));
+            assert_eq!((r.degrade, r.fatal), (vec![Flag::LinkUnconfirmed], None));
+        }
+        let r = react(&rules, vec![Some(tenant(Some("cus_1")))], Some("tnt_1"));
+        assert!(r.degrade.is_empty());
+        assert!(r.fatal.unwrap().contains("currency"));
+        let r = react(&rules, vec![Some(Item::new())], Some("tnt_1"));
+        assert_eq!(r.fatal.as_deref(), Some("tenant tnt_1 not found"));
     }
 
     #[test]

@@ -138,6 +138,12 @@ pub fn checkout_params(
         p("customer", customer),
         p("client_reference_id", tenant_id),
         p("metadata[tenant_id]", tenant_id),
+        // The customer was linked before the session was created: its completion confirms the
+        // link rather than writing it again (`sluice::stripe::event::Plan::link_known`).
+        (
+            format!("metadata[{}]", sluice::stripe::event::SLUICE_CUSTOMER_KEY),
+            customer.to_owned(),
+        ),
         p("success_url", &req.success_url),
         p("cancel_url", &req.cancel_url),
         p("line_items[0][quantity]", "1"),
@@ -428,6 +434,7 @@ mod tests {
         assert_eq!(get(&p, "customer"), Some("cus_1"));
         assert_eq!(get(&p, "client_reference_id"), Some("tnt_1"));
         assert_eq!(get(&p, "metadata[tenant_id]"), Some("tnt_1"));
+        assert_eq!(get(&p, "metadata[sluice_customer]"), get(&p, "customer"));
         assert_eq!(
             get(&p, "payment_intent_data[metadata][purpose]"),
             Some("credits")
