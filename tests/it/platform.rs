@@ -26,20 +26,42 @@ fn template_definitions_match_the_code() {
             (table::SK.into(), "RANGE".into())
         ]
     );
-    let (name, schema, projection) = &def.table.indexes[0];
-    assert_eq!(def.table.indexes.len(), 1);
-    assert_eq!(name, table::GSI1);
+    assert_eq!(def.table.indexes.len(), 2);
+    let events = &def.table.indexes[0];
+    assert_eq!(events.name, table::GSI1);
     assert_eq!(
-        schema,
-        &vec![
+        events.key_schema,
+        vec![
             (table::GSI1PK.into(), "HASH".into()),
             (table::GSI1SK.into(), "RANGE".into())
         ]
     );
-    assert_eq!(projection, "ALL");
+    assert_eq!(events.projection, "ALL");
+    // Stripe events: the listing's attributes, never the payload.
+    let stripe = &def.table.indexes[1];
+    assert_eq!(stripe.name, table::GSI2);
+    assert_eq!(
+        stripe.key_schema,
+        vec![
+            (table::GSI2PK.into(), "HASH".into()),
+            (table::GSI2SK.into(), "RANGE".into())
+        ]
+    );
+    assert_eq!(stripe.projection, "INCLUDE");
+    assert_eq!(
+        stripe.non_key_attributes,
+        sluice::stripe::store::INDEX_ATTRIBUTES.map(String::from)
+    );
     assert_eq!(def.table.ttl_attribute, table::TTL);
     assert!(def.table.ttl_enabled);
-    for attr in [table::PK, table::SK, table::GSI1PK, table::GSI1SK] {
+    for attr in [
+        table::PK,
+        table::SK,
+        table::GSI1PK,
+        table::GSI1SK,
+        table::GSI2PK,
+        table::GSI2SK,
+    ] {
         assert!(
             def.table.attributes.contains(&(attr.into(), "S".into())),
             "{attr} is defined as a string"
@@ -75,10 +97,22 @@ async fn the_local_stack_is_provisioned_as_the_template_says() {
         })
         .collect();
     assert_eq!(keys, def.table.key_schema);
-    let gsi = &table.global_secondary_indexes()[0];
-    assert_eq!(gsi.index_name(), Some(table::GSI1));
-    assert_eq!(gsi.key_schema()[0].key_type(), &KeyType::Hash);
-    assert_eq!(gsi.key_schema()[0].attribute_name(), table::GSI1PK);
+    for (gsi, def) in table
+        .global_secondary_indexes()
+        .iter()
+        .zip(&def.table.indexes)
+    {
+        assert_eq!(gsi.index_name(), Some(def.name.as_str()));
+        assert_eq!(gsi.key_schema()[0].key_type(), &KeyType::Hash);
+        assert_eq!(gsi.key_schema()[0].attribute_name(), def.key_schema[0].0);
+        let projection = gsi.projection().unwrap();
+        assert_eq!(
+            projection.projection_type().map(|p| p.as_str()),
+            Some(def.projection.as_str())
+        );
+        assert_eq!(projection.non_key_attributes(), def.non_key_attributes);
+    }
+    assert_eq!(table.global_secondary_indexes().len(), 2);
 
     let ttl = aws
         .dynamodb

@@ -22,6 +22,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
 use base64::Engine;
 use serde_json::{Value, json};
+use sluice_local::provision::IndexDefinition;
 
 use crate::{
     aws_like::Figures,
@@ -77,20 +78,34 @@ pub fn memory_mb(function: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("no MemorySize for {function} in template.yaml"))
 }
 
-/// The partition key of the table's one index; an item carrying it is in the index.
-const GSI_KEY: &str = "gsi1pk";
+/// The table's indexes as template.yaml defines them (an index entry's size follows from its
+/// projection).
+pub fn indexes() -> anyhow::Result<Vec<IndexDefinition>> {
+    Ok(sluice_local::provision::StackDefinition::from_template()?
+        .table
+        .indexes)
+}
 
-/// The index's projection in template.yaml (the index entry's size follows from it).
-pub fn gsi1_projection() -> anyhow::Result<String> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(sluice_local::provision::TEMPLATE_YAML)?;
-    doc["Resources"]["SluiceTable"]["Properties"]["GlobalSecondaryIndexes"]
-        .as_sequence()
+/// The entry `index` holds for `item` (`None` if the item does not carry the index's partition
+/// key): the whole item (`ALL`), or the table's and the index's keys plus the listed attributes.
+fn index_entry(index: &IndexDefinition, item: &Item) -> Option<Item> {
+    let (index_pk, _) = index.key_schema.first()?;
+    item.get(index_pk)?;
+    if index.projection == "ALL" {
+        return Some(item.clone());
+    }
+    let keys = index.key_schema.iter().map(|(a, _)| a.as_str());
+    let wanted: Vec<&str> = ["pk", "sk"]
         .into_iter()
-        .flatten()
-        .find(|i| i["IndexName"].as_str() == Some("gsi1"))
-        .and_then(|i| i["Projection"]["ProjectionType"].as_str())
-        .map(str::to_owned)
-        .context("no gsi1 projection in template.yaml")
+        .chain(keys)
+        .chain(index.non_key_attributes.iter().map(String::as_str))
+        .collect();
+    Some(
+        item.iter()
+            .filter(|(k, _)| wanted.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 // ---- DynamoDB's sizing rules ---------------------------------------------------------------
@@ -200,9 +215,19 @@ pub struct Units {
     pub others: std::collections::BTreeMap<String, f64>,
     /// What could not be sized (e.g. a query of an index).
     pub unsized_reads: Vec<String>,
+    /// The table's indexes (their entries are billed too).
+    pub indexes: Vec<IndexDefinition>,
 }
 
 impl Units {
+    /// No units yet, with the indexes template.yaml defines.
+    pub fn new() -> Units {
+        Units {
+            indexes: indexes().expect("the compiled-in template.yaml defines the table"),
+            ..Units::default()
+        }
+    }
+
     fn touch(
         &mut self,
         action: String,
@@ -227,7 +252,7 @@ impl Units {
 
     /// The units of a run's requests, the table as it was `before` and `after`.
     pub fn of(requests: &[timeline::Request], before: &Snapshot, after: &Snapshot) -> Units {
-        let mut units = Units::default();
+        let mut units = Units::new();
         for r in requests {
             if r.service != "DynamoDB" {
                 *units.others.entry(r.service.clone()).or_insert(0.0) += 1.0;
@@ -260,17 +285,26 @@ impl Units {
                 .max(size(&key, after))
                 .max(new.as_ref().map_or(0, item_size));
             let billed = factor * (bytes.max(1).div_ceil(1024)) as f64;
-            // An item carrying the index's key is written to the index too, billed like a plain
-            // write (not doubled by a transaction): gsi1 projects ALL (template.yaml), so the
-            // index entry is as large as the item.
-            let indexed = [before.get(&key), after.get(&key), new.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|item| item.contains_key(GSI_KEY));
             units.touch(action.clone(), &key, bytes, billed, true);
-            if indexed {
-                let index_units = (bytes.max(1).div_ceil(1024)) as f64;
-                units.touch(format!("{action} → gsi1"), &key, bytes, index_units, true);
+            // An item carrying an index's key is written to that index too, billed like a plain
+            // write (not doubled by a transaction) at the size of its entry there.
+            for index in units.indexes.clone() {
+                let entry_bytes = [before.get(&key), after.get(&key), new.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| index_entry(&index, item))
+                    .map(|entry| item_size(&entry))
+                    .max();
+                if let Some(entry_bytes) = entry_bytes {
+                    let index_units = (entry_bytes.max(1).div_ceil(1024)) as f64;
+                    units.touch(
+                        format!("{action} → {}", index.name),
+                        &key,
+                        entry_bytes,
+                        index_units,
+                        true,
+                    );
+                }
             }
         };
         let read = |units: &mut Units, action: String, key_json: &Value, factor: f64| {
@@ -493,11 +527,6 @@ pub fn checkout_fixture(tenant: &str, sluice_created: bool) -> anyhow::Result<Ve
 }
 
 pub async fn measure(sdk: &SdkConfig) -> anyhow::Result<Operations> {
-    // Index writes are sized as the whole item (see `Units::request`).
-    anyhow::ensure!(
-        gsi1_projection()? == "ALL",
-        "gsi1 no longer projects ALL: size its index entries by their projection"
-    );
     let s = Scenario::new(sdk, "cost").await?;
     let snap = Snapshotter::new(sdk, &s);
     let (addr, _receiver) = scenarios::start_receiver().await?;
@@ -958,7 +987,7 @@ mod tests {
             ("pk".into(), s("TENANT#tnt_1")),
             ("sk".into(), s("PROFILE")),
         ]);
-        let mut units = Units::default();
+        let mut units = Units::new();
         units.request(
             "TransactWriteItems",
             &body,
@@ -972,18 +1001,34 @@ mod tests {
     }
 
     #[test]
-    fn an_indexed_item_is_billed_once_more_for_its_index_entry() {
-        // The index entry is the whole item only while gsi1 projects ALL.
-        assert_eq!(gsi1_projection().unwrap(), "ALL");
+    fn an_indexed_item_is_billed_once_more_for_its_index_entry_as_projected() {
         let body = json!({"TransactItems": [
+            // gsi1 projects ALL: the outbound event's entry is the whole item.
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "TENANT#tnt_1"}, "sk": {"S": "EVENT#msg_1"},
+                     "gsi1pk": {"S": "EVENTS#tnt_1"}, "data": {"S": "x".repeat(1500)}}}},
+            // gsi2 projects the listing's attributes: the Stripe event's entry has no payload.
             {"Put": {"TableName": "t", "Item": {"pk": {"S": "STRIPE#evt_1"}, "sk": {"S": "EVENT"},
-                     "gsi1pk": {"S": "STRIPE_EVENTS"}, "payload": {"S": "x".repeat(1500)}}}},
+                     "gsi2pk": {"S": "STRIPE_EVENTS"}, "status": {"S": "processed"},
+                     "payload": {"S": "x".repeat(1500)}}}},
         ]});
-        let mut units = Units::default();
+        let mut units = Units::new();
         units.request("TransactWriteItems", &body, &snapshot(&[]), &snapshot(&[]));
-        // 2 KB × 2 in the transaction, then 2 KB once in the index.
-        assert_eq!(units.wru, 6.0);
-        assert_eq!(units.touches[1].action, "TransactWriteItems/Put → gsi1");
+        let actions: Vec<(&str, f64)> = units
+            .touches
+            .iter()
+            .map(|t| (t.action.as_str(), t.units))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("TransactWriteItems/Put", 4.0),
+                ("TransactWriteItems/Put → gsi1", 2.0),
+                ("TransactWriteItems/Put", 4.0),
+                ("TransactWriteItems/Put → gsi2", 1.0),
+            ]
+        );
+        let stripe_entry = &units.touches[3];
+        assert!(stripe_entry.bytes < 100, "{stripe_entry:?}");
     }
 
     #[test]
@@ -995,7 +1040,7 @@ mod tests {
         ]);
         // A failed conditional put of a small item over a 3 KB one: 3 units.
         let body = json!({"Item": {"pk": {"S": "IDEM#a"}, "sk": {"S": "K"}}});
-        let mut units = Units::default();
+        let mut units = Units::new();
         let snap = snapshot(&[old]);
         units.request("PutItem", &body, &snap, &snap);
         assert_eq!(units.wru, 3.0);
@@ -1019,7 +1064,7 @@ mod tests {
         let snap = snapshot(&[item("ENDPOINT#1"), item("ENDPOINT#2"), item("LEDGER#1")]);
         let body = json!({"KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": {"S": "TENANT#t"}, ":prefix": {"S": "ENDPOINT#"}}});
-        let mut units = Units::default();
+        let mut units = Units::new();
         units.request("Query", &body, &snap, &snap);
         // Two 3 KB items, eventually consistent: 2 × 4 KB blocks, halved.
         assert_eq!(units.rru, 1.0);

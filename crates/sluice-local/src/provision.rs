@@ -36,14 +36,24 @@ pub struct StackDefinition {
 /// (attribute name, HASH|RANGE) pairs.
 pub type KeySchema = Vec<(String, String)>;
 
+/// One global secondary index of `SluiceTable`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDefinition {
+    pub name: String,
+    pub key_schema: KeySchema,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection: String,
+    /// With `INCLUDE`: the attributes projected besides the keys.
+    pub non_key_attributes: Vec<String>,
+}
+
 /// `SluiceTable`'s shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDefinition {
     /// (name, type) pairs.
     pub attributes: Vec<(String, String)>,
     pub key_schema: KeySchema,
-    /// (index name, key schema, projection type).
-    pub indexes: Vec<(String, KeySchema, String)>,
+    pub indexes: Vec<IndexDefinition>,
     pub ttl_attribute: String,
     pub ttl_enabled: bool,
     /// `StreamSpecification.StreamViewType` (the outbox's stream), if any.
@@ -128,11 +138,18 @@ impl StackDefinition {
             .map(|list| {
                 list.iter()
                     .map(|gsi| {
-                        Ok((
-                            string_at(gsi, &["IndexName"])?,
-                            pairs(gsi.get("KeySchema"), "AttributeName", "KeyType")?,
-                            string_at(gsi, &["Projection", "ProjectionType"])?,
-                        ))
+                        Ok(IndexDefinition {
+                            name: string_at(gsi, &["IndexName"])?,
+                            key_schema: pairs(gsi.get("KeySchema"), "AttributeName", "KeyType")?,
+                            projection: string_at(gsi, &["Projection", "ProjectionType"])?,
+                            non_key_attributes: gsi["Projection"]
+                                .get("NonKeyAttributes")
+                                .and_then(Value::as_sequence)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|a| a.as_str().map(str::to_owned))
+                                .collect(),
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()
             })
@@ -207,13 +224,17 @@ pub async fn provision(
         .set_global_secondary_indexes(Some(
             t.indexes
                 .iter()
-                .map(|(name, schema, projection)| {
+                .map(|index| {
                     GlobalSecondaryIndex::builder()
-                        .index_name(name)
-                        .set_key_schema(Some(key_schema(schema)))
+                        .index_name(&index.name)
+                        .set_key_schema(Some(key_schema(&index.key_schema)))
                         .projection(
                             Projection::builder()
-                                .projection_type(ProjectionType::from(projection.as_str()))
+                                .projection_type(ProjectionType::from(index.projection.as_str()))
+                                .set_non_key_attributes(
+                                    (!index.non_key_attributes.is_empty())
+                                        .then(|| index.non_key_attributes.clone()),
+                                )
                                 .build(),
                         )
                         .build()

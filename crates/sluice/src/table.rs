@@ -1,6 +1,7 @@
 //! The single DynamoDB table: key shapes and attribute helpers.
 //!
-//! One table (`TABLE_NAME`) with `pk`/`sk`, one index `gsi1` (`gsi1pk`/`gsi1sk`) and TTL on `ttl`
+//! One table (`TABLE_NAME`) with `pk`/`sk`, two indexes — `gsi1` (`gsi1pk`/`gsi1sk`, outbound
+//! events) and `gsi2` (`gsi2pk`/`gsi2sk`, Stripe events) — and TTL on `ttl`
 //! (epoch seconds). DynamoDB removes expired items lazily, so every reader of an item that can
 //! expire also compares `ttl` with the clock. Item shapes, by owner:
 //!
@@ -18,7 +19,7 @@
 //! | delivery | `TENANT#{tnt}` | `DELIVERY#{msg}#{ep}` | owned by `outbound`: `status` (`pending`/`succeeded`/`failed`/`endpoint_disabled`), `generation` (bumped by replay), `succeeded_generation?`, `attempt_count`, `attempts` (L of M, shape in `outbound`), `next_attempt_at?`, `last_attempt_at?`, `lease_until?`/`lease_id?` (held by the egress sender while a request is in flight), `ttl` (30 d) |
 //! | replay outbox | `TENANT#{tnt}` | `OUTBOX#{rdl}` | `kind` = `redeliver`, `id`, `targets` (L of M `{event_id, endpoint_id, generation}`), `created_at`, `ttl` (2 d); written with the generation bumps it announces, relayed from the stream (see `replay`) |
 //! | usage counter | `TENANT#{tnt}` | `USAGE#total#{YYYY-MM-DD}` or `USAGE#dim#{key}#{YYYY-MM-DD}#{value}` | `usage_minor`, `credits_minor` (totals only), `day`, `value` (dimension only), `ttl` (400 d); `ADD`ed in the debit's or credit's transaction (see `account::usage`) |
-//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (gzip B, or S when gzip is not smaller; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi1pk` = `STRIPE_EVENTS`, `gsi1sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
+//! | Stripe event | `STRIPE#{evt}` | `EVENT` | `type`, `status`, `created`, `received_ms`, `payload` (gzip B, or S when gzip is not smaller; `payload_encoding`), `attempts`, `error?`, `note?`, `tenant_id?`, `customer_id?`, `waiting_sk?`, `linked_customer?`, `notifications?` (msg ids); `gsi2pk` = `STRIPE_EVENTS`, `gsi2sk` = `{received_ms:013}#{evt}`; `ttl` (see `stripe::store`) |
 //! | customer link | `CUSTOMER#{cus}` | `CUSTOMER` | `tenant_id`, `event_id`, `linked_at`; before the link only `waiting` = true (unmatched events wait for it) |
 //! | unmatched event | `UNMATCHED#{cus}` | `{received_ms:013}#{evt}` | `event_id`, `ttl`: waits for the customer link |
 //! | subscription | `SUB#{sub}` | `SUB` | `tenant_id`, `status`, `rank`, `event_created`, `event_id` (ordering guard), `price_id?`, `current_period_end?`, `cancel_at_period_end` |
@@ -52,12 +53,18 @@ pub use write::{
 pub const PK: &str = "pk";
 /// Sort key attribute.
 pub const SK: &str = "sk";
-/// The one global secondary index.
+/// The index of outbound events by tenant and time (projects ALL; `event_list`).
 pub const GSI1: &str = "gsi1";
 /// `gsi1` partition key attribute.
 pub const GSI1PK: &str = "gsi1pk";
 /// `gsi1` sort key attribute.
 pub const GSI1SK: &str = "gsi1sk";
+/// The index of Stripe events by arrival (projects the listed attributes only; `stripe::store`).
+pub const GSI2: &str = "gsi2";
+/// `gsi2` partition key attribute.
+pub const GSI2PK: &str = "gsi2pk";
+/// `gsi2` sort key attribute.
+pub const GSI2SK: &str = "gsi2sk";
 /// TTL attribute (epoch seconds).
 pub const TTL: &str = "ttl";
 

@@ -2,10 +2,11 @@
 //! [`StripeEventRecord`], and the operator's reads of it.
 //!
 //! The raw payload is kept so any event can be reprocessed: gzip-compressed (binary), or as text
-//! when gzip would not make it smaller. Events are listed through `gsi1` (`STRIPE_EVENTS`, `{received_ms:013}#{evt}`),
-//! newest first, never by scanning the table.
+//! when gzip would not make it smaller. Events are listed through `gsi2` (`STRIPE_EVENTS`,
+//! `{received_ms:013}#{evt}`), newest first, never by scanning the table; the index holds only
+//! [`INDEX_ATTRIBUTES`] (what the listing shows), not the payload.
 //!
-//! Invariants: `id` equals the id in the key; `gsi1sk` is `{received_ms:013}#{id}`, so the index
+//! Invariants: `id` equals the id in the key; `gsi2sk` is `{received_ms:013}#{id}`, so the index
 //! orders by first arrival; `attempts` counts processing rounds and only grows; `waiting_sk`
 //! is present only while the event waits for its customer. Only [`super::process`] writes the
 //! record. AWS requests: [`get_item`]/[`get_record`] one `GetItem`; [`list`] one to ten `Query`s
@@ -26,8 +27,27 @@ use crate::{
     table::{self, Item, ItemExt, n, s},
 };
 
-/// `gsi1pk` of every Stripe event.
-pub const GSI1_STRIPE_EVENTS: &str = "STRIPE_EVENTS";
+/// `gsi2pk` of every Stripe event.
+pub const GSI2_STRIPE_EVENTS: &str = "STRIPE_EVENTS";
+
+/// The attributes `gsi2` projects (template.yaml `NonKeyAttributes`, kept equal by a test):
+/// everything [`EventView`] shows in a listing, nothing it shows only for one event (the
+/// payload).
+pub const INDEX_ATTRIBUTES: [&str; 13] = [
+    attr::ID,
+    attr::TYPE,
+    attr::STATUS,
+    attr::CREATED,
+    attr::RECEIVED_MS,
+    attr::ATTEMPTS,
+    attr::ERROR,
+    attr::NOTE,
+    attr::TENANT_ID,
+    attr::CUSTOMER_ID,
+    attr::LIVEMODE,
+    attr::API_VERSION,
+    attr::NOTIFICATIONS,
+];
 /// Sort key of the event item.
 pub const EVENT_SK: &str = "EVENT";
 /// DynamoDB items are limited to 400 KB; a payload that does not fit even compressed is dropped
@@ -276,7 +296,7 @@ pub struct StripeEventRecord {
 
 impl StripeEventRecord {
     /// `{received_ms:013}#{evt}`: the index orders events by first arrival.
-    pub fn gsi1sk(&self) -> String {
+    pub fn gsi2sk(&self) -> String {
         format!("{:013}#{}", self.received_ms, self.id)
     }
 
@@ -290,8 +310,8 @@ impl StripeEventRecord {
         item.insert(attr::RECEIVED_MS.into(), n(self.received_ms));
         item.insert(attr::ATTEMPTS.into(), n(self.attempts));
         item.insert(attr::LIVEMODE.into(), table::b(self.livemode));
-        item.insert(table::GSI1PK.into(), s(GSI1_STRIPE_EVENTS));
-        item.insert(table::GSI1SK.into(), s(self.gsi1sk()));
+        item.insert(table::GSI2PK.into(), s(GSI2_STRIPE_EVENTS));
+        item.insert(table::GSI2SK.into(), s(self.gsi2sk()));
         for (name, value) in [
             (attr::API_VERSION, &self.api_version),
             (attr::CUSTOMER_ID, &self.customer_id),
@@ -453,9 +473,9 @@ fn encode_cursor(key: &Item) -> String {
 fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
     table::decode_key_cursor(
         cursor,
-        &[table::PK, table::SK, table::GSI1PK, table::GSI1SK],
+        &[table::PK, table::SK, table::GSI2PK, table::GSI2SK],
     )
-    .filter(|item| item.get_s(table::GSI1PK) == Some(GSI1_STRIPE_EVENTS))
+    .filter(|item| item.get_s(table::GSI2PK) == Some(GSI2_STRIPE_EVENTS))
     .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
 }
 
@@ -472,7 +492,7 @@ pub async fn list(
     let mut start = cursor.map(decode_cursor).transpose()?;
     let mut events = Vec::new();
     let mut conditions = Vec::new();
-    let mut values = std::collections::HashMap::from([(":pk".to_owned(), s(GSI1_STRIPE_EVENTS))]);
+    let mut values = std::collections::HashMap::from([(":pk".to_owned(), s(GSI2_STRIPE_EVENTS))]);
     let mut names = std::collections::HashMap::new();
     if let Some(st) = &filter.status {
         conditions.push("#status = :status");
@@ -488,8 +508,8 @@ pub async fn list(
         let out = db
             .query()
             .table_name(table_name)
-            .index_name(table::GSI1)
-            .key_condition_expression("gsi1pk = :pk")
+            .index_name(table::GSI2)
+            .key_condition_expression("gsi2pk = :pk")
             .set_filter_expression((!conditions.is_empty()).then(|| conditions.join(" AND ")))
             .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()))
             .set_expression_attribute_values(Some(values.clone()))
@@ -513,7 +533,7 @@ pub async fn list(
         let key: Item = k
             .into_iter()
             .filter(|(name, _)| {
-                [table::PK, table::SK, table::GSI1PK, table::GSI1SK].contains(&name.as_str())
+                [table::PK, table::SK, table::GSI2PK, table::GSI2SK].contains(&name.as_str())
             })
             .collect();
         encode_cursor(&key)
@@ -537,11 +557,11 @@ pub async fn cleanup(
         let out = db
             .query()
             .table_name(table_name)
-            .index_name(table::GSI1)
-            .key_condition_expression("gsi1pk = :pk AND gsi1sk < :cutoff")
+            .index_name(table::GSI2)
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :cutoff")
             .filter_expression("#status IN (:processed, :ignored)")
             .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_values(":pk", s(GSI1_STRIPE_EVENTS))
+            .expression_attribute_values(":pk", s(GSI2_STRIPE_EVENTS))
             .expression_attribute_values(":cutoff", s(format!("{cutoff_ms:013}")))
             .expression_attribute_values(":processed", s(EventStatus::Processed.as_str()))
             .expression_attribute_values(":ignored", s(EventStatus::Ignored.as_str()))
@@ -677,8 +697,8 @@ mod tests {
         let item = bare.to_item();
         assert_eq!(item.get_s(table::PK), Some("STRIPE#evt_1"));
         assert_eq!(item.get_s(table::SK), Some(EVENT_SK));
-        assert_eq!(item.get_s(table::GSI1PK), Some(GSI1_STRIPE_EVENTS));
-        assert_eq!(item.get_s(table::GSI1SK), Some("1700000000123#evt_1"));
+        assert_eq!(item.get_s(table::GSI2PK), Some(GSI2_STRIPE_EVENTS));
+        assert_eq!(item.get_s(table::GSI2SK), Some("1700000000123#evt_1"));
         assert_eq!(StripeEventRecord::from_item(&item), Some(bare));
         let full = StripeEventRecord {
             status: EventStatus::Failed,
@@ -729,12 +749,41 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_reads_from_the_index_entry_what_it_reads_from_the_item() {
+        // Every optional attribute set, so a field the projection missed would show.
+        let full = StripeEventRecord {
+            api_version: Some("2024-06-20".into()),
+            customer_id: Some("cus_1".into()),
+            tenant_id: Some("tnt_1".into()),
+            error: Some("boom".into()),
+            note: Some("n".into()),
+            livemode: true,
+            notifications: vec!["msg_1".into()],
+            status: EventStatus::Failed,
+            attempts: 3,
+            ..record()
+        }
+        .to_item();
+        let keys = [table::PK, table::SK, table::GSI2PK, table::GSI2SK];
+        let entry: Item = full
+            .iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()) || INDEX_ATTRIBUTES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(!entry.contains_key(attr::PAYLOAD));
+        assert_eq!(
+            EventView::from_item(&entry, false),
+            EventView::from_item(&full, false)
+        );
+    }
+
+    #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         let key = Item::from([
             (table::PK.to_owned(), s("STRIPE#evt_1")),
             (table::SK.to_owned(), s(EVENT_SK)),
-            (table::GSI1PK.to_owned(), s(GSI1_STRIPE_EVENTS)),
-            (table::GSI1SK.to_owned(), s("0000000000001#evt_1")),
+            (table::GSI2PK.to_owned(), s(GSI2_STRIPE_EVENTS)),
+            (table::GSI2SK.to_owned(), s("0000000000001#evt_1")),
         ]);
         assert_eq!(decode_cursor(&encode_cursor(&key)).unwrap(), key);
         assert!(decode_cursor("nope").is_err());
