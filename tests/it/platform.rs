@@ -26,32 +26,30 @@ fn template_definitions_match_the_code() {
             (table::SK.into(), "RANGE".into())
         ]
     );
-    assert_eq!(def.table.indexes.len(), 2);
-    let events = &def.table.indexes[0];
-    assert_eq!(events.name, table::GSI1);
-    assert_eq!(
-        events.key_schema,
-        vec![
-            (table::GSI1PK.into(), "HASH".into()),
-            (table::GSI1SK.into(), "RANGE".into())
-        ]
-    );
-    assert_eq!(events.projection, "ALL");
-    // Stripe events: the listing's attributes, never the payload.
-    let stripe = &def.table.indexes[1];
-    assert_eq!(stripe.name, table::GSI2);
-    assert_eq!(
-        stripe.key_schema,
-        vec![
-            (table::GSI2PK.into(), "HASH".into()),
-            (table::GSI2SK.into(), "RANGE".into())
-        ]
-    );
-    assert_eq!(stripe.projection, "INCLUDE");
-    assert_eq!(
-        stripe.non_key_attributes,
-        sluice::stripe::store::INDEX_ATTRIBUTES.map(String::from)
-    );
+    // Outbound events: whole items. Stripe events: the listing's attributes, never the payload.
+    let stripe_listed: Vec<String> = sluice::stripe::store::INDEX_ATTRIBUTES
+        .map(String::from)
+        .to_vec();
+    let expected = [
+        (table::GSI1, table::GSI1PK, table::GSI1SK, "ALL", Vec::new()),
+        (
+            table::GSI2,
+            table::GSI2PK,
+            table::GSI2SK,
+            "INCLUDE",
+            stripe_listed,
+        ),
+    ];
+    assert_eq!(def.table.indexes.len(), expected.len());
+    for (index, (name, pk, sk, projection, listed)) in def.table.indexes.iter().zip(expected) {
+        assert_eq!(index.name, name);
+        assert_eq!(
+            index.key_schema,
+            vec![(pk.into(), "HASH".into()), (sk.into(), "RANGE".into())]
+        );
+        assert_eq!(index.projection, projection);
+        assert_eq!(index.non_key_attributes, listed);
+    }
     assert_eq!(def.table.ttl_attribute, table::TTL);
     assert!(def.table.ttl_enabled);
     for attr in [

@@ -1387,13 +1387,23 @@ mod tests {
     /// Stage 3 for `name` resolved as `resolved`, with `flags`, as a first delivery.
     fn build(name: &str, resolved: Option<Resolved>, flags: Degrade) -> Built {
         let (event, raw) = fixture(name);
-        let handling = event::plan(&event).unwrap();
+        build_event(&event, &raw, resolved, flags)
+    }
+
+    /// Stage 3 for `event`, as [`build`].
+    fn build_event(
+        event: &StripeEvent,
+        raw: &[u8],
+        resolved: Option<Resolved>,
+        flags: Degrade,
+    ) -> Built {
+        let handling = event::plan(event).unwrap();
         B.transaction(
             &handling,
             resolved,
             &Attempt {
-                event: &event,
-                raw: &raw,
+                event,
+                raw,
                 received_ms: 1_700_000_000_000,
                 prior: None,
                 flags,
@@ -1636,22 +1646,7 @@ mod tests {
         // requires the tenant to name the customer.
         let (mut event, raw) = fixture("checkout.session.completed.payment");
         event.object["metadata"][event::SLUICE_CUSTOMER_KEY] = event.customer().unwrap().into();
-        let build_marked = |flags: Degrade| {
-            B.transaction(
-                &event::plan(&event).unwrap(),
-                tenant(),
-                &Attempt {
-                    event: &event,
-                    raw: &raw,
-                    received_ms: 1_700_000_000_000,
-                    prior: None,
-                    flags,
-                    sub_item: None,
-                    published: &[],
-                },
-                &mut BTreeMap::new(),
-            )
-        };
+        let build_marked = |flags: Degrade| build_event(&event, &raw, tenant(), flags);
         let marked = build_marked(Degrade::default());
         assert!(!puts_link(&marked));
         assert_eq!(marked.tx.items.len(), plain.tx.items.len() - 1);
