@@ -582,6 +582,8 @@ impl Builder<'_> {
         let c = tw.update.expr.name(tenant_attr::STRIPE_CUSTOMER_ID);
         let v = tw.update.expr.value(s(customer));
         tw.update.condition(format!("{c} = {v}"));
+        // Setting the value the condition requires changes nothing; it keeps the tenant write
+        // an `Update` (which carries the condition) even when nothing else changes the tenant.
         tw.update.set(tenant_attr::STRIPE_CUSTOMER_ID, s(customer));
         tw.confirms_link = Some(customer.to_owned());
     }

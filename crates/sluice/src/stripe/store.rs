@@ -470,13 +470,13 @@ fn encode_cursor(key: &Item) -> String {
     table::encode_key_cursor(key)
 }
 
+/// The key of an index entry: the table's and `gsi2`'s (what a cursor holds).
+const INDEX_KEY: [&str; 4] = [table::PK, table::SK, table::GSI2PK, table::GSI2SK];
+
 fn decode_cursor(cursor: &str) -> Result<Item, ApiError> {
-    table::decode_key_cursor(
-        cursor,
-        &[table::PK, table::SK, table::GSI2PK, table::GSI2SK],
-    )
-    .filter(|item| item.get_s(table::GSI2PK) == Some(GSI2_STRIPE_EVENTS))
-    .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
+    table::decode_key_cursor(cursor, &INDEX_KEY)
+        .filter(|item| item.get_s(table::GSI2PK) == Some(GSI2_STRIPE_EVENTS))
+        .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
 }
 
 /// One page of events, newest first, and the cursor of the next page (if any). Filters are
@@ -532,9 +532,7 @@ pub async fn list(
         // The index key alone is what the next query starts after.
         let key: Item = k
             .into_iter()
-            .filter(|(name, _)| {
-                [table::PK, table::SK, table::GSI2PK, table::GSI2SK].contains(&name.as_str())
-            })
+            .filter(|(name, _)| INDEX_KEY.contains(&name.as_str()))
             .collect();
         encode_cursor(&key)
     });
@@ -764,10 +762,11 @@ mod tests {
             ..record()
         }
         .to_item();
-        let keys = [table::PK, table::SK, table::GSI2PK, table::GSI2SK];
         let entry: Item = full
             .iter()
-            .filter(|(k, _)| keys.contains(&k.as_str()) || INDEX_ATTRIBUTES.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                INDEX_KEY.contains(&k.as_str()) || INDEX_ATTRIBUTES.contains(&k.as_str())
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         assert!(!entry.contains_key(attr::PAYLOAD));
